@@ -1,0 +1,1 @@
+"""Auto-Ops pipeline stages: ingest -> featurize -> train -> evaluate -> drift (see dvc.yaml)."""

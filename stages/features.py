@@ -1,0 +1,158 @@
+"""Feature engineering: the single module that both training and serving import.
+
+Keeping one implementation is what makes training/serving skew impossible: the service calls
+:func:`feature_matrix` on request data exactly as the pipeline calls it on a month of trips.
+It works on plain NumPy columns so that one request costs microseconds, not a DataFrame build.
+
+Only what a dispatcher knows at pickup is used. ``trip_distance`` is the one exception the
+product allows: at serving time it is the route planner's distance estimate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TARGET = "duration_min"
+
+# Raw (canonical-schema) columns the features are computed from. The first four are required;
+# the others are optional at serving time and mean "unknown" when absent.
+INPUT_COLUMNS = (
+    "lpep_pickup_datetime",
+    "PULocationID",
+    "DOLocationID",
+    "trip_distance",
+    "VendorID",
+    "RatecodeID",
+    "trip_type",
+    "passenger_count",
+)
+REQUIRED_INPUTS = INPUT_COLUMNS[:4]
+
+FEATURES = (
+    "pu_zone",
+    "do_zone",
+    "pu_borough",
+    "do_borough",
+    "same_zone",
+    "trip_distance",
+    "pickup_hour",
+    "pickup_dow",
+    "vendor_id",
+    "rate_code",
+    "trip_type",
+    "passenger_count",
+)
+# Categorical features are small integer codes (HistGradientBoosting's native categorical
+# support needs codes below 255; there are 265 taxi zones, hence the "other" bucket).
+CATEGORICAL_FEATURES = ("pu_zone", "do_zone", "pu_borough", "do_borough")
+NUMERIC_FEATURES = tuple(f for f in FEATURES if f not in CATEGORICAL_FEATURES)
+MAX_ZONE_CODES = 254
+ZONE_ID_RANGE = (1, 265)
+
+_SECONDS_PER_HOUR = 3600.0
+_US_PER_DAY = 86_400_000_000
+
+
+@lru_cache(maxsize=1)
+def _zone_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Lookup arrays indexed by zone id: zone code and borough code.
+
+    The codes come from the committed zones.json (trip counts over real months), not from the
+    training data, so the encoding is identical for every model and needs no fitted state.
+    """
+    raw: dict[str, Any] = json.loads(resources.files("stages.resources").joinpath("zones.json").read_text())[
+        "zones"
+    ]
+    ranked = sorted(raw, key=lambda z: (-(raw[z]["pickups"] + raw[z]["dropoffs"]), int(z)))
+    zone_code = np.full(ZONE_ID_RANGE[1] + 2, MAX_ZONE_CODES, dtype=np.float64)
+    for code, zone in enumerate(ranked[:MAX_ZONE_CODES]):
+        zone_code[int(zone)] = code
+    boroughs = sorted({v["borough"] for v in raw.values()})
+    borough_code = np.full(ZONE_ID_RANGE[1] + 2, boroughs.index("Unknown"), dtype=np.float64)
+    for zone, info in raw.items():
+        borough_code[int(zone)] = boroughs.index(info["borough"])
+    return zone_code, borough_code
+
+
+def _as_float(values: Any, n: int) -> np.ndarray:
+    if values is None:
+        return np.full(n, np.nan)
+    if isinstance(values, pd.Series):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(values, dtype=np.float64).reshape(-1) * np.ones(n)
+
+
+def _as_datetime_us(values: Any) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        values = values.to_numpy()
+    return np.asarray(values, dtype="datetime64[us]").reshape(-1)
+
+
+def feature_matrix(columns: Mapping[str, Any]) -> np.ndarray:
+    """Compute the model's features (columns in :data:`FEATURES` order) as a float64 matrix.
+
+    ``columns`` maps the names in :data:`INPUT_COLUMNS` to equal-length arrays (a DataFrame
+    works too); optional inputs may be missing or null.
+    """
+    pickup = _as_datetime_us(columns["lpep_pickup_datetime"])
+    n = pickup.shape[0]
+    pu = np.clip(_as_float(columns["PULocationID"], n), 0, ZONE_ID_RANGE[1] + 1).astype(np.int64)
+    do = np.clip(_as_float(columns["DOLocationID"], n), 0, ZONE_ID_RANGE[1] + 1).astype(np.int64)
+    zone_code, borough_code = _zone_tables()
+    micros = pickup.astype(np.int64)
+    day_micros = np.mod(micros, _US_PER_DAY)
+    days = np.floor_divide(micros, _US_PER_DAY)
+
+    def optional(name: str) -> np.ndarray:
+        return _as_float(columns.get(name, None), n)
+
+    out = np.empty((n, len(FEATURES)), dtype=np.float64)
+    out[:, 0] = zone_code[pu]
+    out[:, 1] = zone_code[do]
+    out[:, 2] = borough_code[pu]
+    out[:, 3] = borough_code[do]
+    out[:, 4] = pu == do
+    out[:, 5] = _as_float(columns["trip_distance"], n)
+    out[:, 6] = day_micros / (_SECONDS_PER_HOUR * 1e6)
+    out[:, 7] = np.mod(days + 3, 7)  # 1970-01-01 was a Thursday; Monday = 0 as in pandas
+    out[:, 8] = optional("VendorID")
+    out[:, 9] = optional("RatecodeID")
+    out[:, 10] = optional("trip_type")
+    out[:, 11] = optional("passenger_count")
+    return out
+
+
+def feature_frame(columns: Mapping[str, Any]) -> pd.DataFrame:
+    """:func:`feature_matrix` as a named DataFrame (for storage, Evidently and reports)."""
+    return pd.DataFrame(feature_matrix(columns), columns=list(FEATURES))
+
+
+def duration_minutes(trips: pd.DataFrame) -> pd.Series:
+    delta = trips["lpep_dropoff_datetime"] - trips["lpep_pickup_datetime"]
+    return delta.dt.total_seconds() / 60.0
+
+
+def filter_mask(trips: pd.DataFrame, month_start: Any, month_end: Any, filters: Any) -> pd.Series:
+    """Rows kept for modelling: pickup inside the month, plausible duration and distance.
+
+    ``filters`` is :class:`stages.params.FilterParams`. TLC files hold a few stray rows from other
+    years (clock errors); they are dropped here, not in ingest, so the raw month stays complete.
+    """
+    duration = duration_minutes(trips)
+    pickup = trips["lpep_pickup_datetime"]
+    return (
+        (pickup >= pd.Timestamp(month_start))
+        & (pickup < pd.Timestamp(month_end))
+        & duration.between(filters.min_duration_min, filters.max_duration_min)
+        & (trips["trip_distance"] > 0)
+        & (trips["trip_distance"] <= filters.max_distance_mi)
+        & trips["PULocationID"].between(*ZONE_ID_RANGE)
+        & trips["DOLocationID"].between(*ZONE_ID_RANGE)
+    )

@@ -1,0 +1,63 @@
+"""Atomic output writing and content hashes.
+
+Every artifact is written to a temporary file in the destination folder and renamed into place,
+so a crash or a failed validation never leaves a half-written file where a later stage (or DVC)
+would take it for a good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class StageError(RuntimeError):
+    """An expected failure with a one-line, user-facing message (no traceback needed)."""
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path | str) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; move it onto ``dest`` only if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet(table: pa.Table, dest: Path | str) -> None:
+    # Fixed writer options keep the bytes (and so DVC's hashes) identical from run to run.
+    with atomic_path(dest) as tmp:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
+
+
+def write_json(data: Any, dest: Path | str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text(text: str, dest: Path | str) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,139 @@
+"""The one place params.yaml is read and validated.
+
+Pydantic turns a typo or an impossible value into one clear error before any stage does work,
+instead of a KeyError half-way through a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stages.months import add_months, month_index, validate_month
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class _Strict(BaseModel):
+    # Unknown keys are almost always typos; refuse them rather than silently ignore them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Strict):
+    source: Literal["synthetic", "tlc", "dir"] = "synthetic"
+    tlc_url: str = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_{month}.parquet"
+    dir: str = "../shared/data/tlc"
+    cache_dir: str = ".cache/tlc"
+    timeout_s: float = Field(60, gt=0)
+    retries: int = Field(4, ge=0, le=20)
+
+
+class MonthParams(_Strict):
+    reference: str
+    current: str
+    train_window: int = Field(1, ge=1, le=36)
+
+    _check = field_validator("reference", "current")(validate_month)
+
+    @model_validator(mode="after")
+    def _order(self) -> MonthParams:
+        if month_index(self.current) < month_index(self.reference):
+            raise ValueError(f"months.current ({self.current}) is before months.reference ({self.reference})")
+        return self
+
+    @property
+    def training_months(self) -> list[str]:
+        return [add_months(self.reference, -i) for i in range(self.train_window - 1, -1, -1)]
+
+    @property
+    def all_months(self) -> list[str]:
+        months = self.training_months
+        return months if self.current in months else [*months, self.current]
+
+
+class SyntheticParams(_Strict):
+    seed: int = 42
+    rows_per_month: int = Field(60000, ge=100, le=5_000_000)
+    shift_month: str = "2024-05"
+    shift_speed_factor: float = Field(0.7, gt=0.1, le=2.0)
+    shift_long_trip_share: float = Field(0.35, ge=0.0, le=1.0)
+
+    _check = field_validator("shift_month")(validate_month)
+
+
+class FilterParams(_Strict):
+    min_duration_min: float = Field(1, ge=0)
+    max_duration_min: float = Field(60, gt=0)
+    max_distance_mi: float = Field(100, gt=0)
+
+
+class SplitParams(_Strict):
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    seed: int = 7
+
+
+class HGBParams(_Strict):
+    max_iter: int = Field(300, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
+    max_leaf_nodes: int = Field(63, ge=2)
+    min_samples_leaf: int = Field(20, ge=1)
+    l2_regularization: float = Field(0.0, ge=0)
+
+
+class RFParams(_Strict):
+    n_estimators: int = Field(100, ge=1)
+    max_depth: int | None = 20
+    min_samples_leaf: int = Field(3, ge=1)
+    max_features: float = Field(0.6, gt=0, le=1)
+    n_jobs: int = -1
+
+
+class TrainParams(_Strict):
+    model: Literal["hist_gradient_boosting", "random_forest"] = "hist_gradient_boosting"
+    seed: int = 42
+    hist_gradient_boosting: HGBParams = HGBParams()
+    random_forest: RFParams = RFParams()
+
+
+class DriftParams(_Strict):
+    drift_share: float = Field(0.5, gt=0, le=1)
+    sample_rows: int = Field(20000, ge=100)
+    performance_threshold: float = Field(0.1, gt=0)
+
+
+class MlflowParams(_Strict):
+    experiment: str = "auto-ops-green-taxi"
+    registered_model: str = "green-taxi-duration"
+
+
+class Params(_Strict):
+    data: DataParams = DataParams()
+    months: MonthParams
+    synthetic: SyntheticParams = SyntheticParams()
+    filters: FilterParams = FilterParams()
+    split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
+    drift: DriftParams = DriftParams()
+    mlflow: MlflowParams = MlflowParams()
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing or invalid."""
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ParamsError(f"{path}: not found (run from the repository root)") from exc
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ParamsError(f"{path}: {problems}") from exc
