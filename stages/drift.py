@@ -1,0 +1,181 @@
+"""Stage 5, drift: has the world moved since the serving model learned it?
+
+Evidently 0.7 compares the current month with the reference holdout on the model's features and
+on its predictions (``DataDriftPreset``; Evidently picks each column's test). Performance drift
+compares the current month's MAE with the reference holdout MAE. Both feed one verdict:
+``retrain_recommended`` with a reason a person can read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages.evaluate import METRICS_FILE as EVALUATE_METRICS
+from stages.evaluate import PREDICTION, PREDICTIONS_DIR
+from stages.features import CATEGORICAL_FEATURES, FEATURES
+from stages.io import StageError, write_json, write_text
+from stages.params import DriftParams, Params, load_params
+from stages.runner import run_stage
+
+DRIFT_METRICS = Path("reports/metrics/drift.json")
+DRIFT_REPORT = Path("reports/drift_report.html")
+DRIFT_COLUMNS = [*FEATURES, PREDICTION]
+# Evidently stamps random ids into the HTML on every run; they are renumbered in order of
+# appearance so the report's bytes (and so dvc.lock) are the same for the same data.
+_RANDOM_ID = re.compile(
+    r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b|(?<=metric_)[0-9a-f]{32}\b"
+)
+log = logging.getLogger(__name__)
+
+
+def _stable_ids(html: str) -> str:
+    seen: dict[str, str] = {}
+
+    def renumber(match: re.Match[str]) -> str:
+        key = match.group(0)
+        if key not in seen:
+            n = len(seen)
+            seen[key] = f"{n:032x}" if len(key) == 32 else f"00000000-0000-4000-8000-{n:012x}"
+        return seen[key]
+
+    return _RANDOM_ID.sub(renumber, html)
+
+
+def _sample(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    # Deterministic: the same data always gives the same sample, hence the same verdict.
+    if len(frame) <= rows:
+        return frame
+    return frame.sample(n=rows, random_state=0).sort_index()
+
+
+def compute_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, params: DriftParams, columns: list[str] | None = None
+) -> tuple[dict[str, Any], Any]:
+    """Run Evidently on ``columns`` (default: features + prediction).
+
+    Returns the per-column results and the dataset verdict, plus the Evidently snapshot (for HTML).
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    columns = columns or [c for c in DRIFT_COLUMNS if c in reference and c in current]
+    if reference.empty or current.empty:
+        raise StageError("drift needs rows on both sides: the reference or the current data is empty")
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c not in CATEGORICAL_FEATURES],
+        categorical_columns=[c for c in columns if c in CATEGORICAL_FEATURES],
+    )
+    ref = Dataset.from_pandas(_sample(reference[columns], params.sample_rows), data_definition=definition)
+    cur = Dataset.from_pandas(_sample(current[columns], params.sample_rows), data_definition=definition)
+    report = Report([DataDriftPreset(columns=columns, drift_share=params.drift_share)], include_tests=True)
+    snapshot = report.run(current_data=cur, reference_data=ref)
+    result = snapshot.dict()
+    by_id = {m["id"]: m for m in result["metrics"]}
+    detected = {
+        by_id[t["metric_config"]["metric_id"]]["config"]["column"]: t["status"] == "FAIL"
+        for t in result["tests"]
+        if t["metric_config"]["params"].get("type", "").endswith("ValueDrift")
+    }
+    per_column = {}
+    for metric in result["metrics"]:
+        config = metric["config"]
+        if not config["type"].endswith("ValueDrift"):
+            continue
+        per_column[config["column"]] = {
+            "score": round(float(metric["value"]), 6),
+            "method": config["method"],
+            "threshold": config["threshold"],
+            "drifted": bool(detected[config["column"]]),
+        }
+    drifted = sorted(c for c, v in per_column.items() if v["drifted"])
+    share = len(drifted) / len(per_column)
+    summary = {
+        "columns": per_column,
+        "drifted_columns": drifted,
+        "n_columns": len(per_column),
+        "drifted_share": round(share, 6),
+        "drift_share_threshold": params.drift_share,
+        "data_drift": share >= params.drift_share,
+        "prediction_drift": per_column.get(PREDICTION, {}).get("drifted", False),
+    }
+    return summary, snapshot
+
+
+def performance_drift(evaluation: dict[str, Any], threshold: float) -> dict[str, Any]:
+    ref_mae = evaluation["reference_holdout"]["mae"]
+    cur_mae = evaluation["current"]["mae"]
+    change = cur_mae / ref_mae - 1.0
+    return {
+        "reference_mae": ref_mae,
+        "current_mae": cur_mae,
+        "mae_change": round(change, 6),
+        "threshold": threshold,
+        "performance_drift": change > threshold,
+    }
+
+
+def verdict(data: dict[str, Any], perf: dict[str, Any]) -> tuple[bool, str]:
+    reasons = []
+    if data["data_drift"]:
+        reasons.append(
+            f"data drift: {len(data['drifted_columns'])} of {data['n_columns']} columns drifted "
+            f"(share {data['drifted_share']:.2f} >= {data['drift_share_threshold']}: "
+            f"{', '.join(data['drifted_columns'])})"
+        )
+    if perf["performance_drift"]:
+        reasons.append(
+            f"performance drift: MAE {perf['current_mae']:.3f} vs reference {perf['reference_mae']:.3f} "
+            f"({perf['mae_change']:+.1%} > {perf['threshold']:+.0%})"
+        )
+    if reasons:
+        return True, "retrain recommended: " + "; ".join(reasons)
+    return False, (
+        f"no retrain needed: {len(data['drifted_columns'])} of {data['n_columns']} columns drifted "
+        f"(share {data['drifted_share']:.2f} < {data['drift_share_threshold']}), "
+        f"MAE {perf['current_mae']:.3f} vs reference {perf['reference_mae']:.3f} ({perf['mae_change']:+.1%})"
+    )
+
+
+def drift(params: Params, current_path: Path | None = None) -> dict[str, Any]:
+    """Compare the current month (or ``current_path``, e.g. the service's prediction log) with the reference."""
+    reference = _read(PREDICTIONS_DIR / "holdout.parquet")
+    current = _read(current_path or PREDICTIONS_DIR / "current.parquet")
+    if not EVALUATE_METRICS.exists():
+        raise StageError(f"{EVALUATE_METRICS}: missing; run the evaluate stage first")
+    evaluation = json.loads(EVALUATE_METRICS.read_text())
+    data, snapshot = compute_drift(reference, current, params.drift)
+    perf = performance_drift(evaluation, params.drift.performance_threshold)
+    retrain, reason = verdict(data, perf)
+    result = {
+        "reference_month": params.months.reference,
+        "current_month": params.months.current,
+        "model_version": evaluation["model_version"],
+        **data,
+        **perf,
+        "retrain_recommended": retrain,
+        "reason": reason,
+    }
+    write_text(_stable_ids(snapshot.get_html_str(as_iframe=False)), DRIFT_REPORT)
+    write_json(result, DRIFT_METRICS)
+    log.info(reason)
+    return result
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise StageError(f"{path}: missing; run the evaluate stage first (dvc repro evaluate)")
+    return pd.read_parquet(path)
+
+
+def main() -> None:
+    drift(load_params())
+
+
+if __name__ == "__main__":
+    run_stage("drift", main)

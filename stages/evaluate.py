@@ -1,0 +1,97 @@
+"""Stage 4, evaluate: accuracy on the reference holdout and on the whole current month.
+
+Labels arrive with the month, so the current month's MAE is the model's live accuracy. Writes
+DVC metrics (reports/metrics/evaluate.json), the predictions the drift stage compares, and the
+data behind the DVC plots declared in dvc.yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from stages.features import TARGET
+from stages.io import StageError, atomic_dir, write_json, write_parquet, write_text
+from stages.metrics import regression_metrics
+from stages.model import CARD_FILE, MODEL_FILE, load_model, predict
+from stages.params import Params, load_params
+from stages.runner import run_stage
+from stages.train import MODELS_DIR, read_features, xy
+
+METRICS_FILE = Path("reports/metrics/evaluate.json")
+PREDICTIONS_DIR = Path("data/predictions")
+PLOTS_DIR = Path("reports/plots")
+PREDICTION = "prediction"
+# Enough points for a readable scatter plot, few enough to keep the committed CSV small.
+SCATTER_POINTS = 1000
+log = logging.getLogger(__name__)
+
+
+def load_trained_model(models_dir: Path = MODELS_DIR) -> tuple[object, dict]:
+    import json
+
+    card_path = models_dir / CARD_FILE
+    if not card_path.exists():
+        raise StageError(f"{card_path}: missing; run the train stage first (dvc repro train)")
+    card = json.loads(card_path.read_text())
+    return load_model(models_dir / MODEL_FILE, sha256=card["model_sha256"]), card
+
+
+def with_predictions(model: object, frame: pd.DataFrame) -> pd.DataFrame:
+    x, _ = xy(frame)
+    out = frame.copy()
+    out[PREDICTION] = predict(model, x)
+    return out
+
+
+def error_by_hour(holdout: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """MAE per pickup hour, one column per dataset (the shape DVC's linear template wants)."""
+    columns = {}
+    for label, frame in (("reference_holdout_mae", holdout), ("current_mae", current)):
+        err = (frame[PREDICTION] - frame[TARGET]).abs()
+        columns[label] = err.groupby(frame["pickup_hour"].astype(int)).mean().round(4)
+    table = pd.DataFrame(columns).reindex(range(24))
+    table.index.name = "hour"
+    return table.reset_index()
+
+
+def evaluate(params: Params) -> dict:
+    model, card = load_trained_model()
+    holdout = with_predictions(model, read_features("holdout"))
+    current = with_predictions(model, read_features("current"))
+    metrics = {
+        "model_version": card["version"],
+        "reference_month": params.months.reference,
+        "current_month": params.months.current,
+        "reference_holdout": regression_metrics(holdout[TARGET].to_numpy(), holdout[PREDICTION].to_numpy()),
+        "current": regression_metrics(current[TARGET].to_numpy(), current[PREDICTION].to_numpy()),
+    }
+    with atomic_dir(PREDICTIONS_DIR) as tmp:
+        for name, frame in (("holdout", holdout), ("current", current)):
+            write_parquet(pa.Table.from_pandas(frame, preserve_index=False), tmp / f"{name}.parquet")
+    sample = current.sample(n=min(SCATTER_POINTS, len(current)), random_state=np.random.RandomState(0))
+    scatter = pd.DataFrame(
+        {"actual": sample[TARGET].round(3), "predicted": sample[PREDICTION].round(3)}
+    ).sort_values(["actual", "predicted"])
+    write_text(scatter.to_csv(index=False), PLOTS_DIR / "predicted_vs_actual.csv")
+    write_text(error_by_hour(holdout, current).to_csv(index=False), PLOTS_DIR / "error_by_hour.csv")
+    write_json(metrics, METRICS_FILE)
+    log.info(
+        "MAE holdout %.3f, current %s %.3f",
+        metrics["reference_holdout"]["mae"],
+        params.months.current,
+        metrics["current"]["mae"],
+    )
+    return metrics
+
+
+def main() -> None:
+    evaluate(load_params())
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)

@@ -1,0 +1,149 @@
+"""Stage 3, train: fit on the reference window, register the model, write models/.
+
+models/ holds the pickled model and a JSON model card, so serving and the Docker image need no
+MLflow server; MLflow gets the same model (as skops) as a new version of one registered model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stages import tracking
+from stages.featurize import FEATURES_DIR
+from stages.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
+from stages.io import StageError, file_sha256, write_json
+from stages.metrics import regression_metrics
+from stages.model import CARD_FILE, MODEL_FILE, SKOPS_TRUSTED_TYPES, build_model, predict, save_model
+from stages.params import Params, load_params
+from stages.runner import run_stage
+
+MODELS_DIR = Path("models")
+# Written after registration; not a DVC output because its contents (run id, version number)
+# depend on the tracking store, not on the data, and would break reproducibility.
+REGISTRY_FILE = "registry.json"
+log = logging.getLogger(__name__)
+
+
+def read_features(name: str, folder: Path = FEATURES_DIR) -> pd.DataFrame:
+    path = folder / f"{name}.parquet"
+    if not path.exists():
+        raise StageError(f"{path}: missing; run the featurize stage first (dvc repro featurize)")
+    return pd.read_parquet(path)
+
+
+def xy(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return frame[list(FEATURES)].to_numpy(dtype=np.float64), frame[TARGET].to_numpy(dtype=np.float64)
+
+
+def fit(params: Params, train: pd.DataFrame) -> tuple[Any, float]:
+    x, y = xy(train)
+    model = build_model(params.train)
+    started = time.perf_counter()
+    model.fit(x, y)
+    return model, time.perf_counter() - started
+
+
+def model_card(params: Params, model_sha: str, train: pd.DataFrame, holdout_metrics: dict) -> dict:
+    """Everything serving needs to describe the model; deterministic, so DVC can hash it."""
+    model_params = getattr(params.train, params.train.model).model_dump()
+    return {
+        "name": params.mlflow.registered_model,
+        "version": model_sha[:12],
+        "model_type": params.train.model,
+        "model_params": model_params,
+        "model_file": MODEL_FILE,
+        "model_sha256": model_sha,
+        "training_months": params.months.training_months,
+        "reference_month": params.months.reference,
+        "features": list(FEATURES),
+        "categorical_features": list(CATEGORICAL_FEATURES),
+        "input_columns": list(INPUT_COLUMNS),
+        "target": TARGET,
+        "training_rows": len(train),
+        "data_source": params.data.source,
+        "train_data_sha256": file_sha256(FEATURES_DIR / "train.parquet"),
+        "holdout_metrics": holdout_metrics,
+    }
+
+
+def register(params: Params, model: Any, card: dict, fit_seconds: float) -> dict:
+    """Log the run and register a new model version; returns what identifies it in MLflow."""
+    mlflow = tracking.configure()
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    mlflow.set_experiment(params.mlflow.experiment)
+    name = params.mlflow.registered_model
+    example = np.zeros((2, len(FEATURES)))
+    with mlflow.start_run(run_name=f"train-{params.months.reference}") as run:
+        mlflow.log_params({"model": params.train.model, "seed": params.train.seed, **card["model_params"]})
+        mlflow.log_params({"training_months": ",".join(card["training_months"]), "source": card["data_source"]})
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in card["holdout_metrics"].items()})
+        mlflow.log_metric("fit_seconds", fit_seconds)
+        mlflow.log_dict(card, "model_card.json")
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            signature=infer_signature(example, predict(model, example)),
+            registered_model_name=name,
+        )
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    for key in ("reference_month", "model_sha256", "train_data_sha256", "data_source"):
+        client.set_model_version_tag(name, version, key, str(card[key]))
+    client.set_model_version_tag(name, version, "training_months", ",".join(card["training_months"]))
+    client.set_registered_model_alias(name, tracking.CHALLENGER, version)
+    try:
+        client.get_model_version_by_alias(name, tracking.CHAMPION)
+    except Exception:  # noqa: BLE001 - MLflow raises a generic error when the alias is unset
+        # The very first model has nothing to beat: it serves until a merge promotes another.
+        client.set_registered_model_alias(name, tracking.CHAMPION, version)
+    return {
+        "tracking_uri": tracking.tracking_uri(),
+        "run_id": run.info.run_id,
+        "registered_model": name,
+        "version": version,
+        "model_uri": f"models:/{name}/{version}",
+    }
+
+
+def train(params: Params, out_dir: Path = MODELS_DIR, *, use_mlflow: bool = True) -> dict:
+    train_frame = read_features("train")
+    holdout = read_features("holdout")
+    model, fit_seconds = fit(params, train_frame)
+    x_hold, y_hold = xy(holdout)
+    holdout_metrics = regression_metrics(y_hold, predict(model, x_hold))
+    # Each file is written atomically; the card goes last and carries the model's sha256, so a
+    # reader can never pair a card with a model it does not describe.
+    model_sha = save_model(model, out_dir / MODEL_FILE)
+    card = model_card(params, model_sha, train_frame, holdout_metrics)
+    write_json(card, out_dir / CARD_FILE)
+    log.info(
+        "%s on %s: %d rows in %.1f s, holdout MAE %.3f",
+        params.train.model,
+        ",".join(card["training_months"]),
+        len(train_frame),
+        fit_seconds,
+        holdout_metrics["mae"],
+    )
+    if use_mlflow:
+        registry = register(params, model, card, fit_seconds)
+        write_json(registry, out_dir / REGISTRY_FILE)
+        log.info("registered %s version %s", registry["registered_model"], registry["version"])
+    return card
+
+
+def main() -> None:
+    train(load_params())
+
+
+if __name__ == "__main__":
+    run_stage("train", main)
