@@ -143,7 +143,7 @@ def verdict(data: dict[str, Any], perf: dict[str, Any]) -> tuple[bool, str]:
 
 
 def drift(params: Params, current_path: Path | None = None) -> dict[str, Any]:
-    """Compare the current month (or ``current_path``, e.g. the service's prediction log) with the reference."""
+    """Compare the current month (or ``current_path``: the service's prediction log) with the reference."""
     reference = _read(PREDICTIONS_DIR / "holdout.parquet")
     current = _read(current_path or PREDICTIONS_DIR / "current.parquet")
     if not EVALUATE_METRICS.exists():

@@ -41,10 +41,7 @@ def load_month(month: str, params: Params) -> tuple[pa.Table, str]:
         from stages.synthetic import generate_month  # only this source needs the generator
 
         return generate_month(month, params.synthetic), f"synthetic month {month}"
-    if data.source == "dir":
-        path = tlc.read_month_dir(month, Path(data.dir))
-    else:
-        path = tlc.fetch_month(month, data)
+    path = tlc.read_month_dir(month, Path(data.dir)) if data.source == "dir" else tlc.fetch_month(month, data)
     return read_parquet_file(path), str(path)
 
 

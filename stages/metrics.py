@@ -11,5 +11,5 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "mae": round(float(mean_absolute_error(y_true, y_pred)), 6),
         "rmse": round(float(root_mean_squared_error(y_true, y_pred)), 6),
         "r2": round(float(r2_score(y_true, y_pred)), 6),
-        "rows": int(len(y_true)),
+        "rows": len(y_true),
     }

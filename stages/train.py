@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from stages import tracking
-from stages.featurize import FEATURES_DIR
 from stages.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
+from stages.featurize import FEATURES_DIR
 from stages.io import StageError, file_sha256, write_json
 from stages.metrics import regression_metrics
 from stages.model import CARD_FILE, MODEL_FILE, SKOPS_TRUSTED_TYPES, build_model, predict, save_model
@@ -83,7 +83,8 @@ def register(params: Params, model: Any, card: dict, fit_seconds: float) -> dict
     example = np.zeros((2, len(FEATURES)))
     with mlflow.start_run(run_name=f"train-{params.months.reference}") as run:
         mlflow.log_params({"model": params.train.model, "seed": params.train.seed, **card["model_params"]})
-        mlflow.log_params({"training_months": ",".join(card["training_months"]), "source": card["data_source"]})
+        months = ",".join(card["training_months"])
+        mlflow.log_params({"training_months": months, "source": card["data_source"]})
         mlflow.log_metrics({f"holdout_{k}": v for k, v in card["holdout_metrics"].items()})
         mlflow.log_metric("fit_seconds", fit_seconds)
         mlflow.log_dict(card, "model_card.json")
@@ -103,7 +104,7 @@ def register(params: Params, model: Any, card: dict, fit_seconds: float) -> dict
     client.set_registered_model_alias(name, tracking.CHALLENGER, version)
     try:
         client.get_model_version_by_alias(name, tracking.CHAMPION)
-    except Exception:  # noqa: BLE001 - MLflow raises a generic error when the alias is unset
+    except Exception:
         # The very first model has nothing to beat: it serves until a merge promotes another.
         client.set_registered_model_alias(name, tracking.CHAMPION, version)
     return {
