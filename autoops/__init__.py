@@ -1,0 +1,1 @@
+"""Auto-Ops command line: the self-healing loop (check, propose, report), backtests and helpers."""
