@@ -1,0 +1,82 @@
+"""Shared fixtures: the real TLC folder (optional), and throw-away copies of the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Real TLC months sit beside the project on developer and CI machines, never in a user's clone.
+REAL_DIR = ROOT.parent / "shared" / "data" / "tlc"
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    if not (REAL_DIR / "green_tripdata_2021-01.parquet").exists():
+        pytest.skip(f"real TLC data not available at {REAL_DIR}")
+    return REAL_DIR
+
+
+def project_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [line for line in out.splitlines() if line and (ROOT / line).is_file()]
+
+
+def copy_project(dest: Path) -> Path:
+    """A clean copy of the project's files (what a fresh clone holds) in ``dest``, as a git repo."""
+    for name in project_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return copy_project(tmp_path / "project")
+
+
+def stage_env(project_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(project_dir)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project_dir / 'mlflow.db'}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run_in(project_dir: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a command in ``project_dir`` with the test interpreter's environment."""
+    return subprocess.run(
+        list(args), cwd=project_dir, env=stage_env(project_dir), capture_output=True, text=True, check=check
+    )
+
+
+def set_params(project_dir: Path, **updates: object) -> None:
+    """Edit params.yaml in place: ``set_params(p, **{"months.current": "2024-03"})``."""
+    import yaml
+
+    path = project_dir / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in updates.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
