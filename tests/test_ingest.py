@@ -55,7 +55,9 @@ def _tiny_month(rows: int = 50) -> pa.Table:
     )
 
 
-def _ingest_with_bad_month(project: Path, tmp_path: Path, table_or_bytes: pa.Table | bytes) -> tuple[str, Path]:
+def _ingest_with_bad_month(
+    project: Path, tmp_path: Path, table_or_bytes: pa.Table | bytes
+) -> tuple[str, Path]:
     folder = tmp_path / "tlc"
     _write_month(folder, "2024-01", _tiny_month())
     bad = folder / "green_tripdata_2024-02.parquet"
@@ -84,7 +86,9 @@ def test_truncated_parquet_fails_cleanly(project: Path, tmp_path: Path) -> None:
 
 
 def test_missing_pickup_column_fails_cleanly(project: Path, tmp_path: Path) -> None:
-    line, bad = _ingest_with_bad_month(project, tmp_path, _tiny_month().drop_columns(["lpep_pickup_datetime"]))
+    line, bad = _ingest_with_bad_month(
+        project, tmp_path, _tiny_month().drop_columns(["lpep_pickup_datetime"])
+    )
     assert str(bad) in line and "lpep_pickup_datetime" in line
 
 
