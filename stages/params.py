@@ -6,8 +6,9 @@ instead of a KeyError half-way through a run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stages.months import add_months, month_index, validate_month
 
 PARAMS_FILE = Path("params.yaml")
+_POLICY_RE = re.compile(r"^(static|periodic(:[1-9][0-9]*)?|data_drift|performance|auto)$")
 
 
 class _Strict(BaseModel):
@@ -109,6 +111,37 @@ class MlflowParams(_Strict):
     registered_model: str = "green-taxi-duration"
 
 
+class BacktestParams(_Strict):
+    """``autoops backtest`` (autoops/backtest.py); read by no pipeline stage."""
+
+    start: str = "2023-11"
+    end: str = "2025-04"
+    months: list[str] = []
+    # static | periodic | periodic:K | data_drift | performance | auto
+    policies: list[str] = ["static", "periodic", "data_drift", "performance", "auto"]
+    periodic_every: int = Field(3, ge=1, le=120)
+    jobs: int = Field(0, ge=0, le=64)
+    cache_dir: str = ".cache/backtest"
+
+    _check = field_validator("start", "end")(validate_month)
+
+    @field_validator("months")
+    @classmethod
+    def _months(cls, value: list[str]) -> list[str]:
+        return [validate_month(m) for m in value]
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if not _POLICY_RE.match(p)]
+        if bad:
+            raise ValueError(
+                f"unknown polic{'y' if len(bad) == 1 else 'ies'} {', '.join(bad)}: "
+                "expected static, periodic, periodic:K, data_drift, performance or auto"
+            )
+        return value
+
+
 class Params(_Strict):
     data: DataParams = DataParams()
     months: MonthParams
@@ -118,6 +151,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     drift: DriftParams = DriftParams()
     mlflow: MlflowParams = MlflowParams()
+    backtest: BacktestParams = BacktestParams()
 
 
 class ParamsError(ValueError):
@@ -132,8 +166,13 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path}: not found (run from the repository root)") from exc
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    return params_from_dict(raw or {}, str(path))
+
+
+def params_from_dict(raw: dict[str, Any], source: str) -> Params:
+    """Validate already-parsed params (``source`` names them in errors), e.g. params.yaml plus overrides."""
     try:
-        return Params.model_validate(raw or {})
+        return Params.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ParamsError(f"{path}: {problems}") from exc
+        raise ParamsError(f"{source}: {problems}") from exc
