@@ -142,27 +142,49 @@ def verdict(data: dict[str, Any], perf: dict[str, Any]) -> tuple[bool, str]:
     )
 
 
+SERVING_DRIFT_METRICS = Path("reports/serving_drift.json")
+SERVING_DRIFT_REPORT = Path("reports/serving_drift_report.html")
+
+
 def drift(params: Params, current_path: Path | None = None) -> dict[str, Any]:
-    """Compare the current month (or ``current_path``: the service's prediction log) with the reference."""
+    """Compare the current month, or ``current_path`` (the service's exported prediction log),
+    with the reference holdout.
+
+    The prediction log has no labels yet, so in that mode only data drift can be judged; its
+    results go to separate files so the DVC-tracked outputs always describe the pipeline's month.
+    """
     reference = _read(PREDICTIONS_DIR / "holdout.parquet")
     current = _read(current_path or PREDICTIONS_DIR / "current.parquet")
     if not EVALUATE_METRICS.exists():
         raise StageError(f"{EVALUATE_METRICS}: missing; run the evaluate stage first")
     evaluation = json.loads(EVALUATE_METRICS.read_text())
     data, snapshot = compute_drift(reference, current, params.drift)
-    perf = performance_drift(evaluation, params.drift.performance_threshold)
-    retrain, reason = verdict(data, perf)
+    if current_path is None:
+        perf = performance_drift(evaluation, params.drift.performance_threshold)
+        retrain, reason = verdict(data, perf)
+        report_path, metrics_path = DRIFT_REPORT, DRIFT_METRICS
+        current_label = params.months.current
+    else:
+        perf = {"performance_drift": False, "performance_note": "no labels in the prediction log"}
+        retrain = data["data_drift"]
+        reason = (
+            f"prediction log: {len(data['drifted_columns'])} of {data['n_columns']} columns drifted "
+            f"(share {data['drifted_share']:.2f}, threshold {data['drift_share_threshold']})"
+            + (": retrain recommended" if retrain else ": no data drift")
+        )
+        report_path, metrics_path = SERVING_DRIFT_REPORT, SERVING_DRIFT_METRICS
+        current_label = str(current_path)
     result = {
         "reference_month": params.months.reference,
-        "current_month": params.months.current,
+        "current_month": current_label,
         "model_version": evaluation["model_version"],
         **data,
         **perf,
         "retrain_recommended": retrain,
         "reason": reason,
     }
-    write_text(_stable_ids(snapshot.get_html_str(as_iframe=False)), DRIFT_REPORT)
-    write_json(result, DRIFT_METRICS)
+    write_text(_stable_ids(snapshot.get_html_str(as_iframe=False)), report_path)
+    write_json(result, metrics_path)
     log.info(reason)
     return result
 
@@ -174,7 +196,15 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def main() -> None:
-    drift(load_params())
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Data and performance drift (the DVC drift stage).")
+    parser.add_argument(
+        "--current",
+        type=Path,
+        help="parquet of served requests (python -m serve.export_log) to check instead of the month",
+    )
+    drift(load_params(), current_path=parser.parse_args().current)
 
 
 if __name__ == "__main__":
