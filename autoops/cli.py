@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from autoops.backtest import register as register_backtest
 from stages.runner import quiet_telemetry
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+register_backtest(app)
 
 
 @app.command()

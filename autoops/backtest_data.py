@@ -1,0 +1,194 @@
+"""Month data for the backtest: features and labels kept apart, each month featurised once.
+
+The replay asks for a month's *features* to predict it and only afterwards for its *labels*.
+Keeping the two behind separate methods of one provider object is what lets the engine enforce
+(and a test prove) that no label is read before its month has been predicted; a test swaps in a
+provider that corrupts or refuses labels.
+
+:class:`SourceMonths` builds months exactly as the pipeline does (``stages.ingest.load_month``,
+``stages.schema.normalize``, ``stages.featurize.month_frame``) and caches the featurised month
+under ``.cache/backtest/months/``, keyed on the source data's content and the params that shape it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from importlib import import_module, resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.features import FEATURES, TARGET
+from stages.io import StageError, file_sha256, write_parquet
+from stages.params import Params
+
+log = logging.getLogger(__name__)
+
+# Modules whose code shapes a featurised month: a change to any of them must miss the cache.
+MONTH_CODE = ("stages.ingest", "stages.schema", "stages.synthetic", "stages.features", "stages.featurize")
+
+
+class MissingMonthError(StageError):
+    """A month the replay needs is not available from the data source."""
+
+
+class MonthData(Protocol):
+    """What the replay engine needs to know about months; see the module docstring."""
+
+    def key(self, month: str) -> str:
+        """A content hash of the month (features and labels): the cache key of everything derived."""
+        ...
+
+    def missing(self, months: list[str]) -> list[str]:
+        """The months of ``months`` the source cannot provide (checked before any work starts)."""
+        ...
+
+    def features(self, month: str) -> pd.DataFrame:
+        """The model's feature columns, one row per trip; never the target."""
+        ...
+
+    def labels(self, month: str) -> np.ndarray:
+        """The target (minutes), aligned with :meth:`features`."""
+        ...
+
+
+def digest(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (dicts are key-sorted)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def code_digest(*modules: str) -> str:
+    """Hash of the named modules' source, so a code change invalidates what they produced."""
+    sources = []
+    for name in modules:
+        path = import_module(name).__file__
+        sources.append(Path(path).read_bytes() if path else b"")
+    return hashlib.sha256(b"\0".join(sources)).hexdigest()[:16]
+
+
+def build_month(month: str, params: Params) -> pd.DataFrame:
+    """One month as the featurize stage makes it: features + target + month, after the filters.
+
+    Goes through a throw-away raw folder so ``month_frame`` (and so the filters) are reused as is.
+    """
+    from stages.featurize import month_frame
+    from stages.ingest import load_month, raw_path
+    from stages.schema import normalize
+
+    raw, label = load_month(month, params)
+    with tempfile.TemporaryDirectory(prefix="autoops-backtest-raw-") as folder:
+        write_parquet(normalize(raw, source=label), raw_path(month, Path(folder)))
+        return month_frame(month, params, Path(folder))
+
+
+class SourceMonths:
+    """Months from the configured source (synthetic, tlc or dir), featurised once and cached."""
+
+    def __init__(self, params: Params, cache_dir: Path | None) -> None:
+        self._params = params
+        self._cache = cache_dir / "months" if cache_dir else None
+        self._frames: dict[str, pd.DataFrame] = {}
+        self._keys: dict[str, str] = {}
+        self._code = code_digest(*MONTH_CODE)
+
+    @property
+    def params(self) -> Params:
+        return self._params
+
+    @property
+    def where(self) -> str:
+        data = self._params.data
+        if data.source == "dir":
+            return f"data.dir {data.dir} (data.source: dir)"
+        return f"data.source: {data.source}"
+
+    def inventory(self) -> list[str] | None:
+        """The months the dir source has (None for sources that cannot list theirs)."""
+        if self._params.data.source != "dir":
+            return None
+        from stages.tlc import _FILE_RE
+
+        folder = Path(self._params.data.dir)
+        if not folder.is_dir():
+            return []
+        return sorted(m.group(1) for p in folder.iterdir() if (m := _FILE_RE.match(p.name)))
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def _source_identity(self, month: str) -> dict[str, Any]:
+        data = self._params.data
+        if data.source == "synthetic":
+            calibration = resources.files("stages.resources").joinpath("synthetic_calibration.json")
+            return {
+                "source": "synthetic",
+                "month": month,
+                "synthetic": self._params.synthetic.model_dump(),
+                "calibration": hashlib.sha256(calibration.read_bytes()).hexdigest(),
+            }
+        return {"source": "file", "month": month, "sha256": file_sha256(self._path(month))}
+
+    def _path(self, month: str) -> Path:
+        from stages import tlc
+
+        data = self._params.data
+        if data.source == "dir":
+            return self._dir_file(month)
+        return tlc.fetch_month(month, data)
+
+    def _dir_file(self, month: str) -> Path:
+        from stages.tlc import FILE_PATTERN
+
+        return Path(self._params.data.dir) / FILE_PATTERN.format(month=month)
+
+    def key(self, month: str) -> str:
+        if month not in self._keys:
+            self._keys[month] = digest(
+                self._source_identity(month), self._params.filters.model_dump(), self._code
+            )
+        return self._keys[month]
+
+    def missing(self, months: list[str]) -> list[str]:
+        # Only the dir source can be checked cheaply; synthetic months always exist, and the tlc
+        # source fails on the first unpublished month with the download's own clear message.
+        if self._params.data.source != "dir":
+            return []
+        return [m for m in months if not self._dir_file(m).is_file()]
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _cache_file(self, month: str) -> Path | None:
+        return self._cache / f"{month}-{self.key(month)}.parquet" if self._cache else None
+
+    def cached(self, month: str) -> bool:
+        path = self._cache_file(month)
+        return month in self._frames or (path is not None and path.exists())
+
+    def put(self, month: str, frame: pd.DataFrame) -> None:
+        """Store a month built elsewhere (a worker process running :func:`build_month`)."""
+        path = self._cache_file(month)
+        if path is not None and not path.exists():
+            write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
+        self._frames[month] = frame
+
+    def frame(self, month: str) -> pd.DataFrame:
+        if month not in self._frames:
+            path = self._cache_file(month)
+            if path is not None and path.exists():
+                self._frames[month] = pq.read_table(path).to_pandas()
+            else:
+                self.put(month, build_month(month, self._params))
+        return self._frames[month]
+
+    def features(self, month: str) -> pd.DataFrame:
+        return self.frame(month)[list(FEATURES)]
+
+    def labels(self, month: str) -> np.ndarray:
+        return self.frame(month)[TARGET].to_numpy(dtype=np.float64)

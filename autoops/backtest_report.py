@@ -1,0 +1,193 @@
+"""Backtest summaries and reports: JSON, a markdown table, a PNG plot and the DVC plot's CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autoops.backtest_engine import BASELINE, STATIC, Policy
+from stages.io import atomic_path, write_json, write_text
+
+JSON_FILE = "backtest.json"
+MARKDOWN_FILE = "backtest.md"
+PNG_FILE = "backtest.png"
+# Under reports/plots/ beside the pipeline's plot data; dvc.yaml's top-level `plots:` renders it.
+CSV_FILE = "plots/backtest_mae.csv"
+
+
+def summarize(policies: list[Policy], records: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per policy: mean MAE/RMSE, degradation vs ``periodic_k1``, its reduction vs ``static``, retrains.
+
+    Only scored months count (not the bootstrap month, where nothing was deployed yet).
+    """
+    scored = {name: [r for r in rows if not r.get("bootstrap")] for name, rows in records.items()}
+    baseline = {r["month"]: r["mae"] for r in scored[BASELINE]}
+
+    def degradation(name: str) -> float:
+        rows = scored[name]
+        return sum(r["mae"] - baseline[r["month"]] for r in rows) / len(rows)
+
+    static = degradation(STATIC)
+    out = {}
+    for policy in policies:
+        rows = scored[policy.name]
+        deg = degradation(policy.name)
+        # Undefined when static does not degrade at all (nothing to reduce): say so with null.
+        reduction = 1.0 - deg / static if static > 1e-12 else None
+        out[policy.name] = {
+            "description": policy.description,
+            "mean_mae": round(sum(r["mae"] for r in rows) / len(rows), 4),
+            "mean_rmse": round(sum(r["rmse"] for r in rows) / len(rows), 4),
+            "degradation": round(deg, 4),
+            "degradation_reduction": None if reduction is None else round(reduction, 4),
+            "retrains": sum(bool(r["retrain"]) for r in rows),
+            "retrain_months": [r["month"] for r in rows if r["retrain"]],
+        }
+    return out
+
+
+def build_result(
+    months: list[str], policies: list[Policy], replayed: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, Any]:
+    summary = summarize(policies, replayed["policies"])
+    return {
+        "months": months,
+        "scored_months": months[1:],
+        "baseline": BASELINE,
+        # JSON objects are written key-sorted; this keeps the order the policies were asked for.
+        "policy_order": [p.name for p in policies],
+        "settings": settings,
+        "summary": summary,
+        "policies": replayed["policies"],
+        "models": replayed["models"],
+    }
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else format(value, pattern)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    months = result["months"]
+    settings = result["settings"]
+    lines = [
+        f"# Backtest: {months[0]} to {months[-1]} ({len(months)} months, {settings['source']})",
+        "",
+        f"Each month the deployed model predicts the month, then the policy decides whether to retrain on "
+        f"it. {months[0]} only trains the first model; MAE is averaged over the {len(months) - 1} months "
+        f"after it. **Degradation** = mean MAE above `{BASELINE}` (retrain every month); **reduction** = "
+        f"1 - degradation / degradation of `{STATIC}`; **retrains** = the cost.",
+        "",
+        "| policy | trigger | mean MAE | mean RMSE | degradation | reduction | retrains |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in result["summary"].items():
+        lines.append(
+            f"| `{name}` | {s['description']} | {s['mean_mae']:.3f} | {s['mean_rmse']:.3f} | "
+            f"{s['degradation']:+.3f} | {_fmt(s['degradation_reduction'], '.0%')} | {s['retrains']} |"
+        )
+    lines += [
+        "",
+        "Settings: " + ", ".join(f"{k} `{v}`" for k, v in settings.items()),
+        "",
+        "## MAE per month (minutes; `*` = retrained on that month)",
+        "",
+        "| month | " + " | ".join(f"`{n}`" for n in result["policies"]) + " |",
+        "|---|" + "---:|" * len(result["policies"]),
+    ]
+    for i, month in enumerate(months):
+        cells = []
+        for rows in result["policies"].values():
+            row = rows[i]
+            cells.append(
+                "train" if row.get("bootstrap") else f"{row['mae']:.3f}{' *' if row['retrain'] else ''}"
+            )
+        lines.append(f"| {month} | " + " | ".join(cells) + " |")
+    lines += ["", "## Why each policy retrained", ""]
+    for name, rows in result["policies"].items():
+        if name in (STATIC, BASELINE) or name.startswith("periodic"):
+            continue
+        reasons = [
+            f"  - {r['month']}: {r['reason']}" for r in rows if r["retrain"] and not r.get("bootstrap")
+        ]
+        lines.append(f"- `{name}`: {'none' if not reasons else ''}")
+        lines += reasons
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(result: dict[str, Any]) -> pd.DataFrame:
+    """One row per scored month, one MAE column per policy (the shape DVC's linear template wants)."""
+    months = result["scored_months"]
+    table = pd.DataFrame({"step": range(1, len(months) + 1), "month": months})
+    for name, rows in result["policies"].items():
+        table[name] = [round(r["mae"], 4) for r in rows if not r.get("bootstrap")]
+    return table
+
+
+def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    months = result["scored_months"]
+    x = list(range(len(months)))
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
+    styles = ["-", "--", "-.", ":"]
+    for i, (name, rows) in enumerate(result["policies"].items()):
+        scored = [r for r in rows if not r.get("bootstrap")]
+        mae = [r["mae"] for r in scored]
+        # Policies often share a model for months on end; dashes keep every line visible.
+        (line,) = ax.plot(
+            x,
+            mae,
+            marker=".",
+            linestyle=styles[i % len(styles)],
+            linewidth=2.2 if name in (STATIC, BASELINE) else 1.5,
+            label=f"{name} ({sum(r['retrain'] for r in scored)} retrains)",
+        )
+        hits = [i for i, r in enumerate(scored) if r["retrain"]]
+        # A retrain at month m changes the model that serves m+1: the mark sits on m's point.
+        ax.scatter(
+            hits, [mae[i] for i in hits], s=60, facecolors="none", edgecolors=line.get_color(), linewidths=1.5
+        )
+    if shift_month in months:
+        ax.axvline(months.index(shift_month), color="grey", linestyle=":", linewidth=1)
+        ax.annotate(
+            "regime shift",
+            (months.index(shift_month), ax.get_ylim()[1]),
+            fontsize=8,
+            color="grey",
+            ha="left",
+            va="top",
+            xytext=(3, -3),
+            textcoords="offset points",
+        )
+    ax.set_xticks(x)
+    ax.set_xticklabels(months, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("MAE of the deployed model (minutes)")
+    ax.set_title(
+        "Backtest: the deployed model's MAE per month, by retrain policy (o = retrained on that month)"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_reports(result: dict[str, Any], out_dir: Path, shift_month: str | None = None) -> dict[str, Path]:
+    paths = {
+        "json": out_dir / JSON_FILE,
+        "markdown": out_dir / MARKDOWN_FILE,
+        "png": out_dir / PNG_FILE,
+        "csv": out_dir / CSV_FILE,
+    }
+    write_json(result, paths["json"])
+    write_text(markdown(result), paths["markdown"])
+    write_text(csv_table(result).to_csv(index=False), paths["csv"])
+    plot_png(result, paths["png"], shift_month)
+    return paths

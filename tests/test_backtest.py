@@ -1,0 +1,276 @@
+"""The backtest: deterministic, no look-ahead, the yardsticks hold, clear errors, real data.
+
+Small synthetic months (3000 rows) and few trees keep the whole file well under a minute and a
+half; the months 2024-02..2024-07 straddle the synthetic regime shift (2024-05).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autoops.backtest import load_with_overrides, run_backtest
+from autoops.backtest_data import SourceMonths
+from autoops.backtest_engine import BASELINE, LookAheadError, Timeline, parse_policies
+from autoops.cli import app
+from stages.io import StageError
+from stages.months import month_range
+from stages.params import Params
+
+ROOT = Path(__file__).resolve().parents[1]
+MONTHS = month_range("2024-02", "2024-07")
+SMALL = [
+    "synthetic.rows_per_month=3000",
+    "train.hist_gradient_boosting.max_iter=15",
+    "drift.sample_rows=1000",
+    "data.source=synthetic",
+    "months.train_window=1",
+]
+POLICIES = ["static", "periodic", "data_drift", "performance", "auto"]
+
+
+def small_params(*extra: str) -> Params:
+    return load_with_overrides(ROOT / "params.yaml", [*SMALL, *extra])
+
+
+def without_work(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "work"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("backtest-cache")
+
+
+@pytest.fixture(scope="module")
+def clean(cache: Path) -> dict[str, Any]:
+    return run_backtest(small_params(), MONTHS, POLICIES, cache_dir=cache, jobs=1)
+
+
+def test_replay_is_deterministic_across_caches_and_workers(
+    clean: dict[str, Any], cache: Path, tmp_path: Path
+) -> None:
+    # Fresh cache and two worker processes: the same figures, to the last digit.
+    fresh = run_backtest(small_params(), MONTHS, POLICIES, cache_dir=tmp_path / "cache", jobs=2)
+    assert without_work(fresh) == without_work(clean)
+    assert fresh["work"]["fits"] > 0
+    # Warm cache: nothing is fitted or scored again, and nothing changes.
+    warm = run_backtest(small_params(), MONTHS, POLICIES, cache_dir=cache, jobs=1)
+    assert without_work(warm) == without_work(clean)
+    assert warm["work"] == {"fits": 0, "scored": 0, "drift_checks": 0}
+
+
+def test_yardsticks(clean: dict[str, Any]) -> None:
+    summary = clean["summary"]
+    assert set(summary) == {"static", BASELINE, "periodic", "data_drift", "performance", "auto"}
+    # Degradation is measured against retraining every month: zero for it by definition.
+    assert summary[BASELINE]["degradation"] == 0
+    assert summary[BASELINE]["degradation_reduction"] == 1
+    assert summary[BASELINE]["retrains"] == len(MONTHS) - 1
+    assert summary["static"]["retrains"] == 0
+    assert summary["static"]["degradation_reduction"] == 0
+    # The regime shift hurts the model that never learns it, and the product's trigger notices.
+    assert summary["static"]["degradation"] > 0.5
+    assert summary["auto"]["degradation_reduction"] > 0.5
+    assert summary["auto"]["retrains"] < summary[BASELINE]["retrains"]
+    # Every month of every policy says which model served, its accuracy and why it did what it did.
+    for rows in clean["policies"].values():
+        assert [r["month"] for r in rows] == MONTHS
+        assert rows[0]["bootstrap"] and rows[0]["model"] is None
+        for row in rows[1:]:
+            assert row["mae"] > 0 and row["rmse"] >= row["mae"] and row["reason"]
+    shift = next(r for r in clean["policies"]["auto"] if r["month"] == "2024-05")
+    assert shift["retrain"] and "performance drift" in shift["reason"]
+
+
+class CorruptAfterPrediction:
+    """Serves the true months, except that ``month``'s labels are garbage once it is predicted.
+
+    Reading those labels before the month was predicted is exactly the look-ahead under test: it
+    fails the test at once instead of returning anything.
+    """
+
+    def __init__(self, inner: SourceMonths, month: str) -> None:
+        self.inner, self.month = inner, month
+        self.predicted = False
+        self.label_reads: list[tuple[str, bool]] = []
+
+    def key(self, month: str) -> str:
+        # Different labels, different content: nothing cached from the clean run may be reused.
+        return self.inner.key(month) + ("-corrupt" if month == self.month else "")
+
+    def missing(self, months: list[str]) -> list[str]:
+        return self.inner.missing(months)
+
+    def features(self, month: str) -> pd.DataFrame:
+        return self.inner.features(month)
+
+    def labels(self, month: str) -> np.ndarray:
+        self.label_reads.append((month, self.predicted))
+        if month != self.month:
+            return self.inner.labels(month)
+        if not self.predicted:
+            raise AssertionError(f"look-ahead: labels of {month} read before it was predicted")
+        return self.inner.labels(month) * 3.0 + 25.0
+
+    def on_predicted(self, month: str) -> None:
+        if month == self.month:
+            self.predicted = True
+
+
+def test_no_look_ahead(clean: dict[str, Any], cache: Path) -> None:
+    params = small_params()
+    corrupt = "2024-04"
+    data = CorruptAfterPrediction(SourceMonths(params, cache), corrupt)
+    result = run_backtest(
+        params, MONTHS, POLICIES, data=data, cache_dir=cache, jobs=1, on_predicted=data.on_predicted
+    )
+    assert (corrupt, True) in data.label_reads
+    at_prediction = ("month", "step", "model", "model_age", "reference_mae", "data_drift", "drifted_share")
+    for name, rows in result["policies"].items():
+        before = clean["policies"][name]
+        for row, ref in zip(rows, before, strict=True):
+            if row["month"] < corrupt:
+                assert row == ref, f"{name} {row['month']} changed with labels of a later month"
+            elif row["month"] == corrupt:
+                # What was decided before the labels arrived is identical; the score is not.
+                assert {k: row.get(k) for k in at_prediction} == {k: ref.get(k) for k in at_prediction}
+                assert row["mae"] > ref["mae"] + 10
+    # The labels were used after all: the model retrained on the corrupted month is another model.
+    assert result["models"][corrupt]["reference_mae"] > 2 * clean["models"][corrupt]["reference_mae"]
+
+
+def test_timeline_refuses_the_future(cache: Path) -> None:
+    timeline = Timeline(SourceMonths(small_params(), cache))
+    timeline.advance("2024-03")
+    timeline.labels("2024-02")  # the past is fine
+    timeline.features("2024-03")  # the present month's features are what the model predicts
+    with pytest.raises(LookAheadError, match="before 2024-03 was predicted"):
+        timeline.labels("2024-03")
+    with pytest.raises(LookAheadError):
+        timeline.features("2024-04")
+    timeline.reveal("2024-03")
+    timeline.labels("2024-03")
+    with pytest.raises(LookAheadError):
+        timeline.advance("2024-02")
+
+
+def test_model_is_the_pipelines_model(
+    clean: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backtest's "model trained on 2024-03" is the train stage's model with reference 2024-03."""
+    from threadpoolctl import threadpool_limits
+
+    from stages.featurize import featurize
+    from stages.ingest import ingest
+    from stages.metrics import regression_metrics
+    from stages.model import predict
+    from stages.train import fit, read_features, xy
+
+    params = small_params("months.reference=2024-03", "months.current=2024-04")
+    monkeypatch.chdir(tmp_path)
+    ingest(params, Path("data/raw"))
+    featurize(params, Path("data/raw"), Path("data/features"))
+    with threadpool_limits(1):
+        model, _ = fit(params, read_features("train"))
+        x, y = xy(read_features("holdout"))
+        holdout_mae = regression_metrics(y, predict(model, x))["mae"]
+    assert clean["models"]["2024-03"]["reference_mae"] == holdout_mae
+
+
+def write_months(folder: Path, months: list[str]) -> None:
+    from stages.synthetic import generate_month
+
+    folder.mkdir(parents=True, exist_ok=True)
+    synthetic = small_params().synthetic
+    for month in months:
+        pq.write_table(generate_month(month, synthetic), folder / f"green_tripdata_{month}.parquet")
+
+
+def test_missing_month_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "tlc"
+    write_months(folder, ["2024-01", "2024-02", "2024-04"])
+    params = small_params("data.source=dir", f"data.dir={folder}")
+    with pytest.raises(StageError) as info:
+        run_backtest(params, ["2024-01", "2024-02", "2024-03", "2024-04"], cache_dir=tmp_path / "c", jobs=1)
+    message = str(info.value)
+    assert "month 2024-03 not available" in message
+    assert "has: 2024-01, 2024-02, 2024-04" in message
+    assert "--months 2024-01,2024-02,2024-04" in message
+
+    # A training window reaching before the first month needs that history too.
+    params = small_params("data.source=dir", f"data.dir={folder}", "months.train_window=2")
+    with pytest.raises(StageError, match=r"2023-12 not available but needed by months.train_window=2"):
+        run_backtest(params, ["2024-01", "2024-02"], cache_dir=tmp_path / "c", jobs=1)
+
+
+def test_cli_range_gap_and_reports(tmp_path: Path) -> None:
+    runner = CliRunner()
+    folder = tmp_path / "tlc"
+    write_months(folder, ["2024-02", "2024-03", "2024-05"])
+    base = ["backtest", "--params", str(ROOT / "params.yaml"), "--quiet", "--jobs", "1"]
+    sets = [arg for s in [*SMALL, f"backtest.cache_dir={tmp_path / 'cache'}"] for arg in ("--set", s)]
+    out = tmp_path / "reports"
+
+    gap = runner.invoke(app, [*base, *sets, "--source", "dir", "--set", f"data.dir={folder}",
+                              "--from", "2024-02", "--to", "2024-05", "--out", str(out)])  # fmt: skip
+    assert gap.exit_code == 1
+    assert "month 2024-04 not available" in gap.output and "--months 2024-02,2024-03,2024-05" in gap.output
+    assert not out.exists()
+
+    ok = runner.invoke(app, [*base, *sets, "--source", "dir", "--set", f"data.dir={folder}",
+                             "--months", "2024-02,2024-03,2024-05", "--policy", "auto",
+                             "--out", str(out)])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    result = json.loads((out / "backtest.json").read_text())
+    assert result["months"] == ["2024-02", "2024-03", "2024-05"]
+    assert result["policy_order"] == ["static", BASELINE, "auto"] and set(result["summary"]) == {
+        "static",
+        BASELINE,
+        "auto",
+    }
+    assert result["settings"]["source"] == "dir"
+    assert (out / "backtest.md").read_text().startswith("# Backtest: 2024-02 to 2024-05")
+    assert (out / "backtest.png").read_bytes()[:4] == b"\x89PNG"
+    csv = pd.read_csv(out / "plots" / "backtest_mae.csv")
+    assert list(csv["month"]) == ["2024-03", "2024-05"]
+
+    bad = runner.invoke(app, [*base, "--months", "2024-02,2024-13"])
+    assert bad.exit_code == 1 and "2024-13" in bad.output
+
+
+def test_dvc_plot_matches_the_csv(clean: dict[str, Any]) -> None:
+    """The columns dvc.yaml plots are the ones the default policies write."""
+    from autoops.backtest_report import csv_table
+
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    entries = [spec for plot in dvc["plots"] for spec in plot.values() if "backtest" in json.dumps(spec)]
+    assert len(entries) == 1
+    columns = entries[0]["y"]["reports/plots/backtest_mae.csv"]
+    assert set(columns) <= set(csv_table(clean).columns)
+    assert entries[0]["x"] in csv_table(clean).columns
+
+
+def test_policy_specs() -> None:
+    names = [p.name for p in parse_policies(["auto", "periodic:6", "periodic"], periodic_every=3)]
+    assert names == ["static", BASELINE, "auto", "periodic_k6", "periodic"]
+    with pytest.raises(StageError, match="unknown policy"):
+        parse_policies(["sometimes"], periodic_every=3)
+
+
+@pytest.mark.realdata
+def test_real_months_through_the_dir_source(real_dir: Path, tmp_path: Path) -> None:
+    params = small_params("data.source=dir", f"data.dir={real_dir}")
+    months = ["2021-01", "2021-02", "2022-01"]  # not contiguous, as the shared folder is
+    result = run_backtest(params, months, ["auto"], cache_dir=tmp_path, jobs=1)
+    rows = result["policies"]["auto"]
+    assert [r["month"] for r in rows] == months
+    assert all(2 < r["mae"] < 10 for r in rows[1:])
