@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from autoops.backtest import register as register_backtest
+from autoops.loop import register as register_loop
 from stages.runner import quiet_telemetry
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 register_backtest(app)
+register_loop(app)
 
 
 @app.command()

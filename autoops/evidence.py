@@ -1,0 +1,385 @@
+"""The evidence a retrain pull request carries: champion vs challenger, plots, and the markdown.
+
+Everything here is a pure function of files in the working tree (plus `dvc ... diff` against the
+base branch), so the report committed on the branch, the one CML posts and a local
+``autoops report`` are the same document, and rerunning on the same data gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autoops.gitops import LoopError, dvc
+from stages.evaluate import PREDICTION
+from stages.features import TARGET
+from stages.io import file_sha256, write_json, write_text
+from stages.metrics import regression_metrics
+from stages.model import CARD_FILE, MODEL_FILE, load_model
+from stages.train import xy
+
+LOOP_DIR = Path("reports/loop")
+TRIGGER_DRIFT = LOOP_DIR / "drift.json"
+COMPARISON = LOOP_DIR / "comparison.json"
+ERROR_BY_HOUR = LOOP_DIR / "error_by_hour.csv"
+PRED_VS_ACTUAL = LOOP_DIR / "predicted_vs_actual.csv"
+DURATION_HIST = LOOP_DIR / "duration_distribution.csv"
+REPORT = LOOP_DIR / "report.md"
+# Enough points to see the shape of each model's errors, few enough for a small committed CSV.
+SCATTER_POINTS = 1000
+DURATION_BINS = np.arange(0, 62, 2)
+
+
+# --- champion vs challenger --------------------------------------------------------------------
+
+
+def load_card_and_model(models_dir: Path) -> tuple[dict[str, Any], Any]:
+    card_path = models_dir / CARD_FILE
+    if not card_path.exists():
+        raise LoopError(f"{card_path}: missing; the model was never trained here (run `dvc repro train`)")
+    card = json.loads(card_path.read_text())
+    try:
+        model = load_model(models_dir / MODEL_FILE, sha256=card["model_sha256"])
+    except FileNotFoundError as exc:
+        raise LoopError(f"{models_dir / MODEL_FILE}: missing; run `dvc pull` or `dvc repro train`") from exc
+    except ValueError as exc:
+        raise LoopError(str(exc)) from exc
+    return card, model
+
+
+def compare(
+    champion_dir: Path,
+    challenger_dir: Path,
+    holdout_path: Path,
+    champion_evaluation: dict[str, Any],
+    min_improvement: float = 0.0,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score both models on the very same rows: the new month's holdout the challenger never saw.
+
+    Returns the comparison and the holdout with both models' predictions (for the plots).
+    """
+    champion_card, champion = load_card_and_model(champion_dir)
+    challenger_card, challenger = load_card_and_model(challenger_dir)
+    if not holdout_path.exists():
+        raise LoopError(f"{holdout_path}: missing; run `dvc repro featurize`")
+    holdout = pd.read_parquet(holdout_path)
+    x, y = xy(holdout)
+    scored = holdout[["pickup_hour", TARGET]].copy()
+    scored["champion"] = np.asarray(champion.predict(x), dtype=np.float64)
+    scored["challenger"] = np.asarray(challenger.predict(x), dtype=np.float64)
+    champ = regression_metrics(y, scored["champion"].to_numpy())
+    chall = regression_metrics(y, scored["challenger"].to_numpy())
+    mae_change = chall["mae"] / champ["mae"] - 1.0
+    # "Better" means a lower MAE on the shared holdout, by at least `min_improvement` (a fraction).
+    better = mae_change < -min_improvement
+    month = challenger_card["reference_month"]
+    verdict = (
+        f"challenger {'beats' if better else 'does not beat'} the champion on the {month} holdout: "
+        f"MAE {chall['mae']:.3f} vs {champ['mae']:.3f} ({mae_change:+.1%}"
+        + (f", needed <= {-min_improvement:+.1%})" if min_improvement else ")")
+    )
+    comparison = {
+        "month": month,
+        "holdout": {"path": str(holdout_path), "sha256": file_sha256(holdout_path), "rows": len(holdout)},
+        "champion": {
+            "version": champion_card["version"],
+            "training_months": champion_card["training_months"],
+            "metrics": champ,
+            # What the champion scored when it was current: the baseline the drift is measured from.
+            "reference_holdout": champion_evaluation.get("reference_holdout"),
+            "reference_month": champion_card["reference_month"],
+            "current_month_metrics": champion_evaluation.get("current"),
+        },
+        "challenger": {
+            "version": challenger_card["version"],
+            "training_months": challenger_card["training_months"],
+            "reference_month": challenger_card["reference_month"],
+            "metrics": chall,
+        },
+        "change": {
+            "mae": round(chall["mae"] - champ["mae"], 6),
+            "mae_relative": round(mae_change, 6),
+            "rmse": round(chall["rmse"] - champ["rmse"], 6),
+            "r2": round(chall["r2"] - champ["r2"], 6),
+        },
+        "min_improvement": min_improvement,
+        "challenger_better": bool(better),
+        "verdict": verdict,
+    }
+    return comparison, scored
+
+
+def write_evidence(
+    comparison: dict[str, Any],
+    scored: pd.DataFrame,
+    trigger_drift: dict[str, Any],
+    trigger_predictions: dict[str, pd.DataFrame],
+) -> None:
+    """The files the report is built from, all small enough to commit on the retrain branch."""
+    write_json(trigger_drift, TRIGGER_DRIFT)
+    write_json(comparison, COMPARISON)
+    by_hour = pd.DataFrame(
+        {
+            "champion_reference_holdout_mae": _mae_by_hour(trigger_predictions["holdout"], PREDICTION),
+            "champion_mae": _mae_by_hour(scored, "champion"),
+            "challenger_mae": _mae_by_hour(scored, "challenger"),
+        }
+    ).reindex(range(24))
+    by_hour.index.name = "hour"
+    write_text(by_hour.round(4).reset_index().to_csv(index=False), ERROR_BY_HOUR)
+    sample = scored.sample(n=min(SCATTER_POINTS, len(scored)), random_state=0)
+    scatter = pd.DataFrame(
+        {"actual": sample[TARGET], "champion": sample["champion"], "challenger": sample["challenger"]}
+    )
+    write_text(scatter.round(3).sort_values(["actual", "champion"]).to_csv(index=False), PRED_VS_ACTUAL)
+    hist = pd.DataFrame({"bin_start_min": DURATION_BINS[:-1]})
+    for label, frame in (("reference_share", "holdout"), ("current_share", "current")):
+        counts, _ = np.histogram(trigger_predictions[frame][TARGET], bins=DURATION_BINS)
+        hist[label] = (counts / max(1, counts.sum())).round(5)
+    write_text(hist.to_csv(index=False), DURATION_HIST)
+
+
+def _mae_by_hour(frame: pd.DataFrame, column: str) -> pd.Series:
+    err = (frame[column] - frame[TARGET]).abs()
+    return err.groupby(frame["pickup_hour"].astype(int)).mean()
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+def render_plots(folder: Path = LOOP_DIR) -> list[tuple[str, Path]]:
+    """PNG files next to their CSVs, as ``(title, path)``; reruns on the same CSVs give equal bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on CI runners
+    import matplotlib.pyplot as plt
+
+    comparison = json.loads((folder / COMPARISON.name).read_text())
+    month = comparison["month"]
+    ref = comparison["champion"]["reference_month"]
+    made: list[tuple[str, Path]] = []
+
+    by_hour = pd.read_csv(folder / ERROR_BY_HOUR.name)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(
+        by_hour["hour"],
+        by_hour["champion_reference_holdout_mae"],
+        ":",
+        color="grey",
+        label=f"champion on {ref} holdout (before)",
+    )
+    ax.plot(
+        by_hour["hour"], by_hour["champion_mae"], "-o", color="tab:red", ms=3, label=f"champion on {month}"
+    )
+    ax.plot(
+        by_hour["hour"],
+        by_hour["challenger_mae"],
+        "-o",
+        color="tab:green",
+        ms=3,
+        label=f"challenger on {month}",
+    )
+    ax.set(xlabel="pickup hour", ylabel="MAE (minutes)", title=f"MAE by pickup hour, {month} holdout")
+    ax.set_xticks(range(0, 24, 3))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    # Below the axes: inside, it would hide the morning peak the plot is about.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False, fontsize="small")
+    made.append(("MAE by pickup hour", _save(fig, folder / "error_by_hour.png")))
+
+    scatter = pd.read_csv(folder / PRED_VS_ACTUAL.name)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
+    top = float(np.nanmax(scatter[["actual", "champion", "challenger"]].to_numpy()))
+    for ax, name, colour in zip(axes, ("champion", "challenger"), ("tab:red", "tab:green"), strict=True):
+        ax.scatter(scatter["actual"], scatter[name], s=4, alpha=0.4, color=colour)
+        ax.plot([0, top], [0, top], "k--", lw=1)
+        mae = comparison[name]["metrics"]["mae"]
+        ax.set(title=f"{name} (MAE {mae:.2f})", xlabel="actual duration (min)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("predicted duration (min)")
+    fig.suptitle(f"Predicted vs actual on the {month} holdout")
+    made.append(("Predicted vs actual", _save(fig, folder / "predicted_vs_actual.png")))
+
+    hist = pd.read_csv(folder / DURATION_HIST.name)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = float(DURATION_BINS[1] - DURATION_BINS[0])
+    ax.bar(
+        hist["bin_start_min"],
+        hist["reference_share"],
+        width=width,
+        align="edge",
+        alpha=0.5,
+        color="grey",
+        label=f"{ref} (reference holdout)",
+    )
+    ax.bar(
+        hist["bin_start_min"],
+        hist["current_share"],
+        width=width,
+        align="edge",
+        alpha=0.5,
+        color="tab:blue",
+        label=f"{month}",
+    )
+    ax.set(xlabel="trip duration (minutes)", ylabel="share of trips", title="Trip durations: then and now")
+    ax.legend()
+    made.append(("Trip duration distribution", _save(fig, folder / "duration_distribution.png")))
+    plt.close("all")
+    return made
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    # No "Software" stamp (and Agg writes no date): identical data give identical PNG bytes,
+    # so a rerun for the same month has nothing new to commit.
+    fig.savefig(path, dpi=90, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+# --- markdown ----------------------------------------------------------------------------------
+
+
+def dvc_diffs(root: Path, base: str) -> dict[str, str]:
+    """`dvc params diff` and `dvc metrics diff` of the working tree against ``base``, as markdown."""
+    out = {}
+    for kind, extra in (("params", []), ("metrics", ["--precision", "4"])):
+        result = dvc(root, kind, "diff", base, "--md", *extra, capture=True, check=False)
+        if result.returncode != 0:
+            last = (result.stderr or "").strip().splitlines()
+            out[kind] = f"_`dvc {kind} diff {base}` failed: {last[-1] if last else 'no output'}_"
+        else:
+            out[kind] = result.stdout.strip() or "_no changes_"
+    return out
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _rel(target: Path, report_path: Path) -> str:
+    # Relative to the markdown file: that is how CML finds local images to upload, and how
+    # GitHub renders them when the file is browsed on the branch.
+    return Path(os.path.relpath(target.resolve(), report_path.resolve().parent)).as_posix()
+
+
+def render_markdown(
+    root: Path,
+    base: str,
+    report_path: Path,
+    *,
+    run_url: str | None = None,
+    plots: list[tuple[str, Path]] | None = None,
+) -> str:
+    folder = root / LOOP_DIR
+    for needed in (TRIGGER_DRIFT, COMPARISON):
+        if not (root / needed).exists():
+            raise LoopError(f"{needed}: missing; `autoops report` describes a branch `autoops propose` made")
+    drift = json.loads((root / TRIGGER_DRIFT).read_text())
+    comp = json.loads((root / COMPARISON).read_text())
+    plots = plots if plots is not None else render_plots(folder)
+    diffs = dvc_diffs(root, base)
+    month, ref = comp["month"], comp["champion"]["reference_month"]
+    champ, chall, change = comp["champion"], comp["challenger"], comp["change"]
+    mark = "✅" if comp["challenger_better"] else "❌"
+
+    lines = [
+        f"## Auto-Ops retrain proposal: {month}",
+        "",
+        f"The model serving on `{base}` learned **{ref}**. Checked against **{month}**, the drift check "
+        "says:",
+        "",
+        f"> **{drift['reason']}**",
+        "",
+        f"This branch moves `months.reference` to **{month}** and retrains (`dvc repro`). "
+        "Merging it ships the new model: the release workflow builds the serving image from it and "
+        "moves the MLflow `champion` alias. Closing it keeps the current model.",
+        "",
+        f"### Champion vs challenger on the same new data "
+        f"({month} holdout, {comp['holdout']['rows']:,} rows)",
+        "",
+        "Both models predict the same rows: the part of the new month the challenger did not train on.",
+        "",
+        "| model | trained on | version | MAE | RMSE | R² |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for label, m in ((f"champion (`{base}`)", champ), ("challenger (this PR)", chall)):
+        mm = m["metrics"]
+        lines.append(
+            f"| {label} | {', '.join(m['training_months'])} | `{m['version']}` | "
+            f"{_fmt(mm['mae'])} | {_fmt(mm['rmse'])} | {_fmt(mm['r2'])} |"
+        )
+    lines += [
+        f"| change | | | {change['mae']:+.3f} ({change['mae_relative']:+.1%}) | {change['rmse']:+.3f} "
+        f"| {change['r2']:+.3f} |",
+        "",
+        f"{mark} {comp['verdict']}.",
+    ]
+    before = champ.get("reference_holdout")
+    if before:
+        lines += [
+            "",
+            f"For scale: on its own {ref} holdout the champion had MAE {_fmt(before['mae'])}, "
+            f"RMSE {_fmt(before['rmse'])}, R² {_fmt(before['r2'])}.",
+        ]
+    lines += [
+        "",
+        f"### Data drift: {drift['reference_month']} reference holdout vs {drift['current_month']}",
+        "",
+        f"{len(drift['drifted_columns'])} of {drift['n_columns']} columns drifted "
+        f"(share {drift['drifted_share']:.2f}; the dataset counts as drifted at "
+        f"{drift['drift_share_threshold']}). Performance: MAE {drift['current_mae']:.3f} vs "
+        f"{drift['reference_mae']:.3f} on the reference holdout ({drift['mae_change']:+.1%}; threshold "
+        f"{drift['threshold']:+.0%}).",
+        "",
+        "| column | score | method | threshold | drifted |",
+        "| --- | ---: | --- | ---: | :---: |",
+    ]
+    columns = drift["columns"]
+    for name in sorted(columns, key=lambda c: (not columns[c]["drifted"], c)):
+        col = columns[name]
+        lines.append(
+            f"| `{name}` | {col['score']:.4g} | {col['method']} | {col['threshold']} | "
+            f"{'**yes**' if col['drifted'] else 'no'} |"
+        )
+    lines += ["", "### Plots", ""]
+    for title, path in plots:
+        lines += [f"![{title}]({_rel(path, report_path)})", ""]
+    lines += [
+        f"### Parameters (`dvc params diff {base}`)",
+        "",
+        diffs["params"],
+        "",
+        f"### Metrics (`dvc metrics diff {base}`)",
+        "",
+        "<details><summary>All changed metrics</summary>",
+        "",
+        diffs["metrics"],
+        "",
+        "</details>",
+        "",
+        "### Evidently report",
+        "",
+    ]
+    if run_url:
+        lines.append(
+            f"The full interactive drift report ({drift['reference_month']} vs {drift['current_month']}) is "
+            f"the `evidently-drift-report` artifact of [this workflow run]({run_url})."
+        )
+    else:
+        lines.append(
+            f"The full interactive drift report ({drift['reference_month']} vs {drift['current_month']}) is "
+            "attached to the drift-watch workflow run that opened this PR (artifact "
+            "`evidently-drift-report`); locally, `autoops check --month "
+            f"{drift['current_month']}` on `{base}` writes it to `reports/drift_report.html`."
+        )
+    lines += [
+        "",
+        "<sub>Generated by `autoops report`; the numbers behind it are in "
+        f"`{LOOP_DIR.as_posix()}/` on this branch.</sub>",
+    ]
+    return "\n".join(lines) + "\n"
