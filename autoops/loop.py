@@ -20,15 +20,12 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import pandas as pd
 import typer
 import yaml
 from rich.console import Console
 
-from autoops import evidence, github, release
+from autoops import github
 from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
-from stages.evaluate import PREDICTION
-from stages.features import TARGET
 from stages.io import write_json, write_text
 from stages.months import MonthError, add_months, current_month, month_index, validate_month
 from stages.params import Params, ParamsError, load_params, params_from_dict
@@ -49,6 +46,10 @@ CHECK_MD = WORK_DIR / "check.md"
 CHAMPION_DIR = WORK_DIR / "champion"
 EVIDENCE_DIR = WORK_DIR / "evidence"
 BRANCH_PREFIX = "retrain/"
+# Defaults of CLI options, spelled out here so that `autoops --help` (and every other command)
+# does not pay for importing scikit-learn and pandas through autoops.evidence/autoops.release.
+REPORT = Path("reports/loop/report.md")
+RELEASE_DIR = Path(".autoops/release")
 # Files the pipeline rewrites on every run; uncommitted changes to them are the normal state
 # after `autoops check` and are safe to discard when switching branches.
 PIPELINE_PATHS = ("dvc.lock", "data/", "models/", "reports/")
@@ -136,8 +137,10 @@ def set_months(path: Path, **months: str) -> bool:
     if changed:
         buffer = io.StringIO()
         rt.dump(data, buffer)
+        # Validated before writing: an impossible combination (current before reference) is an
+        # error for the caller, never a broken params.yaml left behind.
+        params_from_dict(yaml.safe_load(buffer.getvalue()) or {}, str(path))
         write_text(buffer.getvalue(), path)
-        load_params(path)  # refuse to leave an invalid file behind
     return changed
 
 
@@ -317,14 +320,21 @@ def _snapshot_champion(root: Path, git: Git, base_sha: str, base: str) -> None:
             for out in stage.get("outs", [])
         }
         expected = pinned.get("models/model.pkl")
-        if expected and release._md5(folder / "model.pkl") != expected:
+        from autoops.release import file_md5
+
+        if expected and file_md5(folder / "model.pkl") != expected:
             raise LoopError(
                 f"models/model.pkl is not the model {base}'s dvc.lock pins; run `dvc pull` "
                 "(or `dvc checkout`) on the base branch and retry"
             )
 
 
-def _trigger_predictions(root: Path) -> dict[str, pd.DataFrame]:
+def _trigger_predictions(root: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    from stages.evaluate import PREDICTION
+    from stages.features import TARGET
+
     columns = ["pickup_hour", TARGET, PREDICTION]
     return {
         name: pd.read_parquet(root / PREDICTIONS / f"{name}.parquet", columns=columns)
@@ -356,6 +366,8 @@ def run_propose(
     force: bool = False,
     min_improvement: float = 0.0,
 ) -> dict[str, Any]:
+    from autoops import evidence
+
     git = Git.discover(root)
     month = _month(month)
     branch = f"{BRANCH_PREFIX}{month}"
@@ -446,8 +458,10 @@ def run_propose(
 
 def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison: dict[str, Any]) -> bool:
     """Commit exactly the pipeline's small files and the evidence; False when nothing changed."""
+    from autoops.evidence import LOOP_DIR
+
     cached, uncached = dvc_outputs(root)
-    paths = {PARAMS.as_posix(), "dvc.lock", *uncached, evidence.LOOP_DIR.as_posix()}
+    paths = {PARAMS.as_posix(), "dvc.lock", *uncached, LOOP_DIR.as_posix()}
     # DVC keeps cached outputs out of git with a .gitignore beside each; on a repository that
     # never ran the pipeline before, those files are new and belong in the same commit.
     paths |= {(Path(p).parent / ".gitignore").as_posix() for p in cached}
@@ -553,12 +567,14 @@ def propose_cmd(
 @_cli
 def report_cmd(
     base: BaseOpt = "main",
-    out: Annotated[Path, typer.Option(help="Where to write the markdown.")] = evidence.REPORT,
+    out: Annotated[Path, typer.Option(help="Where to write the markdown.")] = REPORT,
     run_url: Annotated[
         str | None, typer.Option(help="Workflow run with the Evidently artifact (default: this Actions run).")
     ] = None,
 ) -> None:
     """Write the pull-request markdown for the retrain on this branch (PNG plots alongside)."""
+    from autoops import evidence
+
     root = project_root()
     out = out if out.is_absolute() else root / out
     markdown = evidence.render_markdown(root, base, out, run_url=run_url or github.run_url())
@@ -572,6 +588,8 @@ def diff_cmd(
     out: Annotated[Path, typer.Option(help="Where to write the markdown.")] = WORK_DIR / "diff.md",
 ) -> None:
     """`dvc params diff` and `dvc metrics diff` against the base, as markdown (the PR check comment)."""
+    from autoops import evidence
+
     root = project_root()
     diffs = evidence.dvc_diffs(root, base)
     markdown = (
@@ -598,11 +616,13 @@ def pull_cmd() -> None:
 
 @_cli
 def release_artifact_cmd(
-    out: Annotated[Path, typer.Option(help="Folder for the artifact.")] = release.RELEASE_DIR,
+    out: Annotated[Path, typer.Option(help="Folder for the artifact.")] = RELEASE_DIR,
     image: Annotated[str | None, typer.Option(help="Image (default: ghcr.io/<GITHUB_REPOSITORY>).")] = None,
     sha: Annotated[str | None, typer.Option(help="Commit the image is built from (default: HEAD).")] = None,
 ) -> None:
     """Verify models/ is exactly what dvc.lock pins, then write the serving artifact and image tags."""
+    from autoops import release
+
     root = project_root()
     out = out if out.is_absolute() else root / out
     if out.is_relative_to(root / WORK_DIR):
@@ -629,6 +649,8 @@ def promote_cmd(
     ] = None,
 ) -> None:
     """Move the MLflow `champion` alias to the model on this commit (skipped without a tracking server)."""
+    from autoops import release
+
     root = project_root()
     if not tracking_uri:
         console.print("no MLflow tracking server configured (MLFLOW_TRACKING_URI unset): nothing to promote")

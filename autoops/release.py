@@ -29,7 +29,7 @@ RELEASE_DIR = Path(".autoops/release")
 LABEL_PREFIX = "io.auto-ops.model"
 
 
-def _md5(path: Path) -> str:
+def file_md5(path: Path) -> str:
     digest = hashlib.md5()  # what dvc.lock records for a file output
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -39,7 +39,7 @@ def _md5(path: Path) -> str:
 
 def locked_outputs(lock_path: Path = LOCK_FILE) -> dict[str, str]:
     if not lock_path.exists():
-        raise LoopError(f"{lock_path}: missing; a release needs the lock file committed by the pipeline")
+        raise LoopError(f"{lock_path.name}: missing; a release needs the lock file the pipeline committed")
     lock = yaml.safe_load(lock_path.read_text()) or {}
     return {
         out["path"]: out.get("md5", "")
@@ -48,24 +48,25 @@ def locked_outputs(lock_path: Path = LOCK_FILE) -> dict[str, str]:
     }
 
 
-def verify_model(models_dir: Path = MODELS_DIR, lock_path: Path = LOCK_FILE) -> dict[str, Any]:
+def verify_model(root: Path) -> dict[str, Any]:
     """The model card, after checking model and card are byte-for-byte what dvc.lock pins."""
+    lock_path = root / LOCK_FILE
     outs = locked_outputs(lock_path)
     for name in (MODEL_FILE, CARD_FILE):
-        path = models_dir / name
-        key = path.as_posix()
+        key = (MODELS_DIR / name).as_posix()  # dvc.lock paths are relative to the repository
+        path = root / key
         if key not in outs:
-            raise LoopError(f"{lock_path} pins no {key}; run `dvc repro` and commit dvc.lock")
+            raise LoopError(f"{LOCK_FILE} pins no {key}; run `dvc repro` and commit dvc.lock")
         if not path.exists():
             raise LoopError(f"{key}: missing; fetch it with `dvc pull` (or rebuild it: `dvc repro train`)")
-        if (actual := _md5(path)) != outs[key]:
+        if (actual := file_md5(path)) != outs[key]:
             raise LoopError(
-                f"{key} (md5 {actual[:12]}) is not the file {lock_path} pins (md5 {outs[key][:12]}); "
+                f"{key} (md5 {actual[:12]}) is not the file {LOCK_FILE} pins (md5 {outs[key][:12]}); "
                 "run `dvc checkout` or `dvc pull`"
             )
-    card = json.loads((models_dir / CARD_FILE).read_text())
-    if file_sha256(models_dir / MODEL_FILE) != card["model_sha256"]:
-        raise LoopError(f"{models_dir / MODEL_FILE} does not match its model card's sha256")
+    card = json.loads((root / MODELS_DIR / CARD_FILE).read_text())
+    if file_sha256(root / MODELS_DIR / MODEL_FILE) != card["model_sha256"]:
+        raise LoopError(f"{MODELS_DIR / MODEL_FILE} does not match its model card's sha256")
     return card
 
 
@@ -75,7 +76,7 @@ def image_name(repository: str | None) -> str:
 
 
 def release_artifact(root: Path, out_dir: Path, image: str | None, git_sha: str | None) -> dict[str, Any]:
-    card = verify_model(root / MODELS_DIR, root / LOCK_FILE)
+    card = verify_model(root)
     # A smoke prediction: the artifact must load and serve, not merely exist.
     model = load_model(root / MODELS_DIR / MODEL_FILE, sha256=card["model_sha256"])
     sample = predict(model, np.zeros((1, len(FEATURES))))
@@ -116,7 +117,7 @@ def release_artifact(root: Path, out_dir: Path, image: str | None, git_sha: str 
 
 def promote(root: Path, tracking_uri: str) -> dict[str, str]:
     """Point the registered model's ``champion`` alias at the version that is on main now."""
-    card = verify_model(root / MODELS_DIR, root / LOCK_FILE)
+    card = verify_model(root)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     tracking.configure()
     from mlflow import MlflowClient

@@ -1,0 +1,401 @@
+"""The loop's building blocks, fast: params editing, latest month, CLI errors, evidence, release, promotion.
+
+The whole loop (git, DVC and all) runs in tests/test_loop_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from autoops import evidence, github, loop, release
+from autoops.cli import app
+from autoops.gitops import Git, LoopError
+from stages.features import FEATURES, TARGET
+from stages.io import file_sha256, write_json
+from stages.model import save_model
+from stages.params import DataParams, ParamsError, load_params
+from tests.conftest import ROOT
+
+GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def _mini_project(folder: Path, *, git: bool = False) -> Path:
+    """params.yaml and dvc.yaml only: enough for everything that fails before running DVC."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(ROOT / name, folder / name)
+    if git:
+        _git(folder, "init", "-q", "-b", "main")
+        _git(folder, "add", "-A")
+        _git(folder, "commit", "-qm", "init")
+    return folder
+
+
+def _cli(folder: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    monkeypatch.chdir(folder)
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+# --- params.yaml editing -----------------------------------------------------------------------
+
+
+def test_set_months_changes_only_the_months(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    shutil.copy2(ROOT / "params.yaml", path)
+    before = path.read_text().splitlines()
+    assert loop.set_months(path, reference="2024-05", current="2024-05")
+    after = path.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    # Comments, order and quoting survive: only the two month lines differ.
+    assert [b.strip() for _, b in changed] == ['reference: "2024-05"', 'current: "2024-05"']
+    params = load_params(path)
+    assert (params.months.reference, params.months.current) == ("2024-05", "2024-05")
+    assert not loop.set_months(path, current="2024-05")
+
+
+def test_set_months_refuses_an_impossible_combination(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    shutil.copy2(ROOT / "params.yaml", path)
+    original = path.read_text()
+    with pytest.raises(ParamsError, match=r"before months\.reference"):
+        loop.set_months(path, current="2020-01")
+    assert path.read_text() == original
+
+
+# --- latest-month ------------------------------------------------------------------------------
+
+
+def test_latest_month_synthetic_is_the_last_complete_month(tmp_path: Path) -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert loop.latest_month(tmp_path, params, date(2024, 6, 15)) == "2024-05"
+    assert loop.latest_month(tmp_path, params, date(2025, 1, 1)) == "2024-12"
+
+
+def test_latest_month_dir_is_the_newest_file(tmp_path: Path) -> None:
+    folder = tmp_path / "tlc"
+    folder.mkdir()
+    for name in ("green_tripdata_2023-01.parquet", "green_tripdata_2024-02.parquet", "notes.txt"):
+        (folder / name).write_text("x")
+    params = load_params(ROOT / "params.yaml").model_copy(
+        update={"data": DataParams(source="dir", dir=str(folder))}
+    )
+    assert loop.latest_month(tmp_path, params, date(2024, 6, 1)) == "2024-02"
+    # A file from "the future" (relative to --as-of) is not yet published.
+    assert loop.latest_month(tmp_path, params, date(2023, 5, 1)) == "2023-01"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    params = params.model_copy(update={"data": DataParams(source="dir", dir=str(empty))})
+    with pytest.raises(LoopError, match="no green_tripdata"):
+        loop.latest_month(tmp_path, params, date(2024, 6, 1))
+
+
+def test_latest_month_tlc_walks_back_with_head_probes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probed: list[str] = []
+
+    def probe(month: str, params: DataParams) -> bool:
+        probed.append(month)
+        return month <= "2024-03"
+
+    monkeypatch.setattr("stages.tlc.probe_month", probe)
+    params = load_params(ROOT / "params.yaml").model_copy(update={"data": DataParams(source="tlc")})
+    assert loop.latest_month(tmp_path, params, date(2024, 6, 20)) == "2024-03"
+    assert probed == ["2024-06", "2024-05", "2024-04", "2024-03"]
+    monkeypatch.setattr("stages.tlc.probe_month", lambda month, params: False)
+    with pytest.raises(LoopError, match="no month"):
+        loop.latest_month(tmp_path, params, date(2024, 6, 20))
+
+
+def test_latest_month_cli_writes_the_step_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "gh_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    code, text = _cli(_mini_project(tmp_path / "p"), monkeypatch, "latest-month", "--as-of", "2024-07-02")
+    assert code == 0 and text.strip() == "2024-06"
+    assert out.read_text() == "month=2024-06\n"
+
+
+# --- GitHub Actions side channels --------------------------------------------------------------
+
+
+def test_step_outputs_single_and_multi_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "gh_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    github.write_outputs({"breach": True, "tags": "a:1\na:2", "none": None})
+    lines = out.read_text().splitlines()
+    assert lines[0] == "breach=true"
+    assert lines[1].startswith("tags<<EOF_") and lines[2:4] == ["a:1", "a:2"] and lines[4] == lines[1][6:]
+    assert lines[5] == "none="
+    monkeypatch.delenv("GITHUB_OUTPUT")
+    github.write_outputs({"x": 1})  # outside Actions: a no-op, not an error
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/auto-ops")
+    monkeypatch.setenv("GITHUB_RUN_ID", "42")
+    assert github.run_url() == "https://github.com/acme/auto-ops/actions/runs/42"
+
+
+# --- clear one-line errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["check", "--month", "2024-13"], "invalid month '2024-13'"),
+        (["check", "--month", "last-month"], "expected YYYY-MM"),
+        (["check", "--month", "2023-12"], "before the model's reference month 2024-01"),
+        (["check", "--as-of", "yesterday"], "invalid date 'yesterday'"),
+        (["propose"], "pass --month YYYY-MM or run `autoops check` first"),
+        (["propose", "--month", "2024-05"], "is not inside a git repository"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    code, text = _cli(_mini_project(tmp_path / "p"), monkeypatch, *args)
+    assert code == 1
+    assert message in text and "Traceback" not in text
+    assert text.startswith("error:")
+
+
+def test_outside_the_project_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, text = _cli(tmp_path, monkeypatch, "check", "--month", "2024-03")
+    assert code == 1 and "run autoops from the project's root folder" in text
+
+
+def test_propose_refuses_a_dirty_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = _mini_project(tmp_path / "p", git=True)
+    (project / "notes.md").write_text("mine\n")
+    _git(project, "add", "notes.md")
+    _git(project, "commit", "-qm", "notes")
+    (project / "notes.md").write_text("mine, edited\n")
+    code, text = _cli(project, monkeypatch, "propose", "--month", "2024-05", "--no-push")
+    assert code == 1 and "uncommitted change to notes.md" in text
+
+
+def test_pipeline_changes_do_not_count_as_dirty(tmp_path: Path) -> None:
+    project = _mini_project(tmp_path / "p", git=True)
+    git = Git(project)
+    # What `autoops check` leaves behind: months.current moved, plus regenerated outputs.
+    loop.set_months(project / "params.yaml", current="2024-04")
+    loop.ensure_only_pipeline_changes(git)
+    loop.set_months(project / "params.yaml", reference="2024-02")
+    with pytest.raises(LoopError, match=r"uncommitted change to params\.yaml"):
+        loop.ensure_only_pipeline_changes(git)
+
+
+def test_propose_push_needs_a_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = _mini_project(tmp_path / "p", git=True)
+    code, text = _cli(project, monkeypatch, "propose", "--month", "2024-05")
+    assert code == 1 and "no git remote 'origin'" in text
+
+
+def test_propose_nothing_to_retrain_for_an_old_month(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = _mini_project(tmp_path / "p", git=True)
+    code, text = _cli(project, monkeypatch, "propose", "--month", "2024-01", "--no-push")
+    assert code == 1 and "already learned 2024-01" in text
+
+
+def test_propose_must_run_at_the_repository_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = _mini_project(tmp_path / "p", git=True)
+    sub = _mini_project(project / "sub")
+    code, text = _cli(sub, monkeypatch, "propose", "--month", "2024-05", "--no-push")
+    assert code == 1 and "run autoops from the repository root" in text
+
+
+# --- models, evidence and the report -----------------------------------------------------------
+
+
+def _fit(seed: int, slope: float) -> object:
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 10, size=(200, len(FEATURES)))
+    return LinearRegression().fit(x, slope * x[:, 5] + rng.normal(0, 0.1, 200))
+
+
+def _models_dir(folder: Path, model: object, month: str) -> Path:
+    sha = save_model(model, folder / "model.pkl")
+    card = {
+        "name": "green-taxi-duration",
+        "version": sha[:12],
+        "model_sha256": sha,
+        "reference_month": month,
+        "training_months": [month],
+        "data_source": "synthetic",
+    }
+    write_json(card, folder / "model_card.json")
+    return folder
+
+
+def _holdout(path: Path, slope: float, rows: int = 300) -> Path:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(rng.uniform(0, 10, size=(rows, len(FEATURES))), columns=list(FEATURES))
+    frame["pickup_hour"] = rng.integers(0, 24, rows)
+    frame[TARGET] = slope * frame["trip_distance"]
+    frame.to_parquet(path)
+    return path
+
+
+def test_compare_scores_both_models_on_the_same_rows(tmp_path: Path) -> None:
+    # The world changed: trips now take 3 min per mile instead of 2.
+    champion = _models_dir(tmp_path / "champion", _fit(0, 2.0), "2024-01")
+    challenger = _models_dir(tmp_path / "challenger", _fit(1, 3.0), "2024-05")
+    holdout = _holdout(tmp_path / "holdout.parquet", 3.0)
+    baseline = {"reference_holdout": {"mae": 0.1, "rmse": 0.1, "r2": 0.99, "rows": 10}}
+    comparison, scored = evidence.compare(champion, challenger, holdout, baseline)
+    assert comparison["holdout"]["rows"] == len(scored) == 300
+    assert comparison["holdout"]["sha256"] == file_sha256(holdout)
+    assert comparison["challenger_better"]
+    assert comparison["challenger"]["metrics"]["mae"] < comparison["champion"]["metrics"]["mae"]
+    assert comparison["change"]["mae_relative"] < -0.5
+    assert "beats the champion on the 2024-05 holdout" in comparison["verdict"]
+    # The same pair the other way round: the "challenger" is worse and must not be proposed.
+    worse, _ = evidence.compare(challenger, champion, holdout, baseline)
+    assert not worse["challenger_better"] and "does not beat" in worse["verdict"]
+    # A required margin the challenger misses also refuses it.
+    strict, _ = evidence.compare(champion, challenger, holdout, baseline, min_improvement=0.999)
+    assert not strict["challenger_better"]
+
+
+def _drift_fixture() -> dict[str, object]:
+    wasserstein, jensen_shannon = "Wasserstein distance (normed)", "Jensen-Shannon distance"
+    columns = {
+        "trip_distance": {"score": 0.55, "method": wasserstein, "threshold": 0.1, "drifted": True},
+        "pu_zone": {"score": 0.15, "method": jensen_shannon, "threshold": 0.1, "drifted": True},
+        "pickup_hour": {"score": 0.02, "method": wasserstein, "threshold": 0.1, "drifted": False},
+    }
+    return {
+        "reference_month": "2024-01",
+        "current_month": "2024-05",
+        "model_version": "abc",
+        "columns": columns,
+        "drifted_columns": ["pu_zone", "trip_distance"],
+        "n_columns": 3,
+        "drifted_share": 0.666667,
+        "drift_share_threshold": 0.5,
+        "data_drift": True,
+        "reference_mae": 3.0,
+        "current_mae": 7.5,
+        "mae_change": 1.5,
+        "threshold": 0.1,
+        "performance_drift": True,
+        "retrain_recommended": True,
+        "reason": "retrain recommended: data drift: 2 of 3 columns drifted",
+    }
+
+
+def test_report_markdown_reads_on_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    champion = _models_dir(tmp_path / "champion", _fit(0, 2.0), "2024-01")
+    challenger = _models_dir(tmp_path / "challenger", _fit(1, 3.0), "2024-05")
+    holdout = _holdout(tmp_path / "holdout.parquet", 3.0)
+    baseline = {"reference_holdout": {"mae": 0.1, "rmse": 0.2, "r2": 0.99, "rows": 10}}
+    comparison, scored = evidence.compare(champion, challenger, holdout, baseline)
+    trigger = {"holdout": scored.assign(prediction=scored["champion"]), "current": scored}
+    evidence.write_evidence(comparison, scored, _drift_fixture(), trigger)
+    out = tmp_path / ".autoops" / "pr-comment.md"
+    out.parent.mkdir()
+    markdown = evidence.render_markdown(tmp_path, "main", out, run_url="https://ci.example/runs/7")
+    # Verdict and reason, champion vs challenger with the change, the drift table, plots, diffs.
+    assert "retrain recommended: data drift: 2 of 3 columns drifted" in markdown
+    assert "| champion (`main`) | 2024-01 |" in markdown and "| challenger (this PR) | 2024-05 |" in markdown
+    assert "| change |" in markdown
+    assert "| `trip_distance` | 0.55 | Wasserstein distance (normed) | 0.1 | **yes** |" in markdown
+    assert "| `pickup_hour` | 0.02 | Wasserstein distance (normed) | 0.1 | no |" in markdown
+    # Images are referenced relative to the markdown file, which is how CML finds and uploads them.
+    for name in ("error_by_hour", "predicted_vs_actual", "duration_distribution"):
+        assert f"](../reports/loop/{name}.png)" in markdown
+        assert (tmp_path / "reports/loop" / f"{name}.png").stat().st_size > 5000
+    assert "dvc params diff main" in markdown and "dvc metrics diff main" in markdown
+    assert "[this workflow run](https://ci.example/runs/7)" in markdown
+    # Same inputs, same bytes: what makes a rerun of propose a no-op.
+    pngs = {p.name: p.read_bytes() for p in (tmp_path / "reports/loop").glob("*.png")}
+    evidence.render_plots(tmp_path / "reports/loop")
+    assert pngs == {p.name: p.read_bytes() for p in (tmp_path / "reports/loop").glob("*.png")}
+
+
+# --- release and promotion ---------------------------------------------------------------------
+
+
+def _released_project(folder: Path) -> Path:
+    models = _models_dir(folder / "models", _fit(1, 3.0), "2024-05")
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "train": {
+                "cmd": "python -m stages.train",
+                "outs": [
+                    {"path": f"models/{name}", "md5": release.file_md5(models / name)}
+                    for name in ("model.pkl", "model_card.json")
+                ],
+            }
+        },
+    }
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    return folder
+
+
+def test_release_artifact_is_the_locked_model_with_its_tags(tmp_path: Path) -> None:
+    project = _released_project(tmp_path / "p")
+    info = release.release_artifact(project, tmp_path / "out", "ghcr.io/acme/auto-ops", "f" * 40)
+    card = json.loads((project / "models/model_card.json").read_text())
+    assert info["tags"] == [f"ghcr.io/acme/auto-ops:{'f' * 40}", "ghcr.io/acme/auto-ops:model-2024-05"]
+    assert info["labels"]["io.auto-ops.model.version"] == card["version"]
+    assert info["labels"]["org.opencontainers.image.revision"] == "f" * 40
+    assert json.loads((tmp_path / "out/release.json").read_text())["model_version"] == card["version"]
+    assert file_sha256(tmp_path / "out/model.pkl") == card["model_sha256"]
+    assert release.image_name("Acme/Auto-Ops") == "ghcr.io/acme/auto-ops"
+
+
+def test_release_refuses_a_model_dvc_lock_does_not_pin(tmp_path: Path) -> None:
+    project = _released_project(tmp_path / "p")
+    save_model(_fit(9, 1.0), project / "models/model.pkl")
+    with pytest.raises(LoopError, match=r"models/model\.pkl .* is not the file dvc\.lock pins"):
+        release.verify_model(project)
+    (project / "dvc.lock").unlink()
+    with pytest.raises(LoopError, match=r"dvc\.lock: missing"):
+        release.verify_model(project)
+
+
+def test_promote_moves_the_champion_alias_to_the_merged_model(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    project = _released_project(tmp_path / "p")
+    card = json.loads((project / "models/model_card.json").read_text())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    client.create_registered_model(card["name"])
+    source = tmp_path / "artifacts"
+    source.mkdir()
+    old = client.create_model_version(card["name"], str(source), tags={"model_sha256": "0" * 64})
+    new = client.create_model_version(card["name"], str(source), tags={"model_sha256": card["model_sha256"]})
+    client.set_registered_model_alias(card["name"], "champion", old.version)
+    result = release.promote(project, uri)
+    assert result["version"] == str(new.version) and result["previous"] == str(old.version)
+    assert client.get_model_version_by_alias(card["name"], "champion").version == new.version
+    client.delete_model_version(card["name"], new.version)
+    with pytest.raises(LoopError, match="no version of 'green-taxi-duration'"):
+        release.promote(project, uri)
+
+
+def test_promote_without_a_tracking_server_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, text = _cli(_released_project(_mini_project(tmp_path / "p")), monkeypatch, "promote")
+    assert code == 0 and "nothing to promote" in text
