@@ -1,0 +1,93 @@
+"""``python -m serve``: the service on uvicorn, one worker process per core.
+
+Options override the matching ``AUTOOPS_*`` environment variables (serve/README.md lists them all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from serve.metrics import MULTIPROC_ENV
+from serve.settings import Settings, SettingsError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__)
+    parser.add_argument("--host", help="bind address (AUTOOPS_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (AUTOOPS_PORT, default 8000)")
+    parser.add_argument("--workers", type=int, help="worker processes (AUTOOPS_WORKERS, default: cores)")
+    parser.add_argument("--models-dir", type=Path, help="models/ folder (AUTOOPS_MODELS_DIR)")
+    parser.add_argument(
+        "--model-uri", help="MLflow model URI instead, e.g. models:/green-taxi-duration@champion"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("AUTOOPS_LOG_LEVEL", "info"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings.from_env(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            models_dir=args.models_dir,
+            model_uri=args.model_uri,
+        )
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    # Workers are new processes: they read the settings, and these, from the environment.
+    os.environ.update(settings.to_env())
+    # One OpenMP thread per worker: the workers already use every core, more threads only contend.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Quiet, offline MLflow when a model URI is used.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    multiproc_dir = None
+    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # Metrics from every worker are summed through files here; a fresh folder per start, so no
+        # counts survive from a previous run.
+        multiproc_dir = tempfile.mkdtemp(prefix="autoops-metrics-")
+        os.environ[MULTIPROC_ENV] = multiproc_dir
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    # uvicorn sets up logging in each worker from this; without it our loggers would go unheard there.
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    for name in ("serve", "stages"):
+        log_config["loggers"][name] = {
+            "handlers": ["default"],
+            "level": args.log_level.upper(),
+            "propagate": False,
+        }
+    try:
+        uvicorn.run(
+            "serve.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=args.log_level.lower(),
+            log_config=log_config,
+            # Per-request access lines would cost more than a compiled prediction; /metrics counts them.
+            access_log=False,
+            # Keep-alive clients stay on one worker; closing idle ones after 5 s spreads load again.
+            timeout_keep_alive=5,
+        )
+    finally:
+        if multiproc_dir:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

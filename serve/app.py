@@ -1,0 +1,298 @@
+"""The FastAPI application: ``create_app()`` builds it from :class:`serve.settings.Settings`.
+
+Run it with ``python -m serve`` (uvicorn, one worker per core). Predictions run inline on the event
+loop: a compiled prediction costs microseconds, far less than a thread hand-off would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serve.metrics import MetricsMiddleware, ServiceMetrics
+from serve.model_store import ModelHolder, ServedModel, make_source
+from serve.prediction_log import PredictionLog
+from serve.schemas import (
+    BatchPrediction,
+    BatchRequest,
+    BatchTooLarge,
+    Error,
+    Health,
+    ModelInfo,
+    Prediction,
+    ReloadResult,
+    Root,
+    Trip,
+    trip_columns,
+)
+from serve.settings import Settings
+from stages.features import feature_matrix
+
+SERVICE = "auto-ops green taxi trip duration"
+# A trip is ~300 bytes of JSON; anything far beyond max_batch trips is refused before it is read.
+BYTES_PER_TRIP = 1024
+
+log = logging.getLogger("serve")
+
+
+def _json(data: Any, status_code: int = 200) -> Response:
+    # orjson straight to bytes: FastAPI's response_model path would validate what we just built.
+    return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
+
+
+class BodyLimitMiddleware:
+    """413 for a body whose Content-Length is beyond any valid request, before reading it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                    response = _json({"detail": f"request body over {self.max_bytes} bytes"}, 413)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    # One thread per worker for anything OpenMP (the sklearn fallback): workers scale across cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    metrics = ServiceMetrics()
+    holder = ModelHolder(
+        make_source(settings), settings, on_swap=metrics.model_swapped, on_error=metrics.model_load_failed
+    )
+    prediction_log = (
+        PredictionLog(
+            settings.prediction_log,
+            max_rows=settings.log_max_rows,
+            flush_rows=settings.log_flush_rows,
+            flush_interval_s=settings.log_flush_interval_s,
+            max_pending_rows=settings.log_max_pending_rows,
+            on_rows=lambda outcome, n: metrics.log_rows.labels(outcome).inc(n),
+        )
+        if settings.prediction_log
+        else None
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if prediction_log is not None:
+            prediction_log.start()
+        holder.start()
+        # Wait (bounded) for the first model so a fresh worker is ready when it accepts requests;
+        # if the source is down the service still starts, not ready, and keeps trying.
+        await asyncio.to_thread(holder.first_attempt.wait, settings.startup_timeout_s)
+        yield
+        holder.stop()
+        if prediction_log is not None:
+            prediction_log.close()
+
+    app = FastAPI(
+        title="Auto-Ops: NYC Green Taxi trip duration",
+        version="1",
+        description=(
+            "Predicts a Green Taxi trip's duration in minutes from what a dispatcher knows at pickup. "
+            f"`/predict_batch` takes at most **{settings.max_batch}** trips (413 beyond). "
+            "Features are computed by the pipeline's own `stages/features.py`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.state.prediction_log = prediction_log
+
+    def served_model() -> ServedModel:
+        served = holder.current
+        if served is None:
+            raise HTTPException(503, f"no model loaded yet ({holder.last_error or 'loading'})")
+        return served
+
+    def predict(served: ServedModel, trips: list[Trip]) -> np.ndarray:
+        features = feature_matrix(trip_columns(trips))
+        predictions = served.predictor.predict(features)
+        if prediction_log is not None:
+            prediction_log.append(features, predictions, served.version)
+        metrics.predictions.labels(served.version).inc(len(trips))
+        return predictions
+
+    unavailable = {503: {"model": Error, "description": "No model loaded yet"}}
+
+    @app.get("/", response_model=Root, summary="Service liveness and where to look next")
+    async def root() -> Response:
+        return _json(
+            {
+                "service": SERVICE,
+                "status": "ok",
+                "docs": "/docs",
+                "endpoints": ["/health", "/predict", "/predict_batch", "/model/info", "/metrics", "/docs"],
+            }
+        )
+
+    @app.get("/health", response_model=Health, summary="Liveness (always 200) and readiness (model_loaded)")
+    async def health() -> Response:
+        served = holder.current
+        return _json(
+            {
+                "status": "ok",
+                "model_loaded": served is not None,
+                "model_version": served.version if served else None,
+                "predictor": served.predictor.kind if served else None,
+            }
+        )
+
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        responses=unavailable,
+        summary="Predict one trip's duration in minutes",
+    )
+    async def predict_one(trip: Trip) -> Response:
+        served = served_model()
+        prediction = predict(served, [trip])
+        return _json({"duration_min": float(prediction[0]), "model_version": served.version})
+
+    @app.post(
+        "/predict_batch",
+        response_model=BatchPrediction,
+        responses={
+            413: {"model": BatchTooLarge, "description": f"More than max_batch ({settings.max_batch}) trips"},
+            **unavailable,
+        },
+        summary=f"Predict a list of trips (at most {settings.max_batch}), answers in request order",
+    )
+    async def predict_batch(batch: BatchRequest) -> Response:
+        if len(batch.trips) > settings.max_batch:
+            return _json(
+                {
+                    "detail": f"{len(batch.trips)} trips: over the limit of {settings.max_batch} per request",
+                    "max_batch": settings.max_batch,
+                },
+                413,
+            )
+        served = served_model()
+        predictions = predict(served, batch.trips)
+        return _json(
+            {"predictions": predictions.tolist(), "model_version": served.version, "count": len(predictions)}
+        )
+
+    @app.get("/model/info", response_model=ModelInfo, responses=unavailable, summary="The model being served")
+    async def model_info() -> Response:
+        served = served_model()
+        card = served.card
+        return _json(
+            {
+                "name": served.name,
+                "version": served.version,
+                "registry_version": served.registry_version,
+                "model_uri": served.model_uri,
+                "source": served.source,
+                "model_type": card["model_type"],
+                "training_months": card["training_months"],
+                "reference_month": card["reference_month"],
+                "features": card["features"],
+                "categorical_features": card["categorical_features"],
+                "metrics": card["holdout_metrics"],
+                "training_rows": card["training_rows"],
+                "model_sha256": card["model_sha256"],
+                "predictor": served.predictor.kind,
+                "loaded_at": served.loaded_at.isoformat(),
+            }
+        )
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    bearer = HTTPBearer(auto_error=False, description="AUTOOPS_ADMIN_TOKEN")
+
+    def admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if settings.admin_token is None:
+            raise HTTPException(403, "admin endpoints are disabled: set AUTOOPS_ADMIN_TOKEN to enable them")
+        expected = settings.admin_token.get_secret_value().encode()
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected):
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.post(
+        "/admin/reload",
+        response_model=ReloadResult,
+        dependencies=[Depends(admin)],
+        responses={
+            401: {"model": Error, "description": "Missing or wrong bearer token"},
+            403: {"model": Error, "description": "Admin endpoints disabled (no AUTOOPS_ADMIN_TOKEN)"},
+            503: {"model": Error, "description": "The source has no loadable model; the old one is kept"},
+        },
+        summary="Load the source's current model now (atomic swap; other workers follow at their next watch)",
+    )
+    async def reload() -> Response:
+        previous = holder.current
+        try:
+            served, swapped = await run_in_threadpool(holder.load)
+        except Exception as exc:
+            metrics.model_load_failed(exc)
+            kept = f"; still serving {previous.version}" if previous else ""
+            return _json({"detail": f"reload failed: {exc}{kept}"}, 503)
+        return _json(
+            {
+                "reloaded": swapped,
+                "model_version": served.version,
+                "previous_version": previous.version if previous else None,
+            }
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 shape, minus the echoed input (it can be a whole batch).
+        errors = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_batch * BYTES_PER_TRIP + 65536)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _document_batch_limit(app, settings.max_batch)
+    return app
+
+
+def _document_batch_limit(app: FastAPI, max_batch: int) -> None:
+    """Put max_batch into the OpenAPI schema as maxItems: clients and fuzzers see the limit, while
+    the service enforces it itself so that an oversized batch is a 413 naming the limit, not a 422."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema["components"]["schemas"]["BatchRequest"]["properties"]["trips"]["maxItems"] = max_batch
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

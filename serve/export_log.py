@@ -1,0 +1,93 @@
+"""``python -m serve.export_log OUT.parquet``: the prediction log as the drift stage's current data.
+
+The parquet has the model's FEATURES columns and ``prediction`` (what stages/drift.py compares
+with the reference holdout), plus ``model_version`` and ``timestamp`` (UTC) to filter on::
+
+    python -m serve.export_log served.parquet --since 2021-02-01
+
+and then, in Python, ``stages.drift.drift(load_params(), current_path=Path("served.parquet"))``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from serve.prediction_log import PREDICTION, TABLE, connect
+from serve.settings import Settings
+from stages.features import FEATURES
+from stages.io import write_parquet
+
+
+def read_log(
+    path: Path, *, since: datetime | None = None, model_version: str | None = None, limit: int | None = None
+) -> pd.DataFrame:
+    """Logged predictions, oldest first (the newest ``limit`` rows when given)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no prediction log here (is AUTOOPS_PREDICTION_LOG set elsewhere?)")
+    where, args = [], []
+    if since is not None:
+        where.append("ts >= ?")
+        args.append((since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp())
+    if model_version is not None:
+        where.append("model_version = ?")
+        args.append(model_version)
+    columns = ", ".join(["ts", "model_version", *(f'"{name}"' for name in FEATURES), PREDICTION])
+    sql = f"SELECT {columns} FROM {TABLE}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with connect(path, readonly=True) as conn:
+        frame = pd.read_sql_query(sql, conn, params=args)
+    frame = frame.iloc[::-1].reset_index(drop=True)
+    # SQLite stores NaN as NULL: an untyped all-null column must still be a float feature column.
+    frame[[*FEATURES, PREDICTION]] = frame[[*FEATURES, PREDICTION]].astype("float64")
+    frame.insert(0, "timestamp", pd.to_datetime(frame.pop("ts"), unit="s", utc=True))
+    return frame
+
+
+def export(
+    path: Path,
+    out: Path,
+    *,
+    since: datetime | None = None,
+    model_version: str | None = None,
+    limit: int | None = None,
+) -> int:
+    """Write the (filtered) log to ``out`` as parquet; returns the number of rows."""
+    frame = read_log(path, since=since, model_version=model_version, limit=limit)
+    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out)
+    return len(frame)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m serve.export_log", description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="parquet file to write")
+    parser.add_argument("--log", type=Path, help="the SQLite log (default: AUTOOPS_PREDICTION_LOG)")
+    parser.add_argument(
+        "--since", type=datetime.fromisoformat, help="only rows from then on (ISO; UTC if no offset)"
+    )
+    parser.add_argument("--model-version", help="only rows this model version served")
+    parser.add_argument("--limit", type=int, help="only the newest N rows")
+    args = parser.parse_args(argv)
+    log_path = args.log or Settings.from_env().prediction_log
+    if log_path is None:
+        sys.exit("error: the prediction log is off (AUTOOPS_PREDICTION_LOG); pass --log PATH")
+    try:
+        rows = export(
+            log_path, args.out, since=args.since, model_version=args.model_version, limit=args.limit
+        )
+    except FileNotFoundError as exc:
+        sys.exit(f"error: {exc}")
+    print(f"{rows} predictions -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

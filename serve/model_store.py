@@ -1,0 +1,365 @@
+"""Where the served model comes from, and swapping in a new one without a restart.
+
+Sources: the ``models/`` folder that ``dvc repro`` writes (the default; the image bakes it in, so no
+MLflow server is needed), or an MLflow model URI such as ``models:/green-taxi-duration@champion``.
+
+A swap builds the complete new :class:`ServedModel` (card + predictor) off the request path and
+then replaces one reference. A request reads that reference once and uses only what it got, so
+no request fails or mixes two models during a swap; each response names the version that answered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from serve.predictor import Predictor, SklearnPredictor, compile_model, load_compiled
+from serve.settings import Settings
+from stages.io import file_sha256
+
+# stages.model.CARD_FILE / stages.train.REGISTRY_FILE: importing those modules would pull in
+# scikit-learn and the whole pipeline at startup, which a cached compiled model does not need
+# (tests/test_serve_units.py checks the names agree).
+CARD_FILE = "model_card.json"
+REGISTRY_FILE = "registry.json"
+# Below the request path's priority: compiling a new version must not starve the requests.
+COMPILE_NICENESS = 10
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The source holds no usable model (yet)."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A model version found at a source, before anything heavy is loaded."""
+
+    card: Mapping[str, Any]
+    fingerprint: str
+    source: str
+    load_estimator: Callable[[], Any]
+    registry_version: str | None = None
+    model_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """Everything one request needs, swapped as a unit."""
+
+    predictor: Predictor
+    card: Mapping[str, Any]
+    fingerprint: str
+    source: str
+    registry_version: str | None
+    model_uri: str | None
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+
+class ModelSource(Protocol):
+    description: str
+
+    def fingerprint(self) -> str:
+        """Cheap; changes exactly when a different model is published."""
+        ...
+
+    def resolve(self) -> ModelArtifact: ...
+
+
+class DirSource:
+    """The models/ folder: model.pkl + model_card.json (+ registry.json when registered in MLflow)."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self.description = str(models_dir)
+
+    def _card(self) -> dict[str, Any]:
+        path = self.models_dir / CARD_FILE
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"{path}: missing; train a model first (dvc repro train)") from exc
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{path}: not valid JSON: {exc}") from exc
+
+    def fingerprint(self) -> str:
+        return str(self._card()["model_sha256"])
+
+    def resolve(self) -> ModelArtifact:
+        card = self._card()
+        model_path = self.models_dir / card["model_file"]
+        if not model_path.exists():
+            raise ModelLoadError(f"{model_path}: missing (the card in {self.models_dir} names it)")
+        # The card is written last and carries the model's sha256 (stages.train): a model file
+        # from a different run than its card is refused rather than served under the wrong name.
+        if (actual := file_sha256(model_path)) != card["model_sha256"]:
+            raise ModelLoadError(
+                f"{model_path}: sha256 {actual[:12]} does not match the card ({card['model_sha256'][:12]}); "
+                "a training run may be writing it"
+            )
+
+        def load_estimator() -> Any:
+            from stages.model import load_model
+
+            return load_model(model_path, sha256=card["model_sha256"])
+
+        registry = self._registry(card)
+        return ModelArtifact(
+            card=card,
+            fingerprint=str(card["model_sha256"]),
+            source=str(self.models_dir),
+            load_estimator=load_estimator,
+            registry_version=registry.get("version"),
+            model_uri=registry.get("model_uri"),
+        )
+
+    def _registry(self, card: Mapping[str, Any]) -> dict[str, Any]:
+        # registry.json is written right after the card when train registers in MLflow; an older
+        # one (a run without MLflow since) describes another model and is ignored.
+        path = self.models_dir / REGISTRY_FILE
+        try:
+            if path.stat().st_mtime < (self.models_dir / CARD_FILE).stat().st_mtime:
+                return {}
+            registry = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        if registry.get("registered_model") != card.get("name"):
+            return {}
+        return {k: str(registry[k]) for k in ("version", "model_uri") if registry.get(k) is not None}
+
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+class MlflowSource:
+    """A registered model version: ``models:/<name>@<alias>`` (followed as the alias moves) or
+    ``models:/<name>/<version>``. The card comes from the training run's model_card.json."""
+
+    def __init__(self, uri: str) -> None:
+        match = _MODELS_URI.match(uri)
+        if not match:
+            raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+        self.uri = uri
+        self.description = uri
+        self.name: str = match["name"]
+        self.alias: str | None = match["alias"]
+        self.version: str | None = match["version"]
+        self._client: Any = None
+
+    def _model_version(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            from stages import tracking
+
+            tracking.configure()
+            self._client = MlflowClient()
+        try:
+            if self.alias:
+                return self._client.get_model_version_by_alias(self.name, self.alias)
+            return self._client.get_model_version(self.name, self.version)
+        except Exception as exc:
+            raise ModelLoadError(f"{self.uri}: {exc}") from exc
+
+    def fingerprint(self) -> str:
+        mv = self._model_version()
+        return f"{self.name}/{mv.version}"
+
+    def resolve(self) -> ModelArtifact:
+        import mlflow
+
+        mv = self._model_version()
+        try:
+            card = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{CARD_FILE}")
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{self.uri}: version {mv.version} has no {CARD_FILE} in its run: {exc}"
+            ) from exc
+        version_uri = f"models:/{self.name}/{mv.version}"
+
+        def load_estimator() -> Any:
+            return _load_mlflow_sklearn(version_uri, card)
+
+        return ModelArtifact(
+            card=card,
+            fingerprint=f"{self.name}/{mv.version}",
+            source=self.uri,
+            load_estimator=load_estimator,
+            registry_version=str(mv.version),
+            model_uri=version_uri,
+        )
+
+
+def _load_mlflow_sklearn(uri: str, card: Mapping[str, Any]) -> Any:
+    """Load an MLflow sklearn model trusting only the types this pipeline's models contain.
+
+    MLflow would take the list of trusted skops types from the registry itself; anyone who can
+    write to a shared registry could widen it, so the pipeline's own list is used instead. A
+    pickle-format model is only loaded if it is byte-identical to the one the card describes.
+    """
+    import mlflow
+
+    from stages.model import SKOPS_TRUSTED_TYPES, load_model
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    flavor = mlflow.models.Model.load(local).flavors["sklearn"]
+    path = local / flavor["pickled_model"]
+    if flavor.get("serialization_format") == "skops":
+        import skops.io
+
+        return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
+    return load_model(path, sha256=card["model_sha256"])
+
+
+def make_source(settings: Settings) -> ModelSource:
+    if settings.model_uri:
+        return MlflowSource(settings.model_uri)
+    return DirSource(settings.models_dir)
+
+
+SwapListener = Callable[["ServedModel | None", ServedModel], None]
+ErrorListener = Callable[[Exception], None]
+
+
+class ModelHolder:
+    """Holds the served model; loads, swaps and watches for new versions."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        settings: Settings,
+        on_swap: SwapListener | None = None,
+        on_error: ErrorListener | None = None,
+    ) -> None:
+        self.source = source
+        self.settings = settings
+        self.on_swap = on_swap
+        self.on_error = on_error
+        # Read by requests without a lock: replacing a reference is atomic in Python.
+        self.current: ServedModel | None = None
+        self.last_error: str | None = None
+        self.first_attempt = threading.Event()
+        self._load_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def load(self) -> tuple[ServedModel, bool]:
+        """Swap in the source's current model unless it is already served; (served, swapped?)."""
+        with self._load_lock:
+            artifact = self.source.resolve()
+            current = self.current
+            if current is not None and current.fingerprint == artifact.fingerprint:
+                return current, False
+            served = ServedModel(
+                predictor=self._predictor(artifact),
+                card=artifact.card,
+                fingerprint=artifact.fingerprint,
+                source=artifact.source,
+                registry_version=artifact.registry_version,
+                model_uri=artifact.model_uri,
+            )
+            self._swap(served)
+            self.last_error = None
+            log.info(
+                "serving %s version %s (%s predictor) from %s",
+                served.name,
+                served.version,
+                served.predictor.kind,
+                served.source,
+            )
+            return served, True
+
+    def _swap(self, served: ServedModel) -> None:
+        previous, self.current = self.current, served
+        if self.on_swap is not None:
+            self.on_swap(previous, served)
+
+    def _predictor(self, artifact: ModelArtifact) -> Predictor:
+        sha = str(artifact.card["model_sha256"])
+        if self.settings.compile != "off" and (compiled := load_compiled(self.settings.compiled_cache, sha)):
+            return compiled
+        try:
+            estimator = artifact.load_estimator()
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"{artifact.source}: cannot load the model: {exc}") from exc
+        if self.settings.compile == "auto":
+            self._start(f"compile-{sha[:12]}", lambda: self._compile(artifact, estimator))
+        return SklearnPredictor(estimator)
+
+    def _compile(self, artifact: ModelArtifact, estimator: Any) -> None:
+        """Compile in the background, then upgrade the predictor of the same version in place."""
+        # Linux niceness is per thread and inherited by the compiler processes this thread starts.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICENESS)
+        compiled = compile_model(estimator, str(artifact.card["model_sha256"]), self.settings.compiled_cache)
+        if compiled is None:
+            return
+        with self._load_lock:
+            current = self.current
+            # Only if that version is still the one served: a newer model may have arrived meanwhile.
+            if current is not None and current.fingerprint == artifact.fingerprint:
+                self._swap(replace(current, predictor=compiled))
+                log.info("version %s now served by the compiled predictor", current.version)
+
+    def start(self) -> None:
+        """First load and then the watch, in a background thread (the service is live meanwhile)."""
+        self._start("model-watch", self._watch)
+
+    def _start(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _watch(self) -> None:
+        self._try_load()
+        self.first_attempt.set()
+        interval = self.settings.watch_interval_s
+        while interval > 0 and not self._stop.wait(interval):
+            try:
+                current = self.current
+                if current is not None and self.source.fingerprint() == current.fingerprint:
+                    continue
+            except Exception as exc:
+                self._failed(exc)
+                continue
+            self._try_load()
+
+    def _try_load(self) -> None:
+        try:
+            self.load()
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        if self.on_error is not None:
+            self.on_error(exc)
+        message = str(exc)
+        # A source that stays broken (no model yet) is reported once, not every few seconds.
+        if message != self.last_error:
+            still = f"; still serving {self.current.version}" if self.current else "; no model loaded"
+            log.warning("model source %s: %s%s", self.source.description, message, still)
+        self.last_error = message
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.name == "model-watch":
+                thread.join(timeout)

@@ -1,0 +1,286 @@
+"""Predictors the service can serve a model with: the trees compiled to native code, or sklearn.
+
+Why compile: sklearn's HistGradientBoosting makes one OpenMP call per tree, so a single trip costs
+~3 ms whatever the hardware; treelite + tl2cgen turn the same trees into C if/else code that
+predicts one trip in tens of microseconds. Compiling takes tens of seconds for a 300-tree model,
+so it happens once per model version (at image build, ``python -m serve.compile``, or in a
+background thread the first time a version is served) and the library is cached under
+``<cache>/<model sha256>/``. Without a C compiler the service serves sklearn, with a warning.
+
+A compiled library is only ever used after a parity check against sklearn on probe rows that
+cover every category code and missing values (tolerance :data:`PARITY_TOLERANCE` minutes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from stages.features import FEATURES, INPUT_COLUMNS, ZONE_ID_RANGE, feature_matrix
+
+COMPILED_LIB = "predictor.so"
+COMPILED_META = "compiled.json"
+# Minutes; the compiled trees agree with sklearn to ~1e-13, so anything above this is a real bug.
+PARITY_TOLERANCE = 1e-6
+# gcc's time grows much faster than linearly with function size: 300 trees in 2 translation units
+# took 8.5 min, in 32 units 46 s, and the library predicts equally fast either way.
+TREES_PER_UNIT = 10
+# -O1 predicts as fast as tl2cgen's default -O3 on this branchy code at about half the compile time.
+COMPILER_OPTIONS = ("-O1",)
+# Raw category codes the compiled predictor can encode (zones: MAX_ZONE_CODES = 254 + "other").
+_CATEGORY_CODES = 256
+
+log = logging.getLogger(__name__)
+
+
+class Predictor(Protocol):
+    """What the service calls: features (rows x :data:`FEATURES`) -> durations in minutes."""
+
+    kind: str
+
+    def predict(self, features: np.ndarray) -> np.ndarray: ...
+
+
+class SklearnPredictor:
+    """The trained estimator itself: always correct, slow for single rows."""
+
+    kind = "sklearn"
+
+    def __init__(self, estimator: Any) -> None:
+        from stages.model import predict
+
+        self._predict = predict
+        self.estimator = estimator
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self._predict(self.estimator, features)
+
+
+class CompiledPredictor:
+    """A tl2cgen library compiled from the estimator (see :func:`compile_model`)."""
+
+    kind = "compiled"
+
+    def __init__(self, lib_dir: Path) -> None:
+        import tl2cgen
+
+        self._tl2cgen = tl2cgen
+        self.lib_dir = lib_dir
+        self.meta: dict[str, Any] = json.loads((lib_dir / COMPILED_META).read_text())
+        if self.meta["n_features"] != len(FEATURES):
+            raise ValueError(
+                f"{lib_dir}: compiled for {self.meta['n_features']} features, not {len(FEATURES)}"
+            )
+        # tl2cgen's own worker threads would only add hand-offs: uvicorn workers scale across cores.
+        self._predictor = tl2cgen.Predictor(lib_dir / COMPILED_LIB, nthread=1)
+        # tl2cgen documents Predictor.predict as single-caller; the service predicts on the event
+        # loop thread, so this lock is uncontended there and only guards other callers.
+        self._lock = threading.Lock()
+        categories = {int(col): codes for col, codes in self.meta["categories"].items()}
+        self._cat_cols = np.array(sorted(categories), dtype=np.intp)
+        self._rows = np.arange(len(self._cat_cols))
+        self._known = np.zeros((len(self._cat_cols), _CATEGORY_CODES), dtype=bool)
+        for row, col in enumerate(self._cat_cols):
+            self._known[row, categories[int(col)]] = True
+
+    def _unseen_to_missing(self, features: np.ndarray) -> np.ndarray:
+        """sklearn's HistGradientBoosting encodes a category it never saw in training as missing;
+        the exported trees would send it down the 'not in the left set' branch instead."""
+        if not len(self._cat_cols):
+            return features
+        cats = features[:, self._cat_cols]
+        codes = np.where((cats >= 0) & (cats < _CATEGORY_CODES), cats, -1).astype(np.intp)
+        seen = self._known[self._rows, codes.clip(0)] & (codes == cats)
+        unseen = ~seen & ~np.isnan(cats)
+        if not unseen.any():
+            return features
+        cats[unseen] = np.nan
+        out = features.copy()
+        out[:, self._cat_cols] = cats
+        return out
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        dmat = self._tl2cgen.DMatrix(self._unseen_to_missing(np.asarray(features, np.float64)))
+        with self._lock:
+            out = self._predictor.predict(dmat)
+        return np.asarray(out, dtype=np.float64).reshape(features.shape[0])
+
+
+def known_categories(estimator: Any) -> dict[int, list[int]]:
+    """Raw category codes seen in training, per categorical column (HistGradientBoosting only).
+
+    scikit-learn >= 1.4 ordinal-encodes categorical columns with a private preprocessor whose
+    ``categories_`` are the raw values; treelite maps its splits back to those raw values. The
+    parity check in :func:`compile_model` catches any release where this stops being true.
+    """
+    preprocessor = getattr(estimator, "_preprocessor", None)
+    if preprocessor is None:
+        return {}
+    cat_cols = [int(c) for c in np.flatnonzero(estimator.is_categorical_)]
+    categories: dict[int, list[int]] = {}
+    for col, values in zip(cat_cols, preprocessor.named_transformers_["encoder"].categories_, strict=True):
+        known = [float(v) for v in values if not np.isnan(v)]
+        if any(v != int(v) or not 0 <= v < _CATEGORY_CODES for v in known):
+            raise ValueError(
+                f"column {FEATURES[col]}: categories must be integer codes 0-{_CATEGORY_CODES - 1}"
+            )
+        categories[col] = [int(v) for v in known]
+    return categories
+
+
+def probe_features(rows: int = 2000, seed: int = 0) -> np.ndarray:
+    """Rows to compare predictors on: every zone as pickup and as dropoff (seen in training or
+    not, plus out-of-range codes), all hours and weekdays, unknown optional fields, random trips.
+
+    Built through :func:`stages.features.feature_matrix` from raw trips, like real requests.
+    """
+    rng = np.random.default_rng(seed)
+    zones = np.arange(ZONE_ID_RANGE[0] - 1, ZONE_ID_RANGE[1] + 2)
+    n = max(rows, 2 * len(zones))
+    pu = rng.integers(ZONE_ID_RANGE[0], ZONE_ID_RANGE[1] + 1, n)
+    do = rng.integers(ZONE_ID_RANGE[0], ZONE_ID_RANGE[1] + 1, n)
+    pu[: len(zones)] = zones
+    do[len(zones) : 2 * len(zones)] = zones
+    start = np.datetime64("2021-01-01T00:00", "us")
+    pickup = start + rng.integers(0, 366 * 86_400_000_000, n).astype("timedelta64[us]")
+
+    def maybe_missing(values: np.ndarray) -> np.ndarray:
+        values = values.astype(np.float64)
+        values[rng.random(n) < 0.3] = np.nan
+        return values
+
+    columns = {
+        "lpep_pickup_datetime": pickup,
+        "PULocationID": pu,
+        "DOLocationID": do,
+        "trip_distance": np.round(rng.lognormal(0.8, 0.9, n).clip(0.01, 100), 2),
+        "VendorID": maybe_missing(rng.choice([1, 2, 6], n)),
+        "RatecodeID": maybe_missing(rng.choice([1, 2, 3, 4, 5, 6, 99], n)),
+        "trip_type": maybe_missing(rng.choice([1, 2], n)),
+        "passenger_count": maybe_missing(rng.integers(0, 10, n)),
+    }
+    assert set(columns) == set(INPUT_COLUMNS)
+    return feature_matrix(columns)
+
+
+def max_abs_diff(a: Predictor, b: Predictor, features: np.ndarray) -> float:
+    return float(np.max(np.abs(a.predict(features) - b.predict(features)), initial=0.0))
+
+
+def find_compiler() -> str | None:
+    """A C toolchain tl2cgen knows how to drive (it takes gcc or clang by name)."""
+    return next((cc for cc in ("gcc", "clang") if shutil.which(cc)), None)
+
+
+def load_compiled(cache_dir: Path, model_sha256: str) -> CompiledPredictor | None:
+    """The cached library for this model version, or None when there is none (or it is unusable)."""
+    lib_dir = cache_dir / model_sha256
+    if not (lib_dir / COMPILED_META).exists():
+        return None
+    try:
+        return CompiledPredictor(lib_dir)
+    except Exception as exc:  # a library from another platform or tl2cgen version: recompile
+        log.warning("ignoring compiled model %s: %s", lib_dir, exc)
+        return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # Every uvicorn worker may want the same model compiled; one compiles, the others wait for it.
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def compile_model(
+    estimator: Any,
+    model_sha256: str,
+    cache_dir: Path,
+    *,
+    parity_features: np.ndarray | None = None,
+    nthread: int | None = None,
+) -> CompiledPredictor | None:
+    """Compile ``estimator`` once (cached by its sha256) and return it, or None to serve sklearn."""
+    if cached := load_compiled(cache_dir, model_sha256):
+        return cached
+    compiler = find_compiler()
+    if compiler is None:
+        log.warning("no C compiler (gcc or clang) found: serving the sklearn estimator, which is slower")
+        return None
+    try:
+        import tl2cgen
+        import treelite
+    except ImportError as exc:
+        log.warning("treelite/tl2cgen unavailable (%s): serving the sklearn estimator", exc)
+        return None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _file_lock(cache_dir / f".{model_sha256}.lock"):
+        if cached := load_compiled(cache_dir, model_sha256):
+            return cached
+        tmp = Path(tempfile.mkdtemp(prefix=f".{model_sha256[:12]}.", suffix=".tmp", dir=cache_dir))
+        try:
+            started = time.perf_counter()
+            tl_model = treelite.sklearn.import_model(estimator)
+            units = max(1, math.ceil(tl_model.num_tree / TREES_PER_UNIT))
+            tl2cgen.export_lib(
+                tl_model,
+                toolchain=compiler,
+                libpath=tmp / COMPILED_LIB,
+                params={"parallel_comp": units},
+                options=list(COMPILER_OPTIONS),
+                nthread=nthread or os.cpu_count() or 1,
+            )
+            meta: dict[str, Any] = {
+                "model_sha256": model_sha256,
+                "n_features": len(FEATURES),
+                "num_tree": tl_model.num_tree,
+                "categories": {str(k): v for k, v in known_categories(estimator).items()},
+                "compiler": compiler,
+                "compiler_options": list(COMPILER_OPTIONS),
+                "treelite_version": treelite.__version__,
+                "tl2cgen_version": tl2cgen.__version__,
+                "compile_seconds": round(time.perf_counter() - started, 1),
+            }
+            _write_meta(tmp, meta)
+            probe = probe_features() if parity_features is None else parity_features
+            diff = max_abs_diff(CompiledPredictor(tmp), SklearnPredictor(estimator), probe)
+            if not diff <= PARITY_TOLERANCE:
+                log.warning(
+                    "compiled model %s differs from sklearn by %.3g min (> %g): serving sklearn",
+                    model_sha256[:12],
+                    diff,
+                    PARITY_TOLERANCE,
+                )
+                return None
+            _write_meta(tmp, {**meta, "parity_max_abs_diff": diff, "parity_rows": len(probe)})
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the image's service user must read it
+            os.replace(tmp, cache_dir / model_sha256)
+            log.info("compiled model %s in %.1f s", model_sha256[:12], meta["compile_seconds"])
+        except Exception as exc:
+            log.warning(
+                "compiling model %s failed (%s): serving the sklearn estimator", model_sha256[:12], exc
+            )
+            return None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return load_compiled(cache_dir, model_sha256)
+
+
+def _write_meta(lib_dir: Path, meta: Mapping[str, Any]) -> None:
+    (lib_dir / COMPILED_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

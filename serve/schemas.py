@@ -1,0 +1,261 @@
+"""Request and response bodies of the API (they are also its OpenAPI schema at /docs).
+
+A trip is what a dispatcher knows at pickup: zones, the route planner's distance, the pickup time
+(a timestamp, or hour + weekday), and optionally the fields the features use (vendor, rate code,
+trip type, passengers). :func:`trip_columns` turns trips into the raw columns
+:func:`stages.features.feature_matrix` takes, so the service computes features exactly as training did.
+
+Numbers are strict (``"3"`` is not 3 and ``true`` is not 1) and unknown fields are refused, so a
+client's typo is a 422 naming the field rather than a silently different prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+
+from stages.features import INPUT_COLUMNS, ZONE_ID_RANGE
+
+# TLC timestamps are New York wall-clock time; an offset-aware pickup time is converted to it.
+NYC = ZoneInfo("America/New_York")
+# Any year works for hour + weekday input (the features do not use the year); one is needed to
+# build a timestamp feature_matrix can take.
+_SYNTHETIC_YEAR = 2024
+
+StrictInt = Annotated[int, Strict()]
+StrictFloat = Annotated[float, Strict()]
+
+
+def _iso_string(value: Any) -> Any:
+    # pydantic would also take a number as a Unix timestamp; the schema promises an ISO 8601
+    # string, and a number here is far more likely a client bug than a timestamp.
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("must be an ISO 8601 date-time string, e.g. 2021-01-15T08:30:00")
+
+
+def _not_null(value: Any) -> Any:
+    # The pickup-time fields are either given or left out; a null would hide which way was meant.
+    if value is None:
+        raise ValueError("leave the field out instead of sending null")
+    return value
+
+
+def _omit_not_null(schema: dict[str, Any]) -> None:
+    """Schema of a field that may be left out but not null: just its non-null type."""
+    for branch in schema.pop("anyOf", []):
+        if branch.get("type") != "null":
+            schema.update(branch)
+    schema.pop("default", None)
+
+
+def _new_york_time(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(NYC).replace(tzinfo=None)
+    except (OverflowError, ValueError) as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise ValueError(f"cannot be converted to New York time: {exc}") from exc
+
+
+PickupDatetime = Annotated[datetime | None, BeforeValidator(_iso_string), AfterValidator(_new_york_time)]
+OptionalFloat = Annotated[StrictFloat | None, BeforeValidator(_not_null)]
+OptionalInt = Annotated[StrictInt | None, BeforeValidator(_not_null)]
+
+_TIME_FIELDS_SCHEMA: dict[str, Any] = {
+    # Exactly one way of giving the pickup time; as JSON Schema so /docs and fuzzers know it.
+    "oneOf": [
+        {
+            "required": ["pickup_datetime"],
+            "not": {
+                "anyOf": [
+                    {"required": ["pickup_hour"]},
+                    {"required": ["pickup_dow"]},
+                    {"required": ["pickup_month"]},
+                ]
+            },
+        },
+        {"required": ["pickup_hour", "pickup_dow"], "not": {"required": ["pickup_datetime"]}},
+    ],
+    "examples": [
+        {
+            "pu_location_id": 74,
+            "do_location_id": 168,
+            "trip_distance": 2.3,
+            "pickup_datetime": "2021-01-15T08:30:00",
+            "vendor_id": 2,
+            "passenger_count": 1,
+        },
+        {
+            "pu_location_id": 41,
+            "do_location_id": 42,
+            "trip_distance": 0.9,
+            "pickup_hour": 17.5,
+            "pickup_dow": 4,
+        },
+    ],
+}
+
+
+class Trip(BaseModel):
+    """One trip, as known at pickup."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_TIME_FIELDS_SCHEMA)
+
+    pu_location_id: StrictInt = Field(
+        ge=ZONE_ID_RANGE[0], le=ZONE_ID_RANGE[1], description="Pickup TLC taxi zone ID (1-265)"
+    )
+    do_location_id: StrictInt = Field(
+        ge=ZONE_ID_RANGE[0], le=ZONE_ID_RANGE[1], description="Dropoff TLC taxi zone ID (1-265)"
+    )
+    trip_distance: StrictFloat = Field(
+        gt=0, le=100, description="Trip distance in miles (the route planner's estimate), 0 < d <= 100"
+    )
+    pickup_datetime: PickupDatetime = Field(
+        None,
+        json_schema_extra=_omit_not_null,
+        description="Pickup time, ISO 8601. Without an offset it is New York local time (as in TLC "
+        "data); with one it is converted. Give this, or pickup_hour + pickup_dow.",
+    )
+    pickup_hour: OptionalFloat = Field(
+        None,
+        ge=0,
+        lt=24,
+        json_schema_extra=_omit_not_null,
+        description="Pickup hour of day, local time; fractions are minutes (17.5 = 17:30)",
+    )
+    pickup_dow: OptionalInt = Field(
+        None, ge=0, le=6, json_schema_extra=_omit_not_null, description="Pickup day of week, Monday = 0"
+    )
+    pickup_month: OptionalInt = Field(
+        None,
+        ge=1,
+        le=12,
+        json_schema_extra=_omit_not_null,
+        description="Pickup month (optional with hour + weekday)",
+    )
+    vendor_id: Literal[1, 2, 6] | None = Field(
+        None, description="TLC VendorID: 1 Creative Mobile, 2 Curb, 6 Myle; null = unknown"
+    )
+    ratecode_id: Literal[1, 2, 3, 4, 5, 6, 99] | None = Field(
+        None, description="TLC RatecodeID: 1 standard ... 6 group ride, 99 unknown; null = unknown"
+    )
+    trip_type: Literal[1, 2] | None = Field(None, description="1 street-hail, 2 dispatch; null = unknown")
+    passenger_count: Annotated[StrictInt, Field(ge=0, le=9)] | None = Field(
+        None, description="Passengers (0-9); null = unknown"
+    )
+
+    @model_validator(mode="after")
+    def _one_pickup_time(self) -> Trip:
+        has_datetime = self.pickup_datetime is not None
+        has_parts = (
+            self.pickup_hour is not None or self.pickup_dow is not None or self.pickup_month is not None
+        )
+        if has_datetime == has_parts or (has_parts and (self.pickup_hour is None or self.pickup_dow is None)):
+            raise ValueError(
+                "give the pickup time either as pickup_datetime or as pickup_hour + pickup_dow "
+                "(+ optional pickup_month), not both and not neither"
+            )
+        return self
+
+    def pickup_local(self) -> datetime:
+        """The pickup as a naive New York timestamp, the form the features are computed from."""
+        if self.pickup_datetime is not None:
+            return self.pickup_datetime  # already New York time (see _new_york_time)
+        day = date(_SYNTHETIC_YEAR, self.pickup_month or 1, 1)
+        day += timedelta(days=(self.pickup_dow - day.weekday()) % 7)
+        return datetime(day.year, day.month, day.day) + timedelta(hours=self.pickup_hour)
+
+
+# stages.features.INPUT_COLUMNS (TLC's names) <- the API's field names.
+INPUT_FIELDS: dict[str, str] = {
+    "PULocationID": "pu_location_id",
+    "DOLocationID": "do_location_id",
+    "trip_distance": "trip_distance",
+    "VendorID": "vendor_id",
+    "RatecodeID": "ratecode_id",
+    "trip_type": "trip_type",
+    "passenger_count": "passenger_count",
+}
+assert set(INPUT_FIELDS) | {"lpep_pickup_datetime"} == set(INPUT_COLUMNS)
+
+
+def trip_columns(trips: Sequence[Trip]) -> dict[str, Any]:
+    """Raw input columns for :func:`stages.features.feature_matrix` (None becomes NaN: unknown)."""
+    columns: dict[str, Any] = {
+        column: np.array([getattr(t, field) for t in trips], dtype=np.float64)
+        for column, field in INPUT_FIELDS.items()
+    }
+    columns["lpep_pickup_datetime"] = np.array([t.pickup_local() for t in trips], dtype="datetime64[us]")
+    return columns
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trips: list[Trip] = Field(min_length=1, description="Trips to predict, at most the service's max_batch")
+
+
+class Prediction(BaseModel):
+    duration_min: float = Field(description="Predicted trip duration in minutes")
+    model_version: str = Field(description="Version of the model that answered (see /model/info)")
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[float] = Field(description="Predicted durations in minutes, in request order")
+    model_version: str = Field(description="The one model version that answered every trip")
+    count: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model_loaded: bool = Field(description="Ready: a model is loaded and /predict answers")
+    model_version: str | None = None
+    predictor: Literal["compiled", "sklearn"] | None = Field(
+        None, description="compiled: native trees (fast); sklearn: the estimator (fallback)"
+    )
+
+
+class Root(BaseModel):
+    service: str
+    status: Literal["ok"] = "ok"
+    docs: str = "/docs"
+    endpoints: list[str]
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(description="Registered model name")
+    version: str = Field(description="Model version (sha256 prefix of the model file), as /predict reports")
+    registry_version: str | None = Field(None, description="MLflow registered model version, when known")
+    model_uri: str | None = Field(None, description="MLflow URI of this version, when known")
+    source: str = Field(description="Where it was loaded from: a models/ folder or an MLflow URI")
+    model_type: str
+    training_months: list[str] = Field(description="Months the model learned from")
+    reference_month: str
+    features: list[str]
+    categorical_features: list[str]
+    metrics: dict[str, float] = Field(description="Evaluation on the reference holdout (model card)")
+    training_rows: int
+    model_sha256: str
+    predictor: Literal["compiled", "sklearn"]
+    loaded_at: datetime
+
+
+class ReloadResult(BaseModel):
+    reloaded: bool = Field(description="False when the source still holds the model being served")
+    model_version: str
+    previous_version: str | None
+
+
+class Error(BaseModel):
+    detail: str
+
+
+class BatchTooLarge(BaseModel):
+    detail: str
+    max_batch: int

@@ -1,0 +1,92 @@
+"""Service configuration: ``AUTOOPS_*`` environment variables, validated once at startup.
+
+Environment variables (not a config file) because the same image runs everywhere; see
+serve/README.md for the table. A bad value stops the service with one clear message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "AUTOOPS_"
+# The models/ folder `dvc repro` writes (stages.train.MODELS_DIR); relative to the working directory.
+DEFAULT_MODELS_DIR = Path("models")
+_OFF = {"", "0", "off", "none", "false", "no"}
+
+
+def _cpu_count() -> int:
+    # Respects taskset/cgroup CPU affinity, unlike os.cpu_count().
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="models/ folder written by `dvc repro`")
+    model_uri: str | None = Field(
+        None,
+        description="MLflow model URI (models:/<name>@<alias> or models:/<name>/<version>); "
+        "overrides models_dir",
+    )
+    compile: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: serve the compiled trees (cached, else compiled in the background); "
+        "off: serve the sklearn estimator",
+    )
+    compiled_cache: Path = Field(Path(".cache/serve/compiled"), description="compiled models, by sha256")
+    watch_interval_s: float = Field(10.0, ge=0, description="how often to look for a new model (0: never)")
+    admin_token: SecretStr | None = Field(None, description="bearer token for POST /admin/reload")
+    max_batch: int = Field(1000, ge=1, le=100_000, description="most trips in one /predict_batch")
+    prediction_log: Path | None = Field(
+        Path("serve_logs/predictions.sqlite"), description="SQLite prediction log (off: no log)"
+    )
+    log_max_rows: int = Field(1_000_000, ge=100, description="oldest rows are deleted beyond this")
+    log_flush_rows: int = Field(2000, ge=1, description="write as soon as this many rows wait")
+    log_flush_interval_s: float = Field(1.0, gt=0, description="... or after this long")
+    log_max_pending_rows: int = Field(200_000, ge=1, description="rows dropped (and counted) beyond this")
+    startup_timeout_s: float = Field(60.0, ge=0, description="wait this long for the first model")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(default_factory=_cpu_count, ge=1, le=64)
+
+    @field_validator("model_uri", "admin_token", "prediction_log", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in _OFF else value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {
+            name: env[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in env
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise SettingsError(problems) from exc
+
+    def to_env(self) -> dict[str, str]:
+        """The same settings as environment variables, for processes this one starts (workers)."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[ENV_PREFIX + name.upper()] = "off" if value is None else str(value)
+        return env
+
+
+class SettingsError(ValueError):
+    """An AUTOOPS_* variable is invalid."""
