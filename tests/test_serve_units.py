@@ -1,0 +1,373 @@
+"""The serving building blocks in-process: request schema -> pipeline features, the compiled
+predictor and its parity with the trained model, settings, and the prediction log -> drift.
+
+The real server (a uvicorn subprocess) is exercised in tests/test_serve.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+import serve.predictor as predictor_module
+from serve.export_log import export, read_log
+from serve.model_store import CARD_FILE, REGISTRY_FILE, DirSource, ModelLoadError
+from serve.prediction_log import PREDICTION, PredictionLog
+from serve.predictor import (
+    PARITY_TOLERANCE,
+    CompiledPredictor,
+    SklearnPredictor,
+    compile_model,
+    load_compiled,
+    max_abs_diff,
+    probe_features,
+)
+from serve.schemas import Trip, trip_columns
+from serve.settings import DEFAULT_MODELS_DIR, Settings, SettingsError
+from serve.testing import features_with_target, random_trips, train_model_dir
+from stages.features import FEATURES, REQUIRED_INPUTS, TARGET, feature_frame, feature_matrix, filter_mask
+from stages.model import load_model
+from stages.params import DriftParams, FilterParams
+
+HAS_COMPILER = predictor_module.find_compiler() is not None
+needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler (gcc/clang)")
+
+
+def trips_to_api(trips: pd.DataFrame) -> list[Trip]:
+    """Rows of raw trips as the API receives them."""
+    out = []
+    for row in trips.itertuples(index=False):
+
+        def optional(value: Any) -> int | None:
+            return None if pd.isna(value) else int(value)
+
+        out.append(
+            Trip(
+                pu_location_id=int(row.PULocationID),
+                do_location_id=int(row.DOLocationID),
+                trip_distance=float(row.trip_distance),
+                pickup_datetime=pd.Timestamp(row.lpep_pickup_datetime).to_pydatetime(),
+                vendor_id=optional(row.VendorID),
+                ratecode_id=optional(row.RatecodeID),
+                trip_type=optional(row.trip_type),
+                passenger_count=optional(row.passenger_count),
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("units")
+    frame = features_with_target(random_trips(4000, seed=1))
+    return train_model_dir(work, frame.iloc[:3200], frame.iloc[3200:], max_iter=15)
+
+
+@pytest.fixture(scope="module")
+def estimator(model_dir: Path) -> Any:
+    card = DirSource(model_dir).resolve().card
+    return load_model(model_dir / card["model_file"], sha256=card["model_sha256"])
+
+
+# --- the service computes features with the pipeline's module --------------------------------------
+
+
+def test_service_imports_the_pipeline_feature_module() -> None:
+    import serve.app
+
+    assert serve.app.feature_matrix is feature_matrix
+
+
+def test_file_names_agree_with_the_pipeline() -> None:
+    import stages.evaluate
+    import stages.model
+    import stages.train
+
+    assert CARD_FILE == stages.model.CARD_FILE
+    assert REGISTRY_FILE == stages.train.REGISTRY_FILE
+    assert DEFAULT_MODELS_DIR == stages.train.MODELS_DIR
+    assert PREDICTION == stages.evaluate.PREDICTION
+
+
+def test_api_trips_give_the_training_features() -> None:
+    trips = random_trips(300, seed=3)
+    expected = feature_frame(trips).to_numpy()
+    actual = feature_matrix(trip_columns(trips_to_api(trips)))
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_hour_and_weekday_instead_of_a_timestamp() -> None:
+    trip = Trip(
+        pu_location_id=41,
+        do_location_id=42,
+        trip_distance=1.0,
+        pickup_hour=17.5,
+        pickup_dow=4,
+        pickup_month=3,
+    )
+    features = dict(zip(FEATURES, feature_matrix(trip_columns([trip]))[0], strict=True))
+    assert features["pickup_hour"] == 17.5
+    assert features["pickup_dow"] == 4
+    assert trip.pickup_local().month == 3
+
+
+def test_an_offset_timestamp_is_new_york_time() -> None:
+    winter = Trip(
+        pu_location_id=1, do_location_id=2, trip_distance=1.0, pickup_datetime="2021-01-15T13:30:00Z"
+    )
+    summer = Trip(
+        pu_location_id=1, do_location_id=2, trip_distance=1.0, pickup_datetime="2021-07-15T13:30:00Z"
+    )
+    naive = Trip(pu_location_id=1, do_location_id=2, trip_distance=1.0, pickup_datetime="2021-01-15T08:30:00")
+    assert winter.pickup_local() == naive.pickup_local() == datetime(2021, 1, 15, 8, 30)
+    assert summer.pickup_local() == datetime(2021, 7, 15, 9, 30)
+
+
+BASE = {
+    "pu_location_id": 74,
+    "do_location_id": 168,
+    "trip_distance": 2.3,
+    "pickup_datetime": "2021-01-15T08:30:00",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"pu_location_id": 0}, "pu_location_id"),
+        ({"do_location_id": 266}, "do_location_id"),
+        ({"pu_location_id": "74"}, "pu_location_id"),
+        ({"pu_location_id": True}, "pu_location_id"),
+        ({"trip_distance": 0}, "trip_distance"),
+        ({"trip_distance": 100.5}, "trip_distance"),
+        ({"pickup_datetime": 1610699400}, "pickup_datetime"),
+        ({"pickup_datetime": "yesterday"}, "pickup_datetime"),
+        ({"vendor_id": 3}, "vendor_id"),
+        ({"ratecode_id": 7}, "ratecode_id"),
+        ({"trip_type": 0}, "trip_type"),
+        ({"passenger_count": 10}, "passenger_count"),
+        ({"color": "green"}, "color"),
+    ],
+)
+def test_invalid_fields_are_named(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Trip.model_validate({**BASE, **change})
+    assert [err["loc"] for err in info.value.errors()] == [(field,)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {k: v for k, v in BASE.items() if k != "pickup_datetime"},  # no pickup time at all
+        {**BASE, "pickup_hour": 8.5, "pickup_dow": 4},  # two pickup times
+        {**{k: v for k, v in BASE.items() if k != "pickup_datetime"}, "pickup_hour": 8.5},  # no weekday
+    ],
+)
+def test_exactly_one_pickup_time(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="pickup_datetime or as pickup_hour"):
+        Trip.model_validate(body)
+
+
+@pytest.mark.parametrize("field", REQUIRED_INPUTS[1:])
+def test_required_inputs_are_required(field: str) -> None:
+    api_name = {"PULocationID": "pu_location_id", "DOLocationID": "do_location_id"}.get(field, field)
+    with pytest.raises(ValidationError) as info:
+        Trip.model_validate({k: v for k, v in BASE.items() if k != api_name})
+    assert info.value.errors()[0]["loc"] == (api_name,)
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+def test_settings_from_environment() -> None:
+    settings = Settings.from_env(
+        {"AUTOOPS_MAX_BATCH": "50", "AUTOOPS_PREDICTION_LOG": "off", "AUTOOPS_MODEL_URI": ""}, workers=3
+    )
+    assert (settings.max_batch, settings.prediction_log, settings.model_uri, settings.workers) == (
+        50,
+        None,
+        None,
+        3,
+    )
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_bad_settings_name_the_variable() -> None:
+    with pytest.raises(SettingsError, match="AUTOOPS_MAX_BATCH"):
+        Settings.from_env({"AUTOOPS_MAX_BATCH": "0"})
+    with pytest.raises(SettingsError, match="AUTOOPS_COLOUR"):
+        Settings.from_env({}, colour="green")
+
+
+# --- the models/ source ----------------------------------------------------------------------------
+
+
+def test_a_model_file_from_another_run_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "models"
+    broken.mkdir()
+    (broken / CARD_FILE).write_text((model_dir / CARD_FILE).read_text())
+    (broken / "model.pkl").write_bytes((model_dir / "model.pkl").read_bytes() + b"x")
+    with pytest.raises(ModelLoadError, match="does not match the card"):
+        DirSource(broken).resolve()
+    with pytest.raises(ModelLoadError, match="missing"):
+        DirSource(tmp_path / "nowhere").fingerprint()
+
+
+# --- the compiled predictor ------------------------------------------------------------------------
+
+
+@needs_compiler
+def test_compiled_predictions_equal_sklearn(estimator: Any, model_dir: Path, tmp_path: Path) -> None:
+    sha = DirSource(model_dir).fingerprint()
+    compiled = compile_model(estimator, sha, tmp_path)
+    assert isinstance(compiled, CompiledPredictor)
+    # Every zone as pickup and dropoff (most unseen in 3200 training trips), missing optionals.
+    probe = probe_features(rows=5000, seed=11)
+    assert max_abs_diff(compiled, SklearnPredictor(estimator), probe) <= PARITY_TOLERANCE
+    assert compiled.meta["parity_max_abs_diff"] <= PARITY_TOLERANCE
+
+
+@needs_compiler
+def test_compiled_once_per_model_version(
+    estimator: Any, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sha = DirSource(model_dir).fingerprint()
+    first = compile_model(estimator, sha, tmp_path)
+    assert first is not None and (tmp_path / sha / predictor_module.COMPILED_LIB).exists()
+
+    def no_second_compile(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("compiled again")
+
+    import tl2cgen
+
+    monkeypatch.setattr(tl2cgen, "export_lib", no_second_compile)
+    again = compile_model(estimator, sha, tmp_path)
+    assert again is not None and again.lib_dir == first.lib_dir
+    assert load_compiled(tmp_path, sha) is not None
+
+
+def test_no_compiler_serves_sklearn_with_a_warning(
+    estimator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(predictor_module, "find_compiler", lambda: None)
+    with caplog.at_level(logging.WARNING):
+        assert compile_model(estimator, "0" * 64, tmp_path) is None
+    assert "no C compiler" in caplog.text
+
+
+@needs_compiler
+def test_a_parity_failure_is_never_served(
+    estimator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(predictor_module, "PARITY_TOLERANCE", -1.0)
+    with caplog.at_level(logging.WARNING):
+        assert compile_model(estimator, "1" * 64, tmp_path) is None
+    assert "differs from sklearn" in caplog.text
+    assert load_compiled(tmp_path, "1" * 64) is None
+
+
+@pytest.mark.realdata
+@needs_compiler
+def test_serving_path_parity_on_real_rows(real_dir: Path, tmp_path: Path) -> None:
+    """Real trips through the API schema, the feature module and the compiled trees give the
+    trained model's predictions on the pipeline's features, within 1e-6 minutes."""
+
+    def month(name: str, rows: int) -> pd.DataFrame:
+        trips = pd.read_parquet(real_dir / f"green_tripdata_{name}.parquet")
+        start = pd.Timestamp(f"{name}-01")
+        kept = trips[filter_mask(trips, start, start + pd.offsets.MonthBegin(), FilterParams())]
+        return kept.sample(n=rows, random_state=0).reset_index(drop=True)
+
+    train = features_with_target(month("2021-01", 20000))
+    models = train_model_dir(tmp_path, train.iloc[:16000], train.iloc[16000:], max_iter=40)
+    card = DirSource(models).resolve().card
+    estimator = load_model(models / card["model_file"], sha256=card["model_sha256"])
+    compiled = compile_model(estimator, card["model_sha256"], tmp_path / "cache")
+    assert compiled is not None
+
+    current = month("2021-02", 20000)
+    trained = estimator.predict(feature_frame(current)[list(FEATURES)].to_numpy())
+    served = compiled.predict(feature_matrix(trip_columns(trips_to_api(current))))
+    assert np.max(np.abs(served - trained)) <= 1e-6
+
+
+# --- the prediction log ----------------------------------------------------------------------------
+
+
+def _rows(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    features = feature_frame(random_trips(n, seed=seed)).to_numpy()
+    return features, np.linspace(5, 30, n)
+
+
+def test_log_keeps_the_newest_rows(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "log.sqlite", max_rows=100, flush_rows=40, flush_interval_s=0.05)
+    log.start()
+    for i in range(5):
+        features, predictions = _rows(50, seed=i)
+        log.append(features, predictions + i * 100, f"v{i}")
+    log.close()
+    frame = read_log(tmp_path / "log.sqlite")
+    assert len(frame) == 100
+    assert set(frame["model_version"]) == {"v3", "v4"}
+    assert frame[PREDICTION].is_monotonic_increasing  # oldest first
+    assert log.written == 250
+
+
+def test_log_queue_is_bounded_not_blocking(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "log.sqlite", max_rows=1000, max_pending_rows=10)
+    features, predictions = _rows(4)
+    for _ in range(3):
+        log.append(features, predictions, "v1")  # not started: nothing drains the queue
+    assert (log.dropped, log._pending) == (4, 8)
+
+
+def test_a_locked_log_never_blocks_requests(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    log = PredictionLog(path, max_rows=1000, flush_rows=1, flush_interval_s=0.01)
+    log.start()
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the database
+    features, predictions = _rows(20)
+    started = time.perf_counter()
+    for _ in range(50):
+        log.append(features[:1], predictions[:1], "v1")
+    assert time.perf_counter() - started < 0.05
+    blocker.rollback()
+    blocker.close()
+    log.close()
+    assert log.written + log.dropped == 50
+
+
+def test_exported_log_is_drift_stage_input(tmp_path: Path) -> None:
+    from stages.drift import compute_drift
+
+    log = PredictionLog(tmp_path / "log.sqlite", max_rows=10_000, flush_rows=500)
+    log.start()
+    features, predictions = _rows(600, seed=5)
+    threads = [
+        threading.Thread(target=log.append, args=(features[i::3], predictions[i::3], "v1")) for i in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    out = tmp_path / "served.parquet"
+    assert export(tmp_path / "log.sqlite", out) == 600
+    current = pd.read_parquet(out)
+    assert {*FEATURES, PREDICTION} <= set(current.columns)
+    reference = feature_frame(random_trips(600, seed=6))
+    reference[PREDICTION] = np.linspace(5, 30, 600)
+    summary, _ = compute_drift(reference, current, DriftParams(sample_rows=1000))
+    assert summary["n_columns"] == len(FEATURES) + 1
+    assert TARGET not in current.columns
