@@ -244,17 +244,59 @@ def _save(fig: Any, path: Path) -> Path:
 # --- markdown ----------------------------------------------------------------------------------
 
 
+# Long strings (the drift verdict's reason) make the metrics table unreadable; the report already
+# quotes the reason in full.
+DIFF_MAX_TEXT = 24
+
+
 def dvc_diffs(root: Path, base: str) -> dict[str, str]:
-    """`dvc params diff` and `dvc metrics diff` of the working tree against ``base``, as markdown."""
+    """`dvc params diff` and `dvc metrics diff` of the working tree against ``base``, as markdown.
+
+    Taken as JSON and rendered here, sorted: DVC's own --md tables list the metrics files in no
+    fixed order, which would make every rerun of propose a "change" to the committed report.
+    """
     out = {}
     for kind, extra in (("params", []), ("metrics", ["--precision", "4"])):
-        result = dvc(root, kind, "diff", base, "--md", *extra, capture=True, check=False)
+        result = dvc(root, kind, "diff", base, "--json", *extra, capture=True, check=False)
         if result.returncode != 0:
             last = (result.stderr or "").strip().splitlines()
             out[kind] = f"_`dvc {kind} diff {base}` failed: {last[-1] if last else 'no output'}_"
-        else:
-            out[kind] = result.stdout.strip() or "_no changes_"
+            continue
+        try:
+            changes = json.loads(result.stdout or "{}")
+        except json.JSONDecodeError:
+            out[kind] = f"_`dvc {kind} diff {base}` printed no JSON_"
+            continue
+        out[kind] = _diff_table(changes, base, with_change=kind == "metrics")
     return out
+
+
+def _diff_table(changes: dict[str, dict[str, dict[str, Any]]], base: str, *, with_change: bool) -> str:
+    rows = []
+    for path in sorted(changes):
+        for key in sorted(changes[path]):
+            entry = changes[path][key]
+            old, new = entry.get("old"), entry.get("new")
+            if any(isinstance(v, str) and len(v) > DIFF_MAX_TEXT for v in (old, new)):
+                continue
+            row = [path, key, _cell(old), _cell(new)]
+            if with_change:
+                diff = entry.get("diff")
+                numeric = isinstance(diff, int | float) and not isinstance(diff, bool)
+                row.append(_cell(diff) if numeric else "")
+            rows.append("| " + " | ".join(row) + " |")
+    if not rows:
+        return "_no changes_"
+    head = ["file", "key", f"`{base}`", "this branch", *(["change"] if with_change else [])]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + " --- |" * len(head), *rows])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
