@@ -1,0 +1,279 @@
+"""The whole self-healing loop on this machine: git, DVC, the synthetic months, and a bare `origin`.
+
+GitHub itself stands outside: where a workflow would call CML, the test reads the markdown CML
+would post, and "merging the PR" is a merge commit pushed to origin's main by another clone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import copy_project, run_in, set_params, stage_env
+
+GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+
+
+class Loop:
+    """One developer checkout with an `origin` and a DVC remote, plus helpers to drive autoops."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.origin = root / "origin.git"
+        self.dvc_remote = root / "dvc-remote"
+        self.work = root / "work"
+        self.timings: dict[str, float] = {}
+
+    def run(self, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        result = run_in(cwd, *args)
+        assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def autoops(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """Run the CLI as a workflow step would; returns what it wrote to $GITHUB_OUTPUT."""
+        cwd = cwd or self.work
+        outputs = self.root / "github_output"
+        outputs.write_text("")
+        full_env = {**stage_env(cwd), "GITHUB_OUTPUT": str(outputs), **(env or {})}
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "autoops.cli", *args],
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+        )
+        key = " ".join(args)
+        while key in self.timings:  # a rerun of the same command gets its own entry
+            key += " (again)"
+        self.timings[key] = round(time.perf_counter() - started, 1)
+        assert result.returncode == 0, f"autoops {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return _parse_outputs(outputs.read_text())
+
+    def remote_heads(self) -> dict[str, str]:
+        out = self.run(self.work, "git", "ls-remote", "--heads", str(self.origin)).stdout
+        return {
+            ref.removeprefix("refs/heads/"): sha
+            for sha, ref in (line.split("\t") for line in out.splitlines())
+        }
+
+    def show(self, ref: str, path: str) -> str:
+        return self.run(self.work, "git", "show", f"{ref}:{path}").stdout
+
+
+def _parse_outputs(text: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line and "=" not in line.split("<<")[0]:
+            key, delimiter = line.split("<<", 1)
+            body = []
+            for inner in lines:
+                if inner == delimiter:
+                    break
+                body.append(inner)
+            values[key] = "\n".join(body)
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            values[key] = value
+    return values
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
+    """main has the pipeline run on the first months and pushed, as after `./run.sh` and a commit."""
+    state = Loop(tmp_path_factory.mktemp("loop"))
+    work = copy_project(state.work)
+    # Small months and a shorter fit keep several `dvc repro`s inside the test's time budget;
+    # the regime shift at 2024-05 is as strong as at full size.
+    set_params(work, **{"synthetic.rows_per_month": 20000, "train.hist_gradient_boosting.max_iter": 100})
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(state.origin)], check=True)
+    state.run(work, "git", "remote", "add", "origin", str(state.origin))
+    state.run(work, "dvc", "remote", "add", "-d", "storage", str(state.dvc_remote))
+    started = time.perf_counter()
+    state.run(work, "dvc", "repro")
+    state.timings["bootstrap dvc repro"] = round(time.perf_counter() - started, 1)
+    state.run(work, *GIT, "add", "-A")
+    state.run(work, *GIT, "commit", "-qm", "Pipeline run on 2024-01 / 2024-02")
+    state.run(work, "dvc", "push")
+    state.run(work, "git", "push", "-q", "origin", "main")
+    return state
+
+
+@pytest.mark.slow
+def test_the_whole_loop(loop: Loop) -> None:
+    main_sha = loop.remote_heads()["main"]
+    summary = loop.root / "step_summary.md"
+
+    # 1. Stable months: no breach, nothing committed or pushed.
+    for month in ("2024-03", "2024-04"):
+        out = loop.autoops("check", "--month", month, env={"GITHUB_STEP_SUMMARY": str(summary)})
+        assert out["breach"] == "false" and out["month"] == month, out
+        result = json.loads((loop.work / ".autoops/check.json").read_text())
+        assert result["breach"] is False and result["month"] == month
+        assert loop.remote_heads() == {"main": main_sha}
+    assert "No retrain needed" in summary.read_text()
+
+    # 2. The shifted month: a breach ...
+    out = loop.autoops("check", "--month", "2024-05")
+    assert out["breach"] == "true" and out["branch"] == "retrain/2024-05", out
+    assert "data drift" in out["reason"]
+
+    # ... and propose pushes retrain/2024-05 with the bumped params, a new lock and the report.
+    out = loop.autoops("propose", "--month", "2024-05", "--base", "main")
+    assert out["proposed"] == "true" and out["updated"] == "true", out
+    assert out["report"] == "reports/loop/report.md"
+    heads = loop.remote_heads()
+    assert heads["main"] == main_sha, "main must stay untouched"
+    branch_sha = heads["retrain/2024-05"]
+    branch = "origin/retrain/2024-05"
+    loop.run(loop.work, "git", "fetch", "-q", "origin")
+    params = yaml.safe_load(loop.show(branch, "params.yaml"))
+    assert params["months"]["reference"] == params["months"]["current"] == "2024-05"
+    assert loop.show(branch, "dvc.lock") != loop.show("origin/main", "dvc.lock")
+    # One commit on top of main, touching only the pipeline's files and the evidence.
+    log = loop.run(loop.work, "git", "log", "--format=%H", f"origin/main..{branch}").stdout.split()
+    assert len(log) == 1
+    files = set(loop.run(loop.work, "git", "diff", "--name-only", "origin/main", branch).stdout.split())
+    assert {"params.yaml", "dvc.lock", "models/model_card.json", "reports/loop/report.md"} <= files
+    assert all(f in ("params.yaml", "dvc.lock") or f.startswith(("reports/", "models/")) for f in files), (
+        files
+    )
+    card = json.loads(loop.show(branch, "models/model_card.json"))
+    assert card["reference_month"] == "2024-05"
+    comparison = json.loads(loop.show(branch, "reports/loop/comparison.json"))
+    assert comparison["challenger_better"] and comparison["challenger"]["version"] == card["version"]
+    # Champion and challenger were scored on the same rows: the challenger's own holdout.
+    evaluation = json.loads(loop.show(branch, "reports/metrics/evaluate.json"))
+    assert comparison["challenger"]["metrics"] == evaluation["reference_holdout"]
+    assert comparison["holdout"]["rows"] == evaluation["reference_holdout"]["rows"]
+
+    # The report CML would post (GitHub's side of the boundary): verdict, both models, drift table.
+    report = loop.show(branch, "reports/loop/report.md")
+    drift = json.loads(loop.show(branch, "reports/loop/drift.json"))
+    assert drift["retrain_recommended"] and drift["current_month"] == "2024-05"
+    assert drift["reason"] in report
+    for column in drift["drifted_columns"]:
+        assert f"| `{column}` |" in report
+    assert "| champion (`main`) |" in report and "| challenger (this PR) |" in report
+    assert "months.reference" in report  # from `dvc params diff main`
+    for png in ("error_by_hour.png", "predicted_vs_actual.png", "duration_distribution.png"):
+        assert f"]({png})" in report
+        assert f"reports/loop/{png}" in files
+
+    # 3. A rerun for the same month changes nothing: same branch, same commit, no new branches.
+    out = loop.autoops("propose", "--month", "2024-05", "--base", "main")
+    assert out["proposed"] == "true" and out["updated"] == "false", out
+    assert loop.remote_heads() == {"main": main_sha, "retrain/2024-05": branch_sha}
+
+    # 4. A challenger that is not better enough is refused, and nothing moves.
+    out = loop.autoops("propose", "--month", "2024-05", "--base", "main", "--min-improvement", "0.99")
+    assert out["proposed"] == "false" and out["refused"] == "true", out
+    assert "does not beat the champion" in out["reason"]
+    assert loop.remote_heads() == {"main": main_sha, "retrain/2024-05": branch_sha}
+
+    # 5. The PR is merged (on "GitHub": another clone merges and pushes main) ...
+    github = loop.root / "github"
+    loop.run(loop.root, "git", "clone", "-q", str(loop.origin), str(github))
+    loop.run(github, *GIT, "merge", "-q", "--no-ff", "-m", "Merge retrain/2024-05", "origin/retrain/2024-05")
+    loop.run(github, "git", "push", "-q", "origin", "main")
+
+    # ... and the release job, on a fresh clone of main, builds the serving artifact.
+    release = loop.root / "release"
+    loop.run(loop.root, "git", "clone", "-q", str(loop.origin), str(release))
+    loop.autoops("pull", cwd=release)
+    merged_sha = loop.run(release, "git", "rev-parse", "HEAD").stdout.strip()
+    out = loop.autoops("release-artifact", "--image", "ghcr.io/acme/auto-ops", cwd=release)
+    assert out["model_version"] == card["version"] and out["model_month"] == "2024-05"
+    assert out["tags"].splitlines() == [
+        f"ghcr.io/acme/auto-ops:{merged_sha}",
+        "ghcr.io/acme/auto-ops:model-2024-05",
+    ]
+    artifact = json.loads((release / ".autoops/release/release.json").read_text())
+    assert artifact["model_sha256"] == card["model_sha256"]
+    served = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import numpy as np; from stages.model import load_model, predict; "
+            f"m = load_model('.autoops/release/model.pkl', sha256='{card['model_sha256']}'); "
+            "print(predict(m, np.ones((1, 12)))[0])",
+        ],
+        cwd=release,
+        env=stage_env(release),
+        capture_output=True,
+        text=True,
+    )
+    assert served.returncode == 0 and float(served.stdout) > 0, served.stderr
+
+    # The merged model becomes MLflow's champion (the working copy's tracking store stands in
+    # for the tracking server the workflows would use).
+    tracking = {"MLFLOW_TRACKING_URI": f"sqlite:///{loop.work / 'mlflow.db'}"}
+    out = loop.autoops("promote", cwd=release, env=tracking)
+    from mlflow import MlflowClient
+
+    champion = MlflowClient(tracking_uri=tracking["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
+        card["name"], "champion"
+    )
+    assert str(champion.version) == out["mlflow_version"]
+    assert champion.tags["model_sha256"] == card["model_sha256"]
+    print("timings (s):", json.dumps(loop.timings, indent=1))
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_pr_markdown_for_a_real_breach(real_dir: Path, tmp_path: Path) -> None:
+    """Real TLC months (dir source): the model learned 2021-02, and 2022-01 has drifted."""
+    work = copy_project(tmp_path / "work")
+    set_params(
+        work,
+        **{
+            "data.source": "dir",
+            "data.dir": str(real_dir),
+            "months.reference": "2021-02",
+            "months.current": "2021-02",
+            "train.hist_gradient_boosting.max_iter": 100,
+        },
+    )
+    assert run_in(work, "dvc", "repro").returncode == 0
+    assert run_in(work, *GIT, "add", "-A").returncode == 0
+    assert run_in(work, *GIT, "commit", "-qm", "model on 2021-02").returncode == 0
+
+    env = {**stage_env(work), "GITHUB_OUTPUT": str(tmp_path / "out")}
+    result = subprocess.run(
+        [sys.executable, "-m", "autoops.cli", "propose", "--month", "2022-01", "--no-push"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = _parse_outputs((tmp_path / "out").read_text())
+    assert outputs["proposed"] == "true", outputs
+
+    drift = json.loads((work / "reports/loop/drift.json").read_text())
+    assert drift["retrain_recommended"]
+    assert (drift["reference_month"], drift["current_month"]) == ("2021-02", "2022-01")
+    assert drift["drifted_columns"], "a real breach names the columns that drifted"
+    report = (work / "reports/loop/report.md").read_text()
+    for column in drift["drifted_columns"]:
+        assert f"| `{column}` | {drift['columns'][column]['score']:.4g} |" in report
+        assert "**yes**" in report
+    comparison = json.loads((work / "reports/loop/comparison.json").read_text())
+    for role, label in (("champion", "champion (`main`)"), ("challenger", "challenger (this PR)")):
+        metrics = comparison[role]["metrics"]
+        row = next(line for line in report.splitlines() if line.startswith(f"| {label} |"))
+        assert (
+            f"{metrics['mae']:.3f}" in row
+            and f"{metrics['rmse']:.3f}" in row
+            and f"{metrics['r2']:.3f}" in row
+        )
+    assert "2021-02" in report and "2022-01" in report
