@@ -47,6 +47,8 @@ SERVICE = "auto-ops green taxi trip duration"
 BYTES_PER_TRIP = 1024
 
 log = logging.getLogger("serve")
+# Module level: FastAPI resolves the (postponed) annotations of dependencies in module scope.
+bearer = HTTPBearer(auto_error=False, description="AUTOOPS_ADMIN_TOKEN")
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
@@ -227,8 +229,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus_metrics() -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
-
-    bearer = HTTPBearer(auto_error=False, description="AUTOOPS_ADMIN_TOKEN")
 
     def admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if settings.admin_token is None:

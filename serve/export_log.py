@@ -1,7 +1,8 @@
 """``python -m serve.export_log OUT.parquet``: the prediction log as the drift stage's current data.
 
-The parquet has the model's FEATURES columns and ``prediction`` (what stages/drift.py compares
-with the reference holdout), plus ``model_version`` and ``timestamp`` (UTC) to filter on::
+The parquet has the model's FEATURES columns (less any no request carried) and ``prediction``
+(what stages/drift.py compares with the reference holdout), plus ``model_version`` and
+``timestamp`` (UTC) to filter on::
 
     python -m serve.export_log served.parquet --since 2021-02-01
 
@@ -60,11 +61,18 @@ def export(
     since: datetime | None = None,
     model_version: str | None = None,
     limit: int | None = None,
-) -> int:
-    """Write the (filtered) log to ``out`` as parquet; returns the number of rows."""
+    keep_empty: bool = False,
+) -> tuple[int, list[str]]:
+    """Write the (filtered) log to ``out`` as parquet; returns (rows, feature columns left out).
+
+    A feature no request ever carried (an optional field clients do not send) is all null; it is
+    left out unless ``keep_empty``, because there is nothing to test for drift and Evidently
+    refuses an empty column - the drift stage then simply tests the other columns.
+    """
     frame = read_log(path, since=since, model_version=model_version, limit=limit)
-    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out)
-    return len(frame)
+    empty = [] if keep_empty or frame.empty else [c for c in FEATURES if frame[c].isna().all()]
+    write_parquet(pa.Table.from_pandas(frame.drop(columns=empty), preserve_index=False), out)
+    return len(frame), empty
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,17 +84,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--model-version", help="only rows this model version served")
     parser.add_argument("--limit", type=int, help="only the newest N rows")
+    parser.add_argument("--keep-empty", action="store_true", help="keep features no request carried")
     args = parser.parse_args(argv)
     log_path = args.log or Settings.from_env().prediction_log
     if log_path is None:
         sys.exit("error: the prediction log is off (AUTOOPS_PREDICTION_LOG); pass --log PATH")
     try:
-        rows = export(
-            log_path, args.out, since=args.since, model_version=args.model_version, limit=args.limit
+        rows, empty = export(
+            log_path,
+            args.out,
+            since=args.since,
+            model_version=args.model_version,
+            limit=args.limit,
+            keep_empty=args.keep_empty,
         )
     except FileNotFoundError as exc:
         sys.exit(f"error: {exc}")
     print(f"{rows} predictions -> {args.out}")
+    if empty:
+        print(f"left out (no request carried them, nothing to test for drift): {', '.join(empty)}")
 
 
 if __name__ == "__main__":

@@ -363,7 +363,7 @@ def test_exported_log_is_drift_stage_input(tmp_path: Path) -> None:
         thread.join()
     log.close()
     out = tmp_path / "served.parquet"
-    assert export(tmp_path / "log.sqlite", out) == 600
+    assert export(tmp_path / "log.sqlite", out) == (600, [])
     current = pd.read_parquet(out)
     assert {*FEATURES, PREDICTION} <= set(current.columns)
     reference = feature_frame(random_trips(600, seed=6))
