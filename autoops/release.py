@@ -48,11 +48,15 @@ def locked_outputs(lock_path: Path = LOCK_FILE) -> dict[str, str]:
     }
 
 
-def verify_model(root: Path) -> dict[str, Any]:
-    """The model card, after checking model and card are byte-for-byte what dvc.lock pins."""
+def verify_model(root: Path, *, with_model: bool = True) -> dict[str, Any]:
+    """The model card, after checking model and card are byte-for-byte what dvc.lock pins.
+
+    ``with_model=False`` checks the card alone (it is git-tracked, and it carries the model's
+    sha256): enough to name the model, e.g. in MLflow, without fetching it from the DVC remote.
+    """
     lock_path = root / LOCK_FILE
     outs = locked_outputs(lock_path)
-    for name in (MODEL_FILE, CARD_FILE):
+    for name in (MODEL_FILE, CARD_FILE) if with_model else (CARD_FILE,):
         key = (MODELS_DIR / name).as_posix()  # dvc.lock paths are relative to the repository
         path = root / key
         if key not in outs:
@@ -65,7 +69,7 @@ def verify_model(root: Path) -> dict[str, Any]:
                 "run `dvc checkout` or `dvc pull`"
             )
     card = json.loads((root / MODELS_DIR / CARD_FILE).read_text())
-    if file_sha256(root / MODELS_DIR / MODEL_FILE) != card["model_sha256"]:
+    if with_model and file_sha256(root / MODELS_DIR / MODEL_FILE) != card["model_sha256"]:
         raise LoopError(f"{MODELS_DIR / MODEL_FILE} does not match its model card's sha256")
     return card
 
@@ -117,7 +121,7 @@ def release_artifact(root: Path, out_dir: Path, image: str | None, git_sha: str 
 
 def promote(root: Path, tracking_uri: str) -> dict[str, str]:
     """Point the registered model's ``champion`` alias at the version that is on main now."""
-    card = verify_model(root)
+    card = verify_model(root, with_model=False)
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     tracking.configure()
     from mlflow import MlflowClient

@@ -385,6 +385,8 @@ def test_promote_moves_the_champion_alias_to_the_merged_model(tmp_path: Path) ->
     old = client.create_model_version(card["name"], str(source), tags={"model_sha256": "0" * 64})
     new = client.create_model_version(card["name"], str(source), tags={"model_sha256": card["model_sha256"]})
     client.set_registered_model_alias(card["name"], "champion", old.version)
+    # The card alone names the model: promotion needs no model file from the DVC remote.
+    (project / "models/model.pkl").unlink()
     result = release.promote(project, uri)
     assert result["version"] == str(new.version) and result["previous"] == str(old.version)
     assert client.get_model_version_by_alias(card["name"], "champion").version == new.version
