@@ -65,6 +65,11 @@ def build_result(
     }
 
 
+def _retrains(rows: list[dict[str, Any]]) -> str:
+    n = sum(bool(r["retrain"]) for r in rows)
+    return f"{n} retrain{'' if n == 1 else 's'}"
+
+
 def _fmt(value: float | None, pattern: str) -> str:
     return "n/a" if value is None else format(value, pattern)
 
@@ -83,7 +88,8 @@ def markdown(result: dict[str, Any]) -> str:
         "| policy | trigger | mean MAE | mean RMSE | degradation | reduction | retrains |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, s in result["summary"].items():
+    for name in result["policy_order"]:
+        s = result["summary"][name]
         lines.append(
             f"| `{name}` | {s['description']} | {s['mean_mae']:.3f} | {s['mean_rmse']:.3f} | "
             f"{s['degradation']:+.3f} | {_fmt(s['degradation_reduction'], '.0%')} | {s['retrains']} |"
@@ -94,25 +100,26 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## MAE per month (minutes; `*` = retrained on that month)",
         "",
-        "| month | " + " | ".join(f"`{n}`" for n in result["policies"]) + " |",
-        "|---|" + "---:|" * len(result["policies"]),
+        "| month | " + " | ".join(f"`{n}`" for n in result["policy_order"]) + " |",
+        "|---|" + "---:|" * len(result["policy_order"]),
     ]
     for i, month in enumerate(months):
         cells = []
-        for rows in result["policies"].values():
-            row = rows[i]
+        for name in result["policy_order"]:
+            row = result["policies"][name][i]
             cells.append(
                 "train" if row.get("bootstrap") else f"{row['mae']:.3f}{' *' if row['retrain'] else ''}"
             )
         lines.append(f"| {month} | " + " | ".join(cells) + " |")
     lines += ["", "## Why each policy retrained", ""]
-    for name, rows in result["policies"].items():
+    for name in result["policy_order"]:
+        rows = result["policies"][name]
         if name in (STATIC, BASELINE) or name.startswith("periodic"):
             continue
         reasons = [
             f"  - {r['month']}: {r['reason']}" for r in rows if r["retrain"] and not r.get("bootstrap")
         ]
-        lines.append(f"- `{name}`: {'none' if not reasons else ''}")
+        lines.append(f"- `{name}`:" + ("" if reasons else " never"))
         lines += reasons
     return "\n".join(lines) + "\n"
 
@@ -121,7 +128,8 @@ def csv_table(result: dict[str, Any]) -> pd.DataFrame:
     """One row per scored month, one MAE column per policy (the shape DVC's linear template wants)."""
     months = result["scored_months"]
     table = pd.DataFrame({"step": range(1, len(months) + 1), "month": months})
-    for name, rows in result["policies"].items():
+    for name in result["policy_order"]:
+        rows = result["policies"][name]
         table[name] = [round(r["mae"], 4) for r in rows if not r.get("bootstrap")]
     return table
 
@@ -136,7 +144,8 @@ def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None)
     x = list(range(len(months)))
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
     styles = ["-", "--", "-.", ":"]
-    for i, (name, rows) in enumerate(result["policies"].items()):
+    for i, name in enumerate(result["policy_order"]):
+        rows = result["policies"][name]
         scored = [r for r in rows if not r.get("bootstrap")]
         mae = [r["mae"] for r in scored]
         # Policies often share a model for months on end; dashes keep every line visible.
@@ -146,7 +155,7 @@ def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None)
             marker=".",
             linestyle=styles[i % len(styles)],
             linewidth=2.2 if name in (STATIC, BASELINE) else 1.5,
-            label=f"{name} ({sum(r['retrain'] for r in scored)} retrains)",
+            label=f"{name} ({_retrains(scored)})",
         )
         hits = [i for i, r in enumerate(scored) if r["retrain"]]
         # A retrain at month m changes the model that serves m+1: the mark sits on m's point.
