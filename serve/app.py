@@ -137,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return predictions
 
     unavailable = {503: {"model": Error, "description": "No model loaded yet"}}
+    # FastAPI answers 400 to a body that is not text (not UTF-8), 422 to text that is not valid JSON.
+    body_errors = {400: {"model": Error, "description": "The body cannot be decoded"}, **unavailable}
 
     @app.get("/", response_model=Root, summary="Service liveness and where to look next")
     async def root() -> Response:
@@ -164,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/predict",
         response_model=Prediction,
-        responses=unavailable,
+        responses=body_errors,
         summary="Predict one trip's duration in minutes",
     )
     async def predict_one(trip: Trip) -> Response:
@@ -177,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=BatchPrediction,
         responses={
             413: {"model": BatchTooLarge, "description": f"More than max_batch ({settings.max_batch}) trips"},
-            **unavailable,
+            **body_errors,
         },
         summary=f"Predict a list of trips (at most {settings.max_batch}), answers in request order",
     )

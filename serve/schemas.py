@@ -5,7 +5,8 @@ A trip is what a dispatcher knows at pickup: zones, the route planner's distance
 trip type, passengers). :func:`trip_columns` turns trips into the raw columns
 :func:`stages.features.feature_matrix` takes, so the service computes features exactly as training did.
 
-Numbers are strict (``"3"`` is not 3 and ``true`` is not 1) and unknown fields are refused, so a
+Numbers are strict (``"3"`` is not 3 and ``true`` is not 1; 3.0 is 3, as in JSON Schema) and unknown
+fields are refused, so a
 client's typo is a 422 naming the field rather than a silently different prediction.
 """
 
@@ -27,8 +28,29 @@ NYC = ZoneInfo("America/New_York")
 # build a timestamp feature_matrix can take.
 _SYNTHETIC_YEAR = 2024
 
-StrictInt = Annotated[int, Strict()]
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer is any number without a fractional part (170.0 is 170), but a boolean
+    # is not one (Python would take True as 1).
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def json_int(ge: int, le: int) -> Any:
+    """An integer in [ge, le] (the bounds inside, so they also reach the JSON schema)."""
+    return Annotated[int, Strict(), Field(ge=ge, le=le), BeforeValidator(_json_integer)]
+
+
+def json_enum(*values: int) -> Any:
+    return Annotated[Literal[values], BeforeValidator(_json_integer)]
+
+
 StrictFloat = Annotated[float, Strict()]
+PICKUP_YEARS = (2000, 2099)
+ZoneId = json_int(*ZONE_ID_RANGE)
 
 
 def _iso_string(value: Any) -> Any:
@@ -55,17 +77,22 @@ def _omit_not_null(schema: dict[str, Any]) -> None:
 
 
 def _new_york_time(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value
-    try:
-        return value.astimezone(NYC).replace(tzinfo=None)
-    except (OverflowError, ValueError) as exc:  # e.g. 0001-01-01T00:00:00+01:00
-        raise ValueError(f"cannot be converted to New York time: {exc}") from exc
+    # A bounded year keeps the conversion defined (0001-01-01T03:00Z is in year 0 in New York) and
+    # catches garbage; the schema says the same with a pattern, so clients and fuzzers know it.
+    if not PICKUP_YEARS[0] <= value.year <= PICKUP_YEARS[1]:
+        raise ValueError(f"the year must be {PICKUP_YEARS[0]}-{PICKUP_YEARS[1]}")
+    return value.astimezone(NYC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _pickup_datetime_schema(schema: dict[str, Any]) -> None:
+    _omit_not_null(schema)
+    schema["pattern"] = "^20[0-9]{2}-"
 
 
 PickupDatetime = Annotated[datetime | None, BeforeValidator(_iso_string), AfterValidator(_new_york_time)]
-OptionalFloat = Annotated[StrictFloat | None, BeforeValidator(_not_null)]
-OptionalInt = Annotated[StrictInt | None, BeforeValidator(_not_null)]
+Hour = Annotated[Annotated[float, Strict(), Field(ge=0, lt=24)] | None, BeforeValidator(_not_null)]
+Weekday = Annotated[json_int(0, 6) | None, BeforeValidator(_not_null)]
+Month = Annotated[json_int(1, 12) | None, BeforeValidator(_not_null)]
 
 _TIME_FIELDS_SCHEMA: dict[str, Any] = {
     # Exactly one way of giving the pickup time; as JSON Schema so /docs and fuzzers know it.
@@ -107,48 +134,36 @@ class Trip(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_TIME_FIELDS_SCHEMA)
 
-    pu_location_id: StrictInt = Field(
-        ge=ZONE_ID_RANGE[0], le=ZONE_ID_RANGE[1], description="Pickup TLC taxi zone ID (1-265)"
-    )
-    do_location_id: StrictInt = Field(
-        ge=ZONE_ID_RANGE[0], le=ZONE_ID_RANGE[1], description="Dropoff TLC taxi zone ID (1-265)"
-    )
+    pu_location_id: ZoneId = Field(description="Pickup TLC taxi zone ID (1-265)")
+    do_location_id: ZoneId = Field(description="Dropoff TLC taxi zone ID (1-265)")
     trip_distance: StrictFloat = Field(
         gt=0, le=100, description="Trip distance in miles (the route planner's estimate), 0 < d <= 100"
     )
     pickup_datetime: PickupDatetime = Field(
         None,
-        json_schema_extra=_omit_not_null,
-        description="Pickup time, ISO 8601. Without an offset it is New York local time (as in TLC "
-        "data); with one it is converted. Give this, or pickup_hour + pickup_dow.",
+        json_schema_extra=_pickup_datetime_schema,
+        description="Pickup time, ISO 8601, years 2000-2099. Without an offset it is New York local "
+        "time (as in TLC data); with one it is converted. Give this, or pickup_hour + pickup_dow.",
     )
-    pickup_hour: OptionalFloat = Field(
+    pickup_hour: Hour = Field(
         None,
-        ge=0,
-        lt=24,
         json_schema_extra=_omit_not_null,
         description="Pickup hour of day, local time; fractions are minutes (17.5 = 17:30)",
     )
-    pickup_dow: OptionalInt = Field(
-        None, ge=0, le=6, json_schema_extra=_omit_not_null, description="Pickup day of week, Monday = 0"
+    pickup_dow: Weekday = Field(
+        None, json_schema_extra=_omit_not_null, description="Pickup day of week, Monday = 0"
     )
-    pickup_month: OptionalInt = Field(
-        None,
-        ge=1,
-        le=12,
-        json_schema_extra=_omit_not_null,
-        description="Pickup month (optional with hour + weekday)",
+    pickup_month: Month = Field(
+        None, json_schema_extra=_omit_not_null, description="Pickup month (optional with hour + weekday)"
     )
-    vendor_id: Literal[1, 2, 6] | None = Field(
+    vendor_id: json_enum(1, 2, 6) | None = Field(
         None, description="TLC VendorID: 1 Creative Mobile, 2 Curb, 6 Myle; null = unknown"
     )
-    ratecode_id: Literal[1, 2, 3, 4, 5, 6, 99] | None = Field(
+    ratecode_id: json_enum(1, 2, 3, 4, 5, 6, 99) | None = Field(
         None, description="TLC RatecodeID: 1 standard ... 6 group ride, 99 unknown; null = unknown"
     )
-    trip_type: Literal[1, 2] | None = Field(None, description="1 street-hail, 2 dispatch; null = unknown")
-    passenger_count: Annotated[StrictInt, Field(ge=0, le=9)] | None = Field(
-        None, description="Passengers (0-9); null = unknown"
-    )
+    trip_type: json_enum(1, 2) | None = Field(None, description="1 street-hail, 2 dispatch; null = unknown")
+    passenger_count: json_int(0, 9) | None = Field(None, description="Passengers (0-9); null = unknown")
 
     @model_validator(mode="after")
     def _one_pickup_time(self) -> Trip:

@@ -152,6 +152,11 @@ BASE = {
         ({"trip_distance": 100.5}, "trip_distance"),
         ({"pickup_datetime": 1610699400}, "pickup_datetime"),
         ({"pickup_datetime": "yesterday"}, "pickup_datetime"),
+        ({"pickup_datetime": "1999-12-31T23:59:00"}, "pickup_datetime"),
+        ({"pickup_datetime": "0001-01-01T03:00:00Z"}, "pickup_datetime"),
+        ({"pickup_datetime": None}, "pickup_datetime"),
+        ({"vendor_id": True}, "vendor_id"),
+        ({"passenger_count": 1.5}, "passenger_count"),
         ({"vendor_id": 3}, "vendor_id"),
         ({"ratecode_id": 7}, "ratecode_id"),
         ({"trip_type": 0}, "trip_type"),
@@ -163,6 +168,12 @@ def test_invalid_fields_are_named(change: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         Trip.model_validate({**BASE, **change})
     assert [err["loc"] for err in info.value.errors()] == [(field,)]
+
+
+def test_integers_as_json_schema_defines_them() -> None:
+    trip = Trip.model_validate({**BASE, "pu_location_id": 74.0, "vendor_id": 2.0, "passenger_count": 3.0})
+    assert (trip.pu_location_id, trip.vendor_id, trip.passenger_count) == (74, 2, 3)
+    assert type(trip.pu_location_id) is int
 
 
 @pytest.mark.parametrize(
