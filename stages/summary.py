@@ -39,7 +39,8 @@ def summary(console: Console | None = None) -> int:
     colour = "yellow" if drift["retrain_recommended"] else "green"
     console.print(f"[bold {colour}]{drift['reason']}[/bold {colour}]")
     if registry:
-        console.print(f"MLflow: {registry['registered_model']} v{registry['version']} at {registry['tracking_uri']}")
+        name, version = registry["registered_model"], registry["version"]
+        console.print(f"MLflow: {name} v{version} at {registry['tracking_uri']}")
     console.print(
         f"Reports: {DRIFT_REPORT} (Evidently, open in a browser), {METRICS_FILE}, {DRIFT_METRICS}; "
         "plots: `dvc plots show`"
