@@ -259,7 +259,7 @@ class InlineExecutor(Executor):
         try:
             with threadpool_limits(1):
                 future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # delivered through the future, as a pool would
+        except Exception as exc:  # delivered through the future, as a pool would
             future.set_exception(exc)
         return future
 
@@ -277,7 +277,11 @@ def make_executor(jobs: int) -> Iterator[Executor]:
 
 
 def default_jobs(requested: int) -> int:
-    return requested if requested > 0 else max(1, len(os.sched_getaffinity(0)))
+    if requested > 0:
+        return requested
+    # The cores this process may use (a container's CPU set), not the machine's.
+    affinity = getattr(os, "sched_getaffinity", None)
+    return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------------------------------------
