@@ -103,7 +103,7 @@ class TrainParams(_Strict):
 class DriftParams(_Strict):
     drift_share: float = Field(0.5, gt=0, le=1)
     sample_rows: int = Field(20000, ge=100)
-    performance_threshold: float = Field(0.1, gt=0)
+    performance_threshold: float = Field(0.2, gt=0)
 
 
 class MlflowParams(_Strict):
