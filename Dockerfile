@@ -20,8 +20,7 @@ RUN apt-get update \
 
 WORKDIR /app
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/venv
 COPY constraints.txt serve/requirements.txt /tmp/deps/
 # Behind a TLS-intercepting proxy pip needs its CA bundle: pass it as the optional build secret
@@ -37,8 +36,10 @@ COPY serve/ serve/
 COPY models/ models/
 # Compile once per model version, here, where gcc is; the library is keyed by the model's sha256.
 # --require: an image that would silently serve the slow fallback is a failed build.
+# Byte-compiled here because the runtime user cannot write next to the code: without .pyc files
+# every start would recompile the service's modules (pip already compiled the packages).
 RUN OMP_NUM_THREADS=1 /opt/venv/bin/python -m serve.compile --models-dir models --cache compiled --require \
-    && find /app /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+    && /opt/venv/bin/python -m compileall -q stages serve
 
 # --- runtime: no compiler, no build tools, an unprivileged user -------------------------------------
 FROM ${BASE_IMAGE}

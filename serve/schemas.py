@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -200,13 +201,23 @@ INPUT_FIELDS: dict[str, str] = {
 assert set(INPUT_FIELDS) | {"lpep_pickup_datetime"} == set(INPUT_COLUMNS)
 
 
+_input_values = attrgetter(*INPUT_FIELDS.values())
+_EPOCH = datetime(1970, 1, 1)
+
+
 def trip_columns(trips: Sequence[Trip]) -> dict[str, Any]:
     """Raw input columns for :func:`stages.features.feature_matrix` (None becomes NaN: unknown)."""
-    columns: dict[str, Any] = {
-        column: np.array([getattr(t, field) for t in trips], dtype=np.float64)
-        for column, field in INPUT_FIELDS.items()
-    }
-    columns["lpep_pickup_datetime"] = np.array([t.pickup_local() for t in trips], dtype="datetime64[us]")
+    # One array for the numbers and integer microseconds for the timestamps: numpy's conversion of
+    # datetime objects costs more than the rest of a 1000-trip batch together.
+    values = np.array([_input_values(t) for t in trips], dtype=np.float64).reshape(
+        len(trips), len(INPUT_FIELDS)
+    )
+    columns: dict[str, Any] = dict(zip(INPUT_FIELDS, values.T, strict=True))
+    micros = []
+    for trip in trips:
+        delta = trip.pickup_local() - _EPOCH
+        micros.append((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    columns["lpep_pickup_datetime"] = np.array(micros, dtype=np.int64).view("datetime64[us]")
     return columns
 
 

@@ -308,8 +308,11 @@ def test_serving_path_parity_on_real_rows(real_dir: Path, tmp_path: Path) -> Non
 
     current = month("2021-02", 20000)
     trained = estimator.predict(feature_frame(current)[list(FEATURES)].to_numpy())
-    served = compiled.predict(feature_matrix(trip_columns(trips_to_api(current))))
+    features = feature_matrix(trip_columns(trips_to_api(current)))
+    served = compiled.predict(features)  # a batch: the tl2cgen runtime
     assert np.max(np.abs(served - trained)) <= 1e-6
+    one_by_one = np.array([compiled.predict(features[i : i + 1])[0] for i in range(2000)])  # /predict
+    assert np.max(np.abs(one_by_one - trained[:2000])) <= 1e-6
 
 
 # --- the prediction log ----------------------------------------------------------------------------
