@@ -12,14 +12,16 @@ and then, in Python, ``stages.drift.drift(load_params(), current_path=Path("serv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from serve.prediction_log import PREDICTION, TABLE, connect
+from serve.prediction_log import BLOB_DTYPE, PREDICTION, TABLE, connect
 from serve.settings import Settings
 from stages.features import FEATURES
 from stages.io import write_parquet
@@ -28,30 +30,36 @@ from stages.io import write_parquet
 def read_log(
     path: Path, *, since: datetime | None = None, model_version: str | None = None, limit: int | None = None
 ) -> pd.DataFrame:
-    """Logged predictions, oldest first (the newest ``limit`` rows when given)."""
+    """Logged predictions, one row per trip, oldest first (the newest ``limit`` rows when given)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no prediction log here (is AUTOOPS_PREDICTION_LOG set elsewhere?)")
-    where, args = [], []
+    where, args = ["1"], []
     if since is not None:
         where.append("ts >= ?")
         args.append((since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp())
     if model_version is not None:
         where.append("model_version = ?")
         args.append(model_version)
-    columns = ", ".join(["ts", "model_version", *(f'"{name}"' for name in FEATURES), PREDICTION])
-    sql = f"SELECT {columns} FROM {TABLE}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    with connect(path, readonly=True) as conn:
-        frame = pd.read_sql_query(sql, conn, params=args)
-    frame = frame.iloc[::-1].reset_index(drop=True)
-    # SQLite stores NaN as NULL: an untyped all-null column must still be a float feature column.
-    frame[[*FEATURES, PREDICTION]] = frame[[*FEATURES, PREDICTION]].astype("float64")
-    frame.insert(0, "timestamp", pd.to_datetime(frame.pop("ts"), unit="s", utc=True))
-    return frame
+    with contextlib.closing(connect(path, readonly=True)) as conn:
+        if limit is not None:
+            # Requests are numbered by their last row: the newest `limit` rows are one range.
+            newest = conn.execute(f"SELECT MAX(last_row) FROM {TABLE}").fetchone()[0] or 0
+            where.append("last_row > ?")
+            args.append(newest - limit)
+        records = conn.execute(
+            f"SELECT ts, model_version, n_rows, features, predictions FROM {TABLE} "
+            f"WHERE {' AND '.join(where)} ORDER BY id",
+            args,
+        ).fetchall()
+    counts = np.array([r[2] for r in records], dtype=np.int64)
+    features = np.frombuffer(b"".join(r[3] for r in records), dtype=BLOB_DTYPE).reshape(-1, len(FEATURES))
+    frame = pd.DataFrame(features.astype(np.float64), columns=list(FEATURES))
+    frame[PREDICTION] = np.frombuffer(b"".join(r[4] for r in records), dtype=BLOB_DTYPE).astype(np.float64)
+    frame.insert(0, "model_version", np.repeat(np.array([r[1] for r in records], dtype=object), counts))
+    frame.insert(
+        0, "timestamp", pd.to_datetime(np.repeat([r[0] for r in records], counts), unit="s", utc=True)
+    )
+    return frame if limit is None else frame.iloc[-limit:].reset_index(drop=True)
 
 
 def export(

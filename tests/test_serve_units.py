@@ -337,6 +337,54 @@ def test_log_keeps_the_newest_rows(tmp_path: Path) -> None:
     assert log.written == 250
 
 
+def test_log_round_trips_features_exactly(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "log.sqlite", max_rows=10_000, flush_interval_s=0.05)
+    log.start()
+    features, predictions = _rows(30, seed=7)
+    assert np.isnan(features).any()  # unknown optional fields
+    log.append(features[:10], predictions[:10], "v1")
+    time.sleep(0.2)
+    log.append(features[10:], predictions[10:], "v2")
+    log.close()
+    frame = read_log(tmp_path / "log.sqlite")
+    np.testing.assert_array_equal(frame[list(FEATURES)].to_numpy(), features)
+    np.testing.assert_array_equal(frame[PREDICTION].to_numpy(), predictions)
+    assert list(frame["model_version"]) == ["v1"] * 10 + ["v2"] * 20
+    assert frame["timestamp"].dt.tz is not None
+    assert len(read_log(tmp_path / "log.sqlite", model_version="v1")) == 10
+    assert list(read_log(tmp_path / "log.sqlite", limit=15)[PREDICTION]) == list(predictions[-15:])
+    later = frame["timestamp"].iloc[-1].to_pydatetime(warn=False)
+    assert set(read_log(tmp_path / "log.sqlite", since=later)["model_version"]) == {"v2"}
+
+
+def test_workers_share_one_log(tmp_path: Path) -> None:
+    """Two writers (as two uvicorn workers would be) on one file: every row once, in one sequence."""
+    path = tmp_path / "log.sqlite"
+    logs = [PredictionLog(path, max_rows=100_000, flush_rows=7, flush_interval_s=0.01) for _ in range(2)]
+    for log in logs:
+        log.start()
+    features, predictions = _rows(3)
+    for i in range(300):
+        logs[i % 2].append(features, predictions, f"w{i % 2}")
+    for log in logs:
+        log.close()
+    with sqlite3.connect(path) as conn:
+        last_rows = [r[0] for r in conn.execute("SELECT last_row FROM requests ORDER BY id")]
+    assert last_rows == list(range(3, 901, 3))
+    assert len(read_log(path)) == 900
+
+
+def test_a_log_for_other_features_is_refused(tmp_path: Path) -> None:
+    from serve.prediction_log import LogSchemaError, connect
+
+    path = tmp_path / "log.sqlite"
+    connect(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '[\"pu_zone\"]' WHERE key = 'features'")
+    with pytest.raises(LogSchemaError, match="start a new log"):
+        PredictionLog(path, max_rows=100).start()
+
+
 def test_log_queue_is_bounded_not_blocking(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "log.sqlite", max_rows=1000, max_pending_rows=10)
     features, predictions = _rows(4)

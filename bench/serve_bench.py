@@ -1,0 +1,449 @@
+"""Serving benchmark: this service (``python -m serve``) against MLflow's ``mlflow models serve``.
+
+The same registered model, the same real trips, the same worker count and one OpenMP thread per
+worker for both, loopback only, one load generator (wrk), both servers measured in the same run
+with the order alternated every round. Reports requests/s and p50/p99 latency for single trips at
+concurrency 1, 8 and 32, rows/s for 1000-trip batches, cold start (process launch to the first
+successful prediction), and where the time goes inside one request (in-process timings).
+
+Needs a trained pipeline directory (models/, mlflow.db with the registered model) - see
+bench/README.md, "Serving" - and wrk (apt-get install wrk)::
+
+    python bench/serve_bench.py --workdir /tmp/serve-work \
+        --trips ../shared/data/tlc/green_tripdata_2021-02.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from serve.predictor import SklearnPredictor, compile_model
+from serve.schemas import BatchRequest, Trip, trip_columns
+from serve.testing import ROOT, free_port
+from stages.features import feature_matrix, filter_mask
+from stages.model import load_model
+from stages.params import FilterParams
+
+CONCURRENCY = (1, 8, 32)
+BATCH_ROWS = 1000
+BATCH_CONCURRENCY = 4
+SINGLE_BODIES = 256
+
+
+# --- request bodies from real trips -------------------------------------------------------------------
+
+
+def real_trips(path: Path, n: int, seed: int = 0) -> pd.DataFrame:
+    trips = pd.read_parquet(path)
+    start = trips["lpep_pickup_datetime"].median().to_period("M").start_time
+    kept = trips[filter_mask(trips, start, start + pd.offsets.MonthBegin(), FilterParams())]
+    return kept.sample(n=n, random_state=seed).reset_index(drop=True)
+
+
+def api_trip(row: Any) -> dict[str, Any]:
+    trip: dict[str, Any] = {
+        "pu_location_id": int(row.PULocationID),
+        "do_location_id": int(row.DOLocationID),
+        "trip_distance": float(row.trip_distance),
+        "pickup_datetime": pd.Timestamp(row.lpep_pickup_datetime).isoformat(),
+    }
+    allowed = {"vendor_id": (1, 2, 6), "ratecode_id": (1, 2, 3, 4, 5, 6, 99), "trip_type": (1, 2)}
+    for field_name, column in (
+        ("vendor_id", "VendorID"),
+        ("ratecode_id", "RatecodeID"),
+        ("trip_type", "trip_type"),
+        ("passenger_count", "passenger_count"),
+    ):
+        value = getattr(row, column)
+        if pd.isna(value) or (field_name in allowed and int(value) not in allowed[field_name]):
+            continue
+        if field_name == "passenger_count" and not 0 <= value <= 9:
+            continue
+        trip[field_name] = int(value)
+    return trip
+
+
+@dataclass
+class Bodies:
+    """The same trips for both servers: ours takes the trip, MLflow the model's feature vector
+    (computed by the very code the service runs, so both models see identical inputs)."""
+
+    ours_single: list[str]
+    mlflow_single: list[str]
+    ours_batch: str
+    mlflow_batch: str
+    trips: list[dict[str, Any]]
+    features: np.ndarray
+
+
+def make_bodies(trips: pd.DataFrame) -> Bodies:
+    api = [api_trip(row) for row in trips.itertuples(index=False)]
+    features = feature_matrix(trip_columns([Trip.model_validate(t) for t in api]))
+    # MLflow's JSON is parsed by Python's json module, which reads NaN (an unknown optional field).
+    rows = features.tolist()
+    return Bodies(
+        ours_single=[json.dumps(t) for t in api[:SINGLE_BODIES]],
+        mlflow_single=[json.dumps({"inputs": [r]}) for r in rows[:SINGLE_BODIES]],
+        ours_batch=json.dumps({"trips": api[:BATCH_ROWS]}),
+        mlflow_batch=json.dumps({"inputs": rows[:BATCH_ROWS]}),
+        trips=api,
+        features=features,
+    )
+
+
+# --- servers -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    path: str  # the prediction endpoint
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_dir: Path, probe_body: str, timeout: float = 180) -> float:
+        """Launch; returns seconds to the first successful prediction (cold start)."""
+        self.port = free_port()
+        self.log = log_dir / f"{self.name}-{self.port}.log"
+        command = [c.replace("{port}", str(self.port)) for c in self.command]
+        started = time.perf_counter()
+        with open(self.log, "wb") as log:  # the child keeps its own copy of the handle
+            self.proc = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = started + timeout
+        with httpx.Client(timeout=5) as client:
+            while time.perf_counter() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    reply = client.post(self.url + self.path, content=probe_body, headers=JSON)
+                    if reply.status_code == 200:
+                        return time.perf_counter() - started
+                time.sleep(0.01)
+        raise TimeoutError(f"{self.name} did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        self.proc = None
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def servers(workdir: Path, workers: int, cache: Path) -> tuple[Server, Server]:
+    registry = json.loads((workdir / "models" / "registry.json").read_text())
+    base = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    ours = Server(
+        "ours",
+        [sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers)],
+        {
+            **base,
+            "AUTOOPS_MODELS_DIR": str(workdir / "models"),
+            "AUTOOPS_COMPILED_CACHE": str(cache),
+            "AUTOOPS_PREDICTION_LOG": str(workdir / "bench-predictions.sqlite"),
+            "AUTOOPS_MAX_BATCH": str(BATCH_ROWS),
+        },
+        "/predict",
+    )
+    mlflow = Server(
+        "mlflow",
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            registry["model_uri"],
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "{port}",
+            "--workers",
+            str(workers),
+        ],
+        base,
+        "/invocations",
+    )
+    return ours, mlflow
+
+
+# --- wrk ---------------------------------------------------------------------------------------------
+
+
+def lua_script(path: str, bodies: list[str], directory: Path) -> Path:
+    """A wrk script cycling through ``bodies`` (each wrk thread starts at its own offset)."""
+    quoted = ",\n".join(f"[==[{b}]==]" for b in bodies)
+    script = directory / f"wrk-{abs(hash((path, len(bodies), bodies[0])))}.lua"
+    script.write_text(
+        f"local bodies = {{\n{quoted}\n}}\n"
+        "local i = math.random(#bodies)\n"
+        'local headers = {["Content-Type"] = "application/json"}\n'
+        "request = function()\n"
+        "  i = i % #bodies + 1\n"
+        f'  return wrk.format("POST", "{path}", headers, bodies[i])\n'
+        "end\n"
+    )
+    return script
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(text)
+    return float(match[1]) * _UNITS[match[2]]
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float) -> Run:
+    threads = min(connections, 2)
+    seconds = max(1, round(seconds))  # wrk takes whole seconds
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, flags=re.MULTILINE))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    errors += int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    return Run(
+        float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), _ms(latency["50"]), _ms(latency["99"]), errors
+    )  # type: ignore[index]
+
+
+# --- where the time goes (in-process) ------------------------------------------------------------------
+
+
+def timed(fn: Any, repeat: int, batches: int = 5) -> float:
+    """Milliseconds per call: the best of a few batches, since other load on the machine only adds."""
+    fn()
+    best = float("inf")
+    for _ in range(batches):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        best = min(best, (time.perf_counter() - started) / repeat * 1e3)
+    return best
+
+
+def micro(estimator: Any, compiled: Any, bodies: Bodies) -> dict[str, float]:
+    one = [Trip.model_validate(bodies.trips[0])]
+    x1, xk = bodies.features[:1], bodies.features[:BATCH_ROWS]
+    batch = json.loads(bodies.ours_batch)
+    sklearn = SklearnPredictor(estimator)
+    return {
+        "validate 1 trip (pydantic)": timed(lambda: Trip.model_validate(bodies.trips[0]), 2000),
+        "features 1 trip (stages.features)": timed(lambda: feature_matrix(trip_columns(one)), 2000),
+        "predict 1 row, sklearn": timed(lambda: sklearn.predict(x1), 200),
+        "predict 1 row, compiled": timed(lambda: compiled.predict(x1), 2000),
+        "validate 1000 trips": timed(lambda: BatchRequest.model_validate(batch), 20),
+        "features 1000 trips": timed(
+            lambda: feature_matrix(trip_columns(BatchRequest.model_validate(batch).trips)), 20
+        ),
+        "predict 1000 rows, sklearn": timed(lambda: sklearn.predict(xk), 20),
+        "predict 1000 rows, compiled": timed(lambda: compiled.predict(xk), 20),
+    }
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(*items: Server) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for server in items:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="pipeline dir with models/ and mlflow.db")
+    parser.add_argument(
+        "--trips", type=Path, help="a raw TLC month to draw requests from (default: data/raw)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers, for both servers")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=2, help="each round measures both, order alternated")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.exit("error: wrk not found (apt-get install wrk)")
+    workdir = args.workdir.resolve()
+    card = json.loads((workdir / "models" / "model_card.json").read_text())
+    estimator = load_model(workdir / "models" / card["model_file"], sha256=card["model_sha256"])
+    cache = workdir / ".cache" / "serve" / "compiled"
+    started = time.perf_counter()
+    compiled = compile_model(estimator, card["model_sha256"], cache)
+    if compiled is None:
+        sys.exit("error: the model could not be compiled (no gcc?)")
+    compile_s = compiled.meta.get("compile_seconds", time.perf_counter() - started)
+    trips_path = args.trips or next((workdir / "data" / "raw").glob("*.parquet"))
+    bodies = make_bodies(real_trips(trips_path, max(BATCH_ROWS, SINGLE_BODIES)))
+    results: dict[str, Any] = {
+        "model": {k: card[k] for k in ("name", "version", "model_type", "training_months")},
+        "trees": compiled.meta["num_tree"],
+        "compile_seconds": compile_s,
+        "workers": args.workers,
+        "cpus": len(os.sched_getaffinity(0)),
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "micro_ms": micro(estimator, compiled, bodies),
+    }
+    print(f"model {card['version']}: {compiled.meta['num_tree']} trees, compiled in {compile_s:.0f} s")
+    for name, ms in results["micro_ms"].items():
+        print(f"  {name:38s} {ms:8.3f} ms")
+
+    ours, mlflow = servers(workdir, args.workers, cache)
+    log_dir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    cold: dict[str, list[float]] = {"ours": [], "mlflow": []}
+    probes = {"ours": bodies.ours_single[0], "mlflow": bodies.mlflow_single[0]}
+    with running(ours, mlflow):
+        # Cold starts in the order A B B A; the servers of the last two stay up for the load.
+        for server in (ours, mlflow, mlflow, ours):
+            server.stop()
+            cold[server.name].append(server.start(log_dir, probes[server.name]))
+            print(f"cold start {server.name}: {cold[server.name][-1]:.2f} s")
+        results["cold_start_s"] = cold
+        # Identical inputs must give identical answers: check both on the batch before timing.
+        ours_pred = httpx.post(
+            ours.url + "/predict_batch", content=bodies.ours_batch, headers=JSON, timeout=60
+        ).json()
+        ml_pred = httpx.post(
+            mlflow.url + "/invocations", content=bodies.mlflow_batch, headers=JSON, timeout=60
+        ).json()
+        results["max_abs_diff_vs_mlflow"] = float(
+            np.max(np.abs(np.array(ours_pred["predictions"]) - np.array(ml_pred["predictions"])))
+        )
+        print(f"max |ours - mlflow| over {BATCH_ROWS} trips: {results['max_abs_diff_vs_mlflow']:.2e} min")
+
+        scripts = {
+            ("ours", "single"): lua_script(ours.path, bodies.ours_single, log_dir),
+            ("mlflow", "single"): lua_script(mlflow.path, bodies.mlflow_single, log_dir),
+            ("ours", "batch"): lua_script("/predict_batch", [bodies.ours_batch], log_dir),
+            ("mlflow", "batch"): lua_script(mlflow.path, [bodies.mlflow_batch], log_dir),
+        }
+        scenarios = [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]
+        runs: dict[str, list[Run]] = {}
+        for round_index in range(args.rounds):
+            order = (ours, mlflow) if round_index % 2 == 0 else (mlflow, ours)
+            for kind, connections in scenarios:
+                for server in order:
+                    script = scripts[(server.name, kind)]
+                    wrk(server.url, script, connections, args.warmup)
+                    run = wrk(server.url, script, connections, args.duration)
+                    runs.setdefault(f"{server.name} {kind} c={connections}", []).append(run)
+                    print(
+                        f"round {round_index + 1} {server.name:6s} {kind:6s} c={connections:<2d} "
+                        f"{run.rps:9.1f} req/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:8.2f} ms  "
+                        f"errors {run.errors}"
+                    )
+    results["runs"] = {k: [asdict(r) for r in v] for k, v in runs.items()}
+    results["median"] = {
+        k: {m: statistics.median(getattr(r, m) for r in v) for m in ("rps", "p50_ms", "p99_ms", "errors")}
+        for k, v in runs.items()
+    }
+    print(summary(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {args.out}")
+
+
+def summary(results: dict[str, Any]) -> str:
+    med = results["median"]
+    lines = [
+        "",
+        "| Scenario | Ours req/s | MLflow req/s | Ratio | Ours p50 / p99 (ms) | MLflow p50 / p99 (ms) "
+        "| p99 ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, connections in [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]:
+        ours, ml = med[f"ours {kind} c={connections}"], med[f"mlflow {kind} c={connections}"]
+        unit = "" if kind == "single" else f" ({BATCH_ROWS} trips)"
+        lines.append(
+            f"| {kind}{unit}, c={connections} | {ours['rps']:.0f} | {ml['rps']:.1f} "
+            f"| {ours['rps'] / ml['rps']:.1f}x "
+            f"| {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | {ml['p50_ms']:.2f} / {ml['p99_ms']:.2f} "
+            f"| {ml['p99_ms'] / ours['p99_ms']:.0f}x lower |"
+        )
+    batch_ours = med[f"ours batch c={BATCH_CONCURRENCY}"]["rps"] * BATCH_ROWS
+    batch_ml = med[f"mlflow batch c={BATCH_CONCURRENCY}"]["rps"] * BATCH_ROWS
+    cold = results["cold_start_s"]
+    lines += [
+        "",
+        f"Batch rows/s: ours {batch_ours:,.0f}, MLflow {batch_ml:,.0f} ({batch_ours / batch_ml:.1f}x).",
+        f"Cold start (launch to first prediction): ours {', '.join(f'{s:.2f}' for s in cold['ours'])} s; "
+        f"MLflow {', '.join(f'{s:.2f}' for s in cold['mlflow'])} s.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
