@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import orjson
@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve.metrics import MetricsMiddleware, ServiceMetrics
@@ -37,6 +38,7 @@ from serve.schemas import (
     ReloadResult,
     Root,
     Trip,
+    ValidationErrors,
     trip_columns,
 )
 from serve.settings import Settings
@@ -137,8 +139,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return predictions
 
     unavailable = {503: {"model": Error, "description": "No model loaded yet"}}
-    # FastAPI answers 400 to a body that is not text (not UTF-8), 422 to text that is not valid JSON.
-    body_errors = {400: {"model": Error, "description": "The body cannot be decoded"}, **unavailable}
+    body_errors = {
+        422: {
+            "model": ValidationErrors,
+            "description": "The body is not JSON or a field is invalid (named in loc)",
+        },
+        **unavailable,
+    }
 
     @app.get("/", response_model=Root, summary="Service liveness and where to look next")
     async def root() -> Response:
@@ -167,9 +174,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/predict",
         response_model=Prediction,
         responses=body_errors,
+        openapi_extra=_json_body(Trip),
         summary="Predict one trip's duration in minutes",
     )
-    async def predict_one(trip: Trip) -> Response:
+    async def predict_one(request: Request) -> Response:
+        trip = _parse(Trip, await request.body())
         served = served_model()
         prediction = predict(served, [trip])
         return _json({"duration_min": float(prediction[0]), "model_version": served.version})
@@ -181,9 +190,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             413: {"model": BatchTooLarge, "description": f"More than max_batch ({settings.max_batch}) trips"},
             **body_errors,
         },
+        openapi_extra=_json_body(BatchRequest),
         summary=f"Predict a list of trips (at most {settings.max_batch}), answers in request order",
     )
-    async def predict_batch(batch: BatchRequest) -> Response:
+    async def predict_batch(request: Request) -> Response:
+        batch = _parse(BatchRequest, await request.body())
         if len(batch.trips) > settings.max_batch:
             return _json(
                 {
@@ -281,19 +292,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_batch * BYTES_PER_TRIP + 65536)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _document_batch_limit(app, settings.max_batch)
+    _complete_openapi(app, settings.max_batch)
     return app
 
 
-def _document_batch_limit(app: FastAPI, max_batch: int) -> None:
-    """Put max_batch into the OpenAPI schema as maxItems: clients and fuzzers see the limit, while
-    the service enforces it itself so that an oversized batch is a 413 naming the limit, not a 422."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _parse(model: type[ModelT], body: bytes) -> ModelT:
+    """Validate a JSON body straight from bytes: pydantic's own parser does the JSON and the
+    validation in one pass, half the cost of FastAPI's json.loads + validation for a batch.
+    Errors are FastAPI's 422 (locations under "body")."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [
+            {"type": err["type"], "loc": ("body", *err["loc"]), "msg": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    # The request body as documented in OpenAPI (the endpoints read it themselves, see _parse).
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _complete_openapi(app: FastAPI, max_batch: int) -> None:
+    """Add the request bodies' schemas, and max_batch as maxItems: clients and fuzzers see the
+    limit, while the service enforces it itself, so an oversized batch is a 413 naming the limit."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            schema["components"]["schemas"]["BatchRequest"]["properties"]["trips"]["maxItems"] = max_batch
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (Trip, BatchRequest):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
+            components["BatchRequest"]["properties"]["trips"]["maxItems"] = max_batch
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -46,6 +46,8 @@ COMPILER_OPTIONS = ("-Os",)
 COMPILER_PARAMS: dict[str, Any] = {"quantize": 1}
 # Requests up to this many rows call the library per row (CompiledPredictor._predict_rows).
 DIRECT_ROWS = 16
+# Batches from this size on are predicted grouped by category (CompiledPredictor._predict_batch).
+SORT_ROWS = 64
 # Raw category codes the compiled predictor can encode (zones: MAX_ZONE_CODES = 254 + "other").
 _CATEGORY_CODES = 256
 
@@ -108,6 +110,9 @@ class CompiledPredictor:
         for row, col in enumerate(self._cat_cols):
             self._known[row, categories[int(col)]] = True
         self._known_sets = [(int(col), frozenset(categories[int(col)])) for col in self._cat_cols]
+        # np.lexsort's last key is the primary one: the categorical column with the most categories.
+        by_size = sorted(categories, key=lambda col: len(categories[col]))
+        self._sort_keys = np.array(by_size or [0], dtype=np.intp)
 
     def _unseen_to_missing(self, features: np.ndarray) -> np.ndarray:
         """sklearn's HistGradientBoosting encodes a category it never saw in training as missing;
@@ -126,10 +131,19 @@ class CompiledPredictor:
         return out
 
     def _predict_batch(self, features: np.ndarray) -> np.ndarray:
-        dmat = self._tl2cgen.DMatrix(self._unseen_to_missing(np.asarray(features, np.float64)))
+        features = self._unseen_to_missing(np.asarray(features, np.float64))
+        # The trees are branchy code: rows that take the same paths one after another keep the
+        # branch predictor right. Grouping the batch by its categorical columns (the zones) cuts
+        # ~25% off a 1000-trip batch of random real trips; each row's prediction is unchanged.
+        order = np.lexsort(features[:, self._sort_keys].T) if len(features) >= SORT_ROWS else None
+        dmat = self._tl2cgen.DMatrix(features if order is None else features[order])
         with self._lock:
-            out = self._predictor.predict(dmat)
-        return np.asarray(out, dtype=np.float64).reshape(features.shape[0])
+            out = np.asarray(self._predictor.predict(dmat), dtype=np.float64).reshape(features.shape[0])
+        if order is None:
+            return out
+        unsorted = np.empty_like(out)
+        unsorted[order] = out
+        return unsorted
 
     def _predict_rows(self, features: np.ndarray) -> np.ndarray:
         """Call the library's ``predict(union Entry* row, int pred_margin, double* out)`` per row.

@@ -282,6 +282,16 @@ class Error(BaseModel):
     detail: str
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='Where: ["body", field] or ["body", "trips", index, field]')
+    msg: str
+    type: str
+
+
+class ValidationErrors(BaseModel):
+    detail: list[FieldError]
+
+
 class BatchTooLarge(BaseModel):
     detail: str
     max_batch: int
