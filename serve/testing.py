@@ -75,11 +75,13 @@ def train_model_dir(
     max_iter: int = 20,
     seed: int = 42,
     reference: str = "2021-01",
+    use_mlflow: bool = False,
 ) -> Path:
-    """Train with the pipeline's train stage (use_mlflow=False) in ``workdir``; returns workdir/models.
+    """Train with the pipeline's train stage in ``workdir``; returns workdir/models.
 
     ``train``/``holdout`` are feature frames (see :func:`features_with_target`). The stage reads
-    and hashes data/features/*.parquet relative to the working directory, hence the chdir.
+    and hashes data/features/*.parquet relative to the working directory, hence the chdir; with
+    ``use_mlflow`` it also registers the model (MLFLOW_TRACKING_URI, default workdir/mlflow.db).
     """
     from stages.months import add_months
     from stages.params import DataParams, HGBParams, MonthParams, Params, TrainParams
@@ -94,7 +96,7 @@ def train_model_dir(
         train=TrainParams(seed=seed, hist_gradient_boosting=HGBParams(max_iter=max_iter)),
     )
     with contextlib.chdir(workdir):
-        train_stage(params, out_dir=workdir / "models", use_mlflow=False)
+        train_stage(params, out_dir=workdir / "models", use_mlflow=use_mlflow)
     return workdir / "models"
 
 

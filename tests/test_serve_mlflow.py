@@ -1,0 +1,106 @@
+"""Serving from MLflow: ``AUTOOPS_MODEL_URI=models:/<name>@champion`` against a real (sqlite)
+registry filled by the pipeline's train stage, following the alias when it moves."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from serve.model_store import DirSource, MlflowSource
+from serve.schemas import Trip, trip_columns
+from serve.testing import ServerProcess, features_with_target, random_trips, train_model_dir
+from stages.features import feature_matrix
+from stages.model import MODEL_FILE, load_model
+
+TRIPS = [
+    {
+        "pu_location_id": 74,
+        "do_location_id": 168,
+        "trip_distance": 2.3,
+        "pickup_datetime": "2021-01-15T08:30:00",
+    },
+    {"pu_location_id": 41, "do_location_id": 42, "trip_distance": 0.9, "pickup_hour": 17.5, "pickup_dow": 4},
+]
+
+
+def expected(estimator: Any) -> np.ndarray:
+    return np.asarray(
+        estimator.predict(feature_matrix(trip_columns([Trip.model_validate(t) for t in TRIPS])))
+    )
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two versions registered by the train stage; the champion alias stays on the first."""
+    work = tmp_path_factory.mktemp("mlflow")
+    tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    versions = []
+    try:
+        for seed, iters in ((1, 12), (2, 16)):
+            frame = features_with_target(random_trips(2500, seed=seed))
+            models = train_model_dir(
+                work, frame.iloc[:2000], frame.iloc[2000:], max_iter=iters, seed=seed, use_mlflow=True
+            )
+            card = json.loads((models / "model_card.json").read_text())
+            estimator = load_model(models / MODEL_FILE, sha256=card["model_sha256"])
+            versions.append(
+                {
+                    "card": card,
+                    "estimator": estimator,
+                    "registry": json.loads((models / "registry.json").read_text()),
+                }
+            )
+    finally:
+        mp.undo()
+    return {"work": work, "tracking_uri": tracking_uri, "models": work / "models", "versions": versions}
+
+
+def test_registry_version_of_a_models_dir(registry: dict[str, Any]) -> None:
+    artifact = DirSource(registry["models"]).resolve()
+    assert artifact.registry_version == "2"
+    assert artifact.model_uri == "models:/green-taxi-duration/2"
+
+
+def test_mlflow_source_uri_forms() -> None:
+    alias = MlflowSource("models:/green-taxi-duration@champion")
+    assert (alias.name, alias.alias, alias.version) == ("green-taxi-duration", "champion", None)
+    pinned = MlflowSource("models:/green-taxi-duration/3")
+    assert (pinned.alias, pinned.version) == (None, "3")
+    with pytest.raises(ValueError, match="expected models:/"):
+        MlflowSource("runs:/abc/model")
+
+
+def test_serves_the_champion_and_follows_the_alias(registry: dict[str, Any]) -> None:
+    v1, v2 = registry["versions"]
+    env = {
+        "AUTOOPS_MODEL_URI": "models:/green-taxi-duration@champion",
+        "MLFLOW_TRACKING_URI": registry["tracking_uri"],
+        "AUTOOPS_COMPILED_CACHE": str(registry["work"] / "compiled"),
+        "AUTOOPS_PREDICTION_LOG": "off",
+        "AUTOOPS_WATCH_INTERVAL_S": "0.5",
+    }
+    with ServerProcess(cwd=registry["work"], env=env, args=("--workers", "1")) as server:
+        info = httpx.get(f"{server.url}/model/info").json()
+        assert info["version"] == v1["card"]["version"]
+        assert (info["registry_version"], info["model_uri"]) == ("1", "models:/green-taxi-duration/1")
+        assert info["source"] == "models:/green-taxi-duration@champion"
+        served = httpx.post(f"{server.url}/predict_batch", json={"trips": TRIPS}).json()["predictions"]
+        # The registry's copy is skops, not the pickle: the same model all the same.
+        np.testing.assert_allclose(served, expected(v1["estimator"]), atol=1e-6, rtol=0)
+
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=registry["tracking_uri"]).set_registered_model_alias(
+            "green-taxi-duration", "champion", "2"
+        )
+        server.wait_for(lambda h: h["model_version"] == v2["card"]["version"], timeout=60)
+        served = httpx.post(f"{server.url}/predict_batch", json={"trips": TRIPS}).json()
+        assert served["model_version"] == v2["card"]["version"]
+        np.testing.assert_allclose(served["predictions"], expected(v2["estimator"]), atol=1e-6, rtol=0)
+        assert httpx.get(f"{server.url}/model/info").json()["registry_version"] == "2"
