@@ -134,7 +134,11 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.wait_for(lambda health: health["model_loaded"] or not ready, timeout)
+        try:
+            self.wait_for(lambda health: health["model_loaded"] or not ready, timeout)
+        except BaseException:
+            self.stop()  # a server that never became ready must not outlive the test
+            raise
         return self
 
     def wait_for(self, predicate: Any, timeout: float = 60.0) -> dict[str, Any]:
