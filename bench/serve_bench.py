@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from serve.predictor import SklearnPredictor, compile_model
 from serve.schemas import BatchRequest, Trip, trip_columns
@@ -164,16 +165,18 @@ class Server:
 JSON = {"Content-Type": "application/json"}
 
 
-def servers(workdir: Path, workers: int, cache: Path) -> tuple[Server, Server]:
+def servers(workdir: Path, workers: int, cache: Path) -> list[Server]:
+    """Ours; MLflow as shipped (1 worker, OpenMP's default threads); MLflow with our settings
+    (the same workers, one OpenMP thread each) - the strongest MLflow this machine can run."""
     registry = json.loads((workdir / "models" / "registry.json").read_text())
     base = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "OMP_NUM_THREADS": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
         "PYTHONPATH": str(ROOT),
     }
+    base.pop("OMP_NUM_THREADS", None)
     ours = Server(
         "ours",
         [sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers)],
@@ -186,29 +189,16 @@ def servers(workdir: Path, workers: int, cache: Path) -> tuple[Server, Server]:
         },
         "/predict",
     )
-    mlflow = Server(
-        "mlflow",
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            registry["model_uri"],
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "{port}",
-            "--workers",
-            str(workers),
-        ],
-        base,
+    mlflow = [sys.executable, "-m", "mlflow", "models", "serve", "-m", registry["model_uri"]]
+    mlflow += ["--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"]
+    shipped = Server("mlflow", mlflow, base, "/invocations")
+    matched = Server(
+        "mlflow-matched",
+        [*mlflow, "--workers", str(workers)],
+        {**base, "OMP_NUM_THREADS": "1"},
         "/invocations",
     )
-    return ours, mlflow
+    return [ours, shipped, matched]
 
 
 # --- wrk ---------------------------------------------------------------------------------------------
@@ -292,22 +282,27 @@ def timed(fn: Any, repeat: int, batches: int = 5) -> float:
 
 
 def micro(estimator: Any, compiled: Any, bodies: Bodies) -> dict[str, float]:
-    one = [Trip.model_validate(bodies.trips[0])]
+    """The steps of a request, in-process (a warm cache: inside a server each costs more)."""
+    one_body = bodies.ours_single[0].encode()
+    one = [Trip.model_validate_json(one_body)]
+    batch_body = bodies.ours_batch.encode()
+    trips = BatchRequest.model_validate_json(batch_body).trips
     x1, xk = bodies.features[:1], bodies.features[:BATCH_ROWS]
-    batch = json.loads(bodies.ours_batch)
     sklearn = SklearnPredictor(estimator)
-    return {
-        "validate 1 trip (pydantic)": timed(lambda: Trip.model_validate(bodies.trips[0]), 2000),
-        "features 1 trip (stages.features)": timed(lambda: feature_matrix(trip_columns(one)), 2000),
-        "predict 1 row, sklearn": timed(lambda: sklearn.predict(x1), 200),
-        "predict 1 row, compiled": timed(lambda: compiled.predict(x1), 2000),
-        "validate 1000 trips": timed(lambda: BatchRequest.model_validate(batch), 20),
-        "features 1000 trips": timed(
-            lambda: feature_matrix(trip_columns(BatchRequest.model_validate(batch).trips)), 20
-        ),
-        "predict 1000 rows, sklearn": timed(lambda: sklearn.predict(xk), 20),
-        "predict 1000 rows, compiled": timed(lambda: compiled.predict(xk), 20),
-    }
+    # One OpenMP thread, as in each worker of either server.
+    with threadpool_limits(limits=1):
+        return {
+            "1 trip: validate JSON body": timed(lambda: Trip.model_validate_json(one_body), 2000),
+            "1 trip: features (stages.features)": timed(lambda: feature_matrix(trip_columns(one)), 2000),
+            "1 trip: predict, sklearn": timed(lambda: sklearn.predict(x1), 200),
+            "1 trip: predict, compiled": timed(lambda: compiled.predict(x1), 2000),
+            f"{BATCH_ROWS} trips: validate JSON body": timed(
+                lambda: BatchRequest.model_validate_json(batch_body), 20
+            ),
+            f"{BATCH_ROWS} trips: features": timed(lambda: feature_matrix(trip_columns(trips)), 20),
+            f"{BATCH_ROWS} trips: predict, sklearn": timed(lambda: sklearn.predict(xk), 20),
+            f"{BATCH_ROWS} trips: predict, compiled": timed(lambda: compiled.predict(xk), 20),
+        }
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -333,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2, help="each round measures both, order alternated")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
+    parser.add_argument("--micro-only", action="store_true", help="only the in-process timings")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("error: wrk not found (apt-get install wrk)")
@@ -360,40 +356,44 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model {card['version']}: {compiled.meta['num_tree']} trees, compiled in {compile_s:.0f} s")
     for name, ms in results["micro_ms"].items():
         print(f"  {name:38s} {ms:8.3f} ms")
+    if args.micro_only:
+        return
 
-    ours, mlflow = servers(workdir, args.workers, cache)
+    pool = servers(workdir, args.workers, cache)
+    ours = pool[0]
     log_dir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    cold: dict[str, list[float]] = {"ours": [], "mlflow": []}
-    probes = {"ours": bodies.ours_single[0], "mlflow": bodies.mlflow_single[0]}
-    with running(ours, mlflow):
-        # Cold starts in the order A B B A; the servers of the last two stay up for the load.
-        for server in (ours, mlflow, mlflow, ours):
+    cold: dict[str, list[float]] = {server.name: [] for server in pool}
+    with running(*pool):
+        # Cold starts forwards then backwards; the last start of each stays up for the load.
+        for server in [*pool, *reversed(pool)]:
             server.stop()
-            cold[server.name].append(server.start(log_dir, probes[server.name]))
+            probe = bodies.ours_single[0] if server is ours else bodies.mlflow_single[0]
+            cold[server.name].append(server.start(log_dir, probe))
             print(f"cold start {server.name}: {cold[server.name][-1]:.2f} s")
         results["cold_start_s"] = cold
-        # Identical inputs must give identical answers: check both on the batch before timing.
+        # Identical inputs must give identical answers: check on the batch before timing.
         ours_pred = httpx.post(
             ours.url + "/predict_batch", content=bodies.ours_batch, headers=JSON, timeout=60
-        ).json()
-        ml_pred = httpx.post(
-            mlflow.url + "/invocations", content=bodies.mlflow_batch, headers=JSON, timeout=60
-        ).json()
-        results["max_abs_diff_vs_mlflow"] = float(
-            np.max(np.abs(np.array(ours_pred["predictions"]) - np.array(ml_pred["predictions"])))
         )
+        ml_pred = httpx.post(
+            pool[1].url + "/invocations", content=bodies.mlflow_batch, headers=JSON, timeout=60
+        )
+        diff = np.abs(np.array(ours_pred.json()["predictions"]) - np.array(ml_pred.json()["predictions"]))
+        results["max_abs_diff_vs_mlflow"] = float(diff.max())
         print(f"max |ours - mlflow| over {BATCH_ROWS} trips: {results['max_abs_diff_vs_mlflow']:.2e} min")
 
         scripts = {
-            ("ours", "single"): lua_script(ours.path, bodies.ours_single, log_dir),
-            ("mlflow", "single"): lua_script(mlflow.path, bodies.mlflow_single, log_dir),
-            ("ours", "batch"): lua_script("/predict_batch", [bodies.ours_batch], log_dir),
-            ("mlflow", "batch"): lua_script(mlflow.path, [bodies.mlflow_batch], log_dir),
+            (ours.name, "single"): lua_script(ours.path, bodies.ours_single, log_dir),
+            (ours.name, "batch"): lua_script("/predict_batch", [bodies.ours_batch], log_dir),
         }
+        for server in pool[1:]:
+            scripts[(server.name, "single")] = lua_script(server.path, bodies.mlflow_single, log_dir)
+            scripts[(server.name, "batch")] = lua_script(server.path, [bodies.mlflow_batch], log_dir)
         scenarios = [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]
         runs: dict[str, list[Run]] = {}
         for round_index in range(args.rounds):
-            order = (ours, mlflow) if round_index % 2 == 0 else (mlflow, ours)
+            # A different server goes first every round, so drifting machine load hits all alike.
+            order = pool[round_index % len(pool) :] + pool[: round_index % len(pool)]
             for kind, connections in scenarios:
                 for server in order:
                     script = scripts[(server.name, kind)]
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
                     run = wrk(server.url, script, connections, args.duration)
                     runs.setdefault(f"{server.name} {kind} c={connections}", []).append(run)
                     print(
-                        f"round {round_index + 1} {server.name:6s} {kind:6s} c={connections:<2d} "
+                        f"round {round_index + 1} {server.name:14s} {kind:6s} c={connections:<2d} "
                         f"{run.rps:9.1f} req/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:8.2f} ms  "
                         f"errors {run.errors}"
                     )
@@ -418,29 +418,37 @@ def main(argv: list[str] | None = None) -> None:
 
 def summary(results: dict[str, Any]) -> str:
     med = results["median"]
+    names = list(results["cold_start_s"])
     lines = [
         "",
-        "| Scenario | Ours req/s | MLflow req/s | Ratio | Ours p50 / p99 (ms) | MLflow p50 / p99 (ms) "
-        "| p99 ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| Scenario | "
+        + " | ".join(f"{n} req/s, p50 / p99 ms" for n in names)
+        + " | ours vs "
+        + " / ".join(names[1:])
+        + " |",
     ]
+    lines.append("|---|" + "---:|" * len(names) + "---:|")
     for kind, connections in [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]:
-        ours, ml = med[f"ours {kind} c={connections}"], med[f"mlflow {kind} c={connections}"]
-        unit = "" if kind == "single" else f" ({BATCH_ROWS} trips)"
+        cells, ours = [], med[f"{names[0]} {kind} c={connections}"]
+        for name in names:
+            m = med[f"{name} {kind} c={connections}"]
+            rate = f"{m['rps'] * BATCH_ROWS:,.0f} rows/s" if kind == "batch" else f"{m['rps']:,.0f}"
+            cells.append(f"{rate}, {m['p50_ms']:.2f} / {m['p99_ms']:.1f}")
+        ratios = [
+            f"{ours['rps'] / med[f'{n} {kind} c={connections}']['rps']:.1f}x rate, "
+            f"p99 {ours['p99_ms'] / med[f'{n} {kind} c={connections}']['p99_ms']:.2f}x"
+            for n in names[1:]
+        ]
+        scenario = f"{BATCH_ROWS}-trip batches" if kind == "batch" else "single trip"
         lines.append(
-            f"| {kind}{unit}, c={connections} | {ours['rps']:.0f} | {ml['rps']:.1f} "
-            f"| {ours['rps'] / ml['rps']:.1f}x "
-            f"| {ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} | {ml['p50_ms']:.2f} / {ml['p99_ms']:.2f} "
-            f"| {ml['p99_ms'] / ours['p99_ms']:.0f}x lower |"
+            f"| {scenario}, c={connections} | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |"
         )
-    batch_ours = med[f"ours batch c={BATCH_CONCURRENCY}"]["rps"] * BATCH_ROWS
-    batch_ml = med[f"mlflow batch c={BATCH_CONCURRENCY}"]["rps"] * BATCH_ROWS
     cold = results["cold_start_s"]
     lines += [
         "",
-        f"Batch rows/s: ours {batch_ours:,.0f}, MLflow {batch_ml:,.0f} ({batch_ours / batch_ml:.1f}x).",
-        f"Cold start (launch to first prediction): ours {', '.join(f'{s:.2f}' for s in cold['ours'])} s; "
-        f"MLflow {', '.join(f'{s:.2f}' for s in cold['mlflow'])} s.",
+        "Cold start (launch to first prediction): "
+        + "; ".join(f"{n} {', '.join(f'{s:.2f}' for s in cold[n])} s" for n in names)
+        + ".",
     ]
     return "\n".join(lines)
 
