@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -134,10 +135,48 @@ def base_image(container_tools: None, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mlflow_server(container_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An MLflow tracking server on the host (as in docker-compose.yml), reachable from the
+    container: chroot isolation shares the host's network."""
+    work = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += [
+        "--backend-store-uri",
+        f"sqlite:///{work / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(work / "a"),
+    ]
+    with open(work / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            assert server.poll() is None and time.monotonic() < deadline, (work / "server.log").read_text()
+            time.sleep(0.3)
+        yield url
+    finally:
+        stop_group(server)
+
+
+@pytest.fixture(scope="session")
+def model_dir(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model baked into the image, also registered (version 1, champion) in the MLflow server."""
     work = tmp_path_factory.mktemp("image-model")
     frame = features_with_target(random_trips(3000, seed=21))
-    return train_model_dir(work, frame.iloc[:2400], frame.iloc[2400:], max_iter=15)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    try:
+        return train_model_dir(work, frame.iloc[:2400], frame.iloc[2400:], max_iter=15, use_mlflow=True)
+    finally:
+        mp.undo()
 
 
 @pytest.fixture(scope="session")
@@ -184,6 +223,64 @@ def test_image_config(image: str) -> None:
     assert "8000/tcp" in config["ExposedPorts"]
 
 
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+@contextlib.contextmanager
+def serving(container: str, *env: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`python -m serve` from the image (buildah run); yields its URL and /health once ready."""
+    port = free_port()
+    command = [
+        "buildah",
+        "--storage-driver",
+        "vfs",
+        "run",
+        "--isolation=chroot",
+        f"--env=AUTOOPS_PORT={port}",
+    ]
+    command += [
+        "--env=AUTOOPS_WORKERS=1",
+        *(f"--env={e}" for e in env),
+        container,
+        "--",
+        "python",
+        "-m",
+        "serve",
+    ]
+    service = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        health: dict[str, Any] = {}
+        deadline = time.monotonic() + 120
+        while not health.get("model_loaded"):
+            if service.poll() is not None or time.monotonic() > deadline:
+                stop_group(service)
+                raise AssertionError(service.stdout.read().decode() if service.stdout else "no output")
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(f"{url}/health", timeout=2).json()
+            time.sleep(0.2)
+        yield url, health
+    finally:
+        stop_group(service)
+
+
+def expected_duration(model_dir: Path) -> float:
+    from serve.schemas import Trip, trip_columns
+
+    card = DirSource(model_dir).resolve().card
+    estimator = load_model(model_dir / card["model_file"], sha256=card["model_sha256"])
+    return float(estimator.predict(feature_matrix(trip_columns([Trip.model_validate(TRIP)])))[0])
+
+
 @pytest.mark.container
 def test_image_serves_the_baked_in_model(container: str, model_dir: Path) -> None:
     def run(*command: str, env: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
@@ -192,57 +289,30 @@ def test_image_serves_the_baked_in_model(container: str, model_dir: Path) -> Non
 
     assert run("id", "-u").stdout.strip() == "10001"
     assert run("sh", "-c", "command -v gcc cc").returncode != 0  # no compiler at runtime
-
-    port = free_port()
-    service = subprocess.Popen(
-        [
-            "buildah",
-            "--storage-driver",
-            "vfs",
-            "run",
-            "--isolation=chroot",
-            f"--env=AUTOOPS_PORT={port}",
-            "--env=AUTOOPS_WORKERS=1",
-            container,
-            "--",
-            "python",
-            "-m",
-            "serve",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        health: dict = {}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not health.get("model_loaded"):
-            assert service.poll() is None, service.stdout.read().decode() if service.stdout else ""
-            with contextlib.suppress(httpx.HTTPError):
-                health = httpx.get(f"{url}/health", timeout=2).json()
-            time.sleep(0.2)
-        card = DirSource(model_dir).resolve().card
+    card = DirSource(model_dir).resolve().card
+    with serving(container) as (url, health):
         assert health == {
             "status": "ok",
             "model_loaded": True,
             "model_version": card["version"],
             "predictor": "compiled",
         }
-
         response = httpx.post(f"{url}/predict", json=TRIP, timeout=10)
         assert response.status_code == 200
-        from serve.schemas import Trip, trip_columns
-
-        estimator = load_model(model_dir / card["model_file"], sha256=card["model_sha256"])
-        expected = estimator.predict(feature_matrix(trip_columns([Trip.model_validate(TRIP)])))[0]
-        assert response.json()["duration_min"] == pytest.approx(expected, abs=1e-6)
+        assert response.json()["duration_min"] == pytest.approx(expected_duration(model_dir), abs=1e-6)
+        port = url.rsplit(":", 1)[1]
         assert run("python", "-m", "serve.healthcheck", env=(f"AUTOOPS_PORT={port}",)).returncode == 0
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(service.pid, signal.SIGTERM)
-        try:
-            service.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(service.pid, signal.SIGKILL)
-            service.wait(30)
+
+
+@pytest.mark.container
+def test_image_serves_mlflows_champion(container: str, model_dir: Path, mlflow_server: str) -> None:
+    """The compose setup: the image, AUTOOPS_MODEL_URI and a tracking server. The champion is the
+    baked-in model, so the library compiled at build time serves it (same sha256)."""
+    card = DirSource(model_dir).resolve().card
+    env = ("AUTOOPS_MODEL_URI=models:/green-taxi-duration@champion", f"MLFLOW_TRACKING_URI={mlflow_server}")
+    with serving(container, *env) as (url, health):
+        assert (health["model_version"], health["predictor"]) == (card["version"], "compiled")
+        info = httpx.get(f"{url}/model/info", timeout=10).json()
+        assert (info["source"], info["registry_version"]) == ("models:/green-taxi-duration@champion", "1")
+        response = httpx.post(f"{url}/predict", json=TRIP, timeout=10)
+        assert response.json()["duration_min"] == pytest.approx(expected_duration(model_dir), abs=1e-6)
