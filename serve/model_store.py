@@ -10,6 +10,7 @@ no request fails or mixes two models during a swap; each response names the vers
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -307,8 +308,10 @@ class ModelHolder:
 
     def _compile(self, artifact: ModelArtifact, estimator: Any) -> None:
         """Compile in the background, then upgrade the predictor of the same version in place."""
-        # Linux niceness is per thread and inherited by the compiler processes this thread starts.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICENESS)
+        # Linux niceness is per thread and inherited by the compiler processes this thread starts
+        # (elsewhere this may not apply; compiling at normal priority is still correct).
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICENESS)
         compiled = compile_model(estimator, str(artifact.card["model_sha256"]), self.settings.compiled_cache)
         if compiled is None:
             return

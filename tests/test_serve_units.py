@@ -403,7 +403,7 @@ def test_a_locked_log_never_blocks_requests(tmp_path: Path) -> None:
     started = time.perf_counter()
     for _ in range(50):
         log.append(features[:1], predictions[:1], "v1")
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 1.0  # the database waits up to 10 s; requests never do
     blocker.rollback()
     blocker.close()
     log.close()
