@@ -2,8 +2,8 @@
 
 Docker cannot run here, but buildah can build the Dockerfile as is (vfs storage, chroot isolation)
 and run the result. No base image can be pulled, so the base is made with debootstrap (Debian
-bookworm: its python3 is 3.11) and kept in buildah's image store for the next run; with
-``--layers`` the dependency layers are reused too, so a rebuild mostly re-runs the model compile.
+bookworm: its python3 is 3.11) and kept in buildah's image store for the next run; pip's
+download cache is a build cache mount, so later builds download nothing from PyPI.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ from stages.features import feature_matrix
 from stages.model import load_model
 
 BASE_TAG = "localhost/autoops-test-base:bookworm"
-IMAGE_TAG = "localhost/autoops-serve:test"
+# vfs works everywhere (no kernel overlay support needed) but stores every layer as a full copy:
+# the image is built without intermediate layers and removed afterwards, only the base is kept.
+STORAGE_DRIVER = os.environ.get("AUTOOPS_BUILDAH_STORAGE_DRIVER", "vfs")
+# Unique per session: other checkouts on this machine may be building in the same image store.
+IMAGE_TAG = f"localhost/autoops-serve-test:{uuid.uuid4().hex[:12]}"
 DEBIAN_MIRROR = os.environ.get("AUTOOPS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # pip inside the build reaches PyPI the way pip here does: with this machine's CA bundle.
 CA_BUNDLE = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
@@ -77,7 +82,7 @@ def test_compose_has_the_api_and_an_mlflow_server() -> None:
 
 
 def buildah(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-    command = ["buildah", "--storage-driver", "vfs", *args]
+    command = ["buildah", "--storage-driver", STORAGE_DRIVER, *args]
     run = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if check and run.returncode != 0:
         raise AssertionError(
@@ -180,7 +185,7 @@ def model_dir(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="session")
-def image(base_image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def image(base_image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Dockerfile built as `docker build .` would, with a test model in models/."""
     context = tmp_path_factory.mktemp("image-context")
     for name in ("Dockerfile", ".dockerignore", "constraints.txt"):
@@ -192,7 +197,7 @@ def image(base_image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFac
     buildah(
         "bud",
         "--format=docker",  # the OCI format has no HEALTHCHECK
-        "--layers",
+        "--layers=false",  # no per-instruction images to pile up (vfs copies each in full)
         "--isolation=chroot",
         f"--build-arg=BASE_IMAGE={base_image}",
         *secret,
@@ -201,7 +206,10 @@ def image(base_image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFac
         str(context),
         timeout=1500,
     )
-    return IMAGE_TAG
+    try:
+        yield IMAGE_TAG
+    finally:
+        buildah("rmi", IMAGE_TAG, check=False)
 
 
 @pytest.fixture
