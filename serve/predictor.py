@@ -39,9 +39,9 @@ PARITY_TOLERANCE = 1e-6
 # gcc's time grows much faster than linearly with function size: 300 trees in 2 translation units
 # took 8.5 min, in 32 units 46 s, and the library predicts equally fast either way.
 TREES_PER_UNIT = 10
-# Size over speed: 300 trees of if/else code overflow the instruction cache, so -Os predicts faster
-# than tl2cgen's default -O3 (10 vs 18-20 ms per 1000 real rows; sklearn: 18 ms), and quantized
-# thresholds (integer compares after one binary search per feature) a little faster again.
+# Size over speed: 300 trees of if/else code (1.7 MB) overflow the instruction cache at tl2cgen's
+# default -O3, which predicts half as fast as -Os here; quantized thresholds (integer compares
+# after one binary search per feature) are a little faster again. bench/README.md has the figures.
 COMPILER_OPTIONS = ("-Os",)
 COMPILER_PARAMS: dict[str, Any] = {"quantize": 1}
 # Requests up to this many rows call the library per row (CompiledPredictor._predict_rows).
