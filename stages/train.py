@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from stages import tracking
 from stages.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
@@ -45,7 +46,12 @@ def fit(params: Params, train: pd.DataFrame) -> tuple[Any, float]:
     x, y = xy(train)
     model = build_model(params.train)
     started = time.perf_counter()
-    model.fit(x, y)
+    # One OpenMP thread: HistGradientBoosting sums gradients with parallel reductions whose order
+    # depends on the thread count, so the model's bytes (and dvc.lock) would differ between a
+    # 2-core CI runner and an 8-core laptop. It also keeps a 2-3 s fit from collapsing to a minute
+    # when other processes compete for the cores (OpenMP barriers wait for descheduled threads).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        model.fit(x, y)
     return model, time.perf_counter() - started
 
 

@@ -73,7 +73,7 @@ def _ingest_with_bad_month(
     assert "Traceback" not in result.stderr
     # Nothing half-written: the output folder was never published, and no temp folder is left.
     assert not (project / "data" / "raw").exists()
-    assert not list(project.glob("data/.*"))
+    assert not list(project.glob("data/.raw*"))
     return error_lines[0], bad
 
 
