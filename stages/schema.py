@@ -14,6 +14,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.months import validate_month
+
 CANONICAL_SCHEMA = pa.schema(
     [
         ("VendorID", pa.int32()),
@@ -49,6 +51,36 @@ REQUIRED_COLUMNS = (
     "DOLocationID",
     "trip_distance",
 )
+
+
+# How the older eras differ from the canonical (2023-02 onward) types; the synthetic source writes
+# each month in its era's schema so that normalisation is exercised on every run.
+_OLD_ERA_TYPES = {
+    "VendorID": pa.int64(),
+    "RatecodeID": pa.float64(),
+    "PULocationID": pa.int64(),
+    "DOLocationID": pa.int64(),
+    "passenger_count": pa.float64(),
+    "ehail_fee": pa.null(),
+    "payment_type": pa.float64(),
+    "trip_type": pa.float64(),
+}
+_NEW_ERA_TYPES = {"store_and_fwd_flag": pa.large_string()}
+FIRST_NEW_ERA_MONTH = "2023-02"
+FIRST_CBD_FEE_MONTH = "2025-01"
+
+
+def tlc_raw_schema(month: str) -> pa.Schema:
+    """The schema TLC publishes the Green Taxi file of ``month`` in (column order and types)."""
+    month = validate_month(month)
+    overrides = _OLD_ERA_TYPES if month < FIRST_NEW_ERA_MONTH else _NEW_ERA_TYPES
+    return pa.schema(
+        [
+            pa.field(f.name, overrides.get(f.name, f.type))
+            for f in CANONICAL_SCHEMA
+            if f.name != "cbd_congestion_fee" or month >= FIRST_CBD_FEE_MONTH
+        ]
+    )
 
 
 class SchemaError(ValueError):

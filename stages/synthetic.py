@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from stages.months import month_index, parse_month
 from stages.params import SyntheticParams
+from stages.schema import tlc_raw_schema
 
 CALIBRATION_FILE = "synthetic_calibration.json"
 
@@ -67,67 +68,9 @@ NEGATIVE_DURATION_SHARE = 0.0002
 _SEGMENTS = ("S", "M", "L")  # street hail, "missing block" (app/flex rows), long-trip mix
 
 
-def _old_era_schema() -> pa.Schema:
-    return pa.schema(
-        [
-            ("VendorID", pa.int64()),
-            ("lpep_pickup_datetime", pa.timestamp("us")),
-            ("lpep_dropoff_datetime", pa.timestamp("us")),
-            ("store_and_fwd_flag", pa.string()),
-            ("RatecodeID", pa.float64()),
-            ("PULocationID", pa.int64()),
-            ("DOLocationID", pa.int64()),
-            ("passenger_count", pa.float64()),
-            ("trip_distance", pa.float64()),
-            ("fare_amount", pa.float64()),
-            ("extra", pa.float64()),
-            ("mta_tax", pa.float64()),
-            ("tip_amount", pa.float64()),
-            ("tolls_amount", pa.float64()),
-            ("ehail_fee", pa.null()),
-            ("improvement_surcharge", pa.float64()),
-            ("total_amount", pa.float64()),
-            ("payment_type", pa.float64()),
-            ("trip_type", pa.float64()),
-            ("congestion_surcharge", pa.float64()),
-        ]
-    )
-
-
-def _new_era_schema(with_cbd: bool) -> pa.Schema:
-    fields = [
-        ("VendorID", pa.int32()),
-        ("lpep_pickup_datetime", pa.timestamp("us")),
-        ("lpep_dropoff_datetime", pa.timestamp("us")),
-        ("store_and_fwd_flag", pa.large_string()),
-        ("RatecodeID", pa.int64()),
-        ("PULocationID", pa.int32()),
-        ("DOLocationID", pa.int32()),
-        ("passenger_count", pa.int64()),
-        ("trip_distance", pa.float64()),
-        ("fare_amount", pa.float64()),
-        ("extra", pa.float64()),
-        ("mta_tax", pa.float64()),
-        ("tip_amount", pa.float64()),
-        ("tolls_amount", pa.float64()),
-        ("ehail_fee", pa.float64()),
-        ("improvement_surcharge", pa.float64()),
-        ("total_amount", pa.float64()),
-        ("payment_type", pa.int64()),
-        ("trip_type", pa.int64()),
-        ("congestion_surcharge", pa.float64()),
-    ]
-    if with_cbd:
-        fields.append(("cbd_congestion_fee", pa.float64()))
-    return pa.schema(fields)
-
-
 def raw_schema(month: str) -> pa.Schema:
     """The schema TLC published the Green Taxi file of ``month`` in (column order and types)."""
-    index = month_index(month)
-    if index <= month_index("2023-01"):
-        return _old_era_schema()
-    return _new_era_schema(with_cbd=index >= month_index("2025-01"))
+    return tlc_raw_schema(month)
 
 
 # ---------------------------------------------------------------------------------------------
