@@ -80,37 +80,25 @@ def _run_stages_in(tmp: Path, monkeypatch: pytest.MonkeyPatch, params_overrides:
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_real_months_years_apart_drift(
-    real_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("reference", "current", "drifts"),
+    [("2021-02", "2022-01", True), ("2023-01", "2023-02", False)],
+    ids=["years-apart-drift", "consecutive-months-do-not"],
+)
+def test_real_month_pairs(
+    real_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reference: str,
+    current: str,
+    drifts: bool,
 ) -> None:
+    overrides = {"data.source": "dir", "data.dir": str(real_dir)}
     result = _run_stages_in(
-        tmp_path,
-        monkeypatch,
-        {
-            "data.source": "dir",
-            "data.dir": str(real_dir),
-            "months.reference": "2021-02",
-            "months.current": "2022-01",
-        },
+        tmp_path, monkeypatch, {**overrides, "months.reference": reference, "months.current": current}
     )
-    assert result["data_drift"] and result["retrain_recommended"]
-    assert {"pu_zone", "do_zone", "trip_distance", "prediction"} <= set(result["drifted_columns"])
-
-
-@pytest.mark.realdata
-@pytest.mark.slow
-def test_consecutive_real_months_do_not_drift(
-    real_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    result = _run_stages_in(
-        tmp_path,
-        monkeypatch,
-        {
-            "data.source": "dir",
-            "data.dir": str(real_dir),
-            "months.reference": "2023-01",
-            "months.current": "2023-02",
-        },
-    )
-    assert not result["data_drift"] and not result["retrain_recommended"], result["reason"]
-    assert result["drifted_share"] < 0.5
+    assert result["data_drift"] is drifts and result["retrain_recommended"] is drifts, result["reason"]
+    if drifts:
+        assert {"pu_zone", "do_zone", "trip_distance", "prediction"} <= set(result["drifted_columns"])
+    else:
+        assert result["drifted_share"] < 0.5
