@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 
 from autoops.gitops import LoopError, dvc
-from stages.evaluate import PREDICTION
+from stages.evaluate import PREDICTION, load_trained_model
 from stages.features import TARGET
-from stages.io import file_sha256, write_json, write_text
+from stages.io import StageError, file_sha256, write_json, write_text
 from stages.metrics import regression_metrics
-from stages.model import CARD_FILE, MODEL_FILE, load_model
 from stages.train import xy
 
 LOOP_DIR = Path("reports/loop")
@@ -39,15 +38,9 @@ DURATION_BINS = np.arange(0, 62, 2)
 
 
 def load_card_and_model(models_dir: Path) -> tuple[dict[str, Any], Any]:
-    card_path = models_dir / CARD_FILE
-    if not card_path.exists():
-        raise LoopError(f"{card_path}: missing; the model was never trained here (run `dvc repro train`)")
-    card = json.loads(card_path.read_text())
     try:
-        model = load_model(models_dir / MODEL_FILE, sha256=card["model_sha256"])
-    except FileNotFoundError as exc:
-        raise LoopError(f"{models_dir / MODEL_FILE}: missing; run `dvc pull` or `dvc repro train`") from exc
-    except ValueError as exc:
+        model, card = load_trained_model(models_dir)
+    except (StageError, ValueError) as exc:  # ValueError: the model does not match its card
         raise LoopError(str(exc)) from exc
     return card, model
 
@@ -378,16 +371,8 @@ def render_markdown(
         f"{drift['reference_mae']:.3f} on the reference holdout ({drift['mae_change']:+.1%}; threshold "
         f"{drift['threshold']:+.0%}).",
         "",
-        "| column | score | method | threshold | drifted |",
-        "| --- | ---: | --- | ---: | :---: |",
+        *drift_table(drift),
     ]
-    columns = drift["columns"]
-    for name in sorted(columns, key=lambda c: (not columns[c]["drifted"], c)):
-        col = columns[name]
-        lines.append(
-            f"| `{name}` | {col['score']:.4g} | {col['method']} | {col['threshold']} | "
-            f"{'**yes**' if col['drifted'] else 'no'} |"
-        )
     lines += ["", "### Plots", ""]
     for title, path in plots:
         lines += [f"![{title}]({_rel(path, report_path)})", ""]
@@ -425,3 +410,16 @@ def render_markdown(
         f"`{LOOP_DIR.as_posix()}/` on this branch.</sub>",
     ]
     return "\n".join(lines) + "\n"
+
+
+def drift_table(drift: dict[str, Any]) -> list[str]:
+    """The drift stage's per-column results as a markdown table, drifted columns first."""
+    lines = ["| column | score | method | threshold | drifted |", "| --- | ---: | --- | ---: | :---: |"]
+    columns = drift["columns"]
+    for name in sorted(columns, key=lambda c: (not columns[c]["drifted"], c)):
+        col = columns[name]
+        lines.append(
+            f"| `{name}` | {col['score']:.4g} | {col['method']} | {col['threshold']} | "
+            f"{'**yes**' if col['drifted'] else 'no'} |"
+        )
+    return lines

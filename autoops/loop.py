@@ -195,18 +195,6 @@ def latest_month(root: Path, params: Params, as_of: date | None = None) -> str:
 # --- check -------------------------------------------------------------------------------------
 
 
-def drift_table(drift: dict[str, Any]) -> list[str]:
-    lines = ["| column | score | method | threshold | drifted |", "| --- | ---: | --- | ---: | :---: |"]
-    columns = drift["columns"]
-    for name in sorted(columns, key=lambda c: (not columns[c]["drifted"], c)):
-        col = columns[name]
-        lines.append(
-            f"| `{name}` | {col['score']:.4g} | {col['method']} | {col['threshold']} | "
-            f"{'**yes**' if col['drifted'] else 'no'} |"
-        )
-    return lines
-
-
 def run_check(root: Path, month: str | None, as_of: date | None = None) -> dict[str, Any]:
     params = load_params(root / PARAMS)
     month = _month(month) if month else latest_month(root, params, as_of)
@@ -243,6 +231,8 @@ def run_check(root: Path, month: str | None, as_of: date | None = None) -> dict[
 
 
 def check_markdown(drift: dict[str, Any], breach: bool) -> str:
+    from autoops.evidence import drift_table
+
     head = "Retrain recommended" if breach else "No retrain needed"
     lines = [
         f"## Auto-Ops drift check: {drift['current_month']} vs {drift['reference_month']} — {head}",

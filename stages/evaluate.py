@@ -7,6 +7,7 @@ data behind the DVC plots declared in dvc.yaml.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -32,13 +33,14 @@ log = logging.getLogger(__name__)
 
 
 def load_trained_model(models_dir: Path = MODELS_DIR) -> tuple[object, dict]:
-    import json
-
     card_path = models_dir / CARD_FILE
     if not card_path.exists():
         raise StageError(f"{card_path}: missing; run the train stage first (dvc repro train)")
     card = json.loads(card_path.read_text())
-    return load_model(models_dir / MODEL_FILE, sha256=card["model_sha256"]), card
+    model_path = models_dir / MODEL_FILE
+    if not model_path.exists():
+        raise StageError(f"{model_path}: missing; run `dvc pull` or `dvc repro train`")
+    return load_model(model_path, sha256=card["model_sha256"]), card
 
 
 def with_predictions(model: object, frame: pd.DataFrame) -> pd.DataFrame:
