@@ -33,6 +33,7 @@ from stages.runner import EXPECTED_ERRORS
 
 PARAMS = Path("params.yaml")
 DVC_YAML = Path("dvc.yaml")
+DVC_LOCK = "dvc.lock"
 DRIFT_JSON = Path("reports/metrics/drift.json")
 EVALUATE_JSON = Path("reports/metrics/evaluate.json")
 DRIFT_HTML = Path("reports/drift_report.html")
@@ -50,9 +51,6 @@ BRANCH_PREFIX = "retrain/"
 # does not pay for importing scikit-learn and pandas through autoops.evidence/autoops.release.
 REPORT = Path("reports/loop/report.md")
 RELEASE_DIR = Path(".autoops/release")
-# Files the pipeline rewrites on every run; uncommitted changes to them are the normal state
-# after `autoops check` and are safe to discard when switching branches.
-PIPELINE_PATHS = ("dvc.lock", "data/", "models/", "reports/")
 # How far back `latest-month` probes TLC: it publishes with a lag of about two months, so a year
 # without a new file means something other than lag is wrong.
 TLC_LOOKBACK_MONTHS = 12
@@ -192,6 +190,27 @@ def latest_month(root: Path, params: Params, as_of: date | None = None) -> str:
     raise LoopError(f"TLC has published no month in the {TLC_LOOKBACK_MONTHS} months before {today_month}")
 
 
+def ensure_published(root: Path, params: Params, month: str, as_of: date | None = None) -> None:
+    """Refuse a month the source has not published: a retrain on it would train on nothing real."""
+    today_month = current_month(as_of)
+    if month_index(month) > month_index(today_month):
+        raise LoopError(
+            f"{month} is not published yet: it is after this month ({today_month}, the newest possible)"
+        )
+    if params.data.source == "tlc":
+        from stages.tlc import probe_month
+
+        # One HEAD request for the month itself: TLC's newest file is the authority, not the calendar.
+        if not probe_month(month, params.data):
+            raise LoopError(
+                f"{month} is not published yet: TLC has no file for it (newest: see `autoops latest-month`)"
+            )
+        return
+    newest = latest_month(root, params, as_of)
+    if month_index(month) > month_index(newest):
+        raise LoopError(f"{month} is not published yet: the newest {params.data.source} month is {newest}")
+
+
 # --- check -------------------------------------------------------------------------------------
 
 
@@ -255,12 +274,27 @@ def check_markdown(drift: dict[str, Any], breach: bool) -> str:
 # --- propose -----------------------------------------------------------------------------------
 
 
+def pipeline_paths(root: Path) -> list[str]:
+    """What `dvc repro` rewrites: dvc.lock and the outputs dvc.yaml declares, nothing else.
+
+    Uncommitted changes to these are the normal state after `autoops check` and are safe to
+    discard when switching branches; a hand-edited file beside them (a note in reports/) is not.
+    """
+    cached, uncached = dvc_outputs(root)
+    return [DVC_LOCK, *cached, *uncached]
+
+
+def _is_under(path: str, outputs: list[str]) -> bool:
+    return any(path == out or path.startswith(out.rstrip("/") + "/") for out in outputs)
+
+
 def ensure_only_pipeline_changes(git: Git) -> None:
     """Refuse to switch branches over anything but the pipeline's own regenerated files."""
+    outputs = pipeline_paths(git.root)
     for status, path in git.changed_paths():
         if status == "??":
             continue  # untracked files survive a branch switch and are never committed by propose
-        if path.startswith(PIPELINE_PATHS) or path in PIPELINE_PATHS:
+        if _is_under(path, outputs):
             continue
         if path == PARAMS.as_posix() and _only_current_month_changed(git):
             continue
@@ -366,11 +400,13 @@ def run_propose(
         raise LoopError(f"no git remote {remote!r} to push {branch} to: add one, or pass --no-push")
     ensure_only_pipeline_changes(git)
     base_checkout, base_sha = git.resolve_base(base, remote if has_remote else None)
-    base_reference = _base_params(git, base_sha, base).months.reference
+    base_params = _base_params(git, base_sha, base)
+    base_reference = base_params.months.reference
     if month_index(month) <= month_index(base_reference):
         raise LoopError(
             f"the model on {base} already learned {base_reference}; nothing to retrain for {month}"
         )
+    ensure_published(root, base_params, month)
     outcome: dict[str, Any] = {"month": month, "branch": branch, "base": base, "proposed": False}
 
     # 1. The verdict, from the base branch's own model and params.

@@ -401,3 +401,57 @@ def test_promote_without_a_tracking_server_is_skipped(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     code, text = _cli(_released_project(_mini_project(tmp_path / "p")), monkeypatch, "promote")
     assert code == 0 and "nothing to promote" in text
+
+
+# --- issue 9: propose's plumbing ---------------------------------------------------------------
+
+
+def test_propose_keeps_edits_to_tracked_files_dvc_yaml_does_not_declare(tmp_path: Path) -> None:
+    """Defect 4: only dvc.lock and the outputs dvc.yaml declares may be reset by a branch switch."""
+    project = _mini_project(tmp_path / "p", git=True)
+    for name in ("reports/notes.md", "reports/metrics/evaluate.json"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("{}\n")
+    _git(project, "add", "reports")
+    _git(project, "commit", "-qm", "a hand-written note beside the metrics")
+    git = Git(project)
+    (project / "reports/metrics/evaluate.json").write_text('{"mae": 1}\n')  # a declared output
+    loop.ensure_only_pipeline_changes(git)
+    (project / "reports/notes.md").write_text("my analysis, not yet committed\n")
+    with pytest.raises(LoopError, match=r"uncommitted change to reports/notes\.md"):
+        loop.ensure_only_pipeline_changes(git)
+
+
+@pytest.mark.parametrize("month", ["2030-01", "2099-12"])
+def test_propose_refuses_a_month_the_source_has_not_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, month: str
+) -> None:
+    """Defect 10: a retrain on a month that does not exist yet is an error, not a commit."""
+    project = _mini_project(tmp_path / "p", git=True)
+    code, text = _cli(project, monkeypatch, "propose", "--month", month, "--no-push")
+    assert code == 1 and text.startswith("error:")
+    assert f"{month} is not published yet" in text and "newest" in text
+    assert _git(project, "branch", "--list", "retrain/*") == ""
+
+
+def test_published_month_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    params = load_params(ROOT / "params.yaml")
+    today = date(2024, 6, 15)
+    loop.ensure_published(tmp_path, params, "2024-05", today)  # synthetic: last complete month
+    with pytest.raises(LoopError, match=r"2024-06 is not published yet.*newest.*2024-05"):
+        loop.ensure_published(tmp_path, params, "2024-06", today)
+    folder = tmp_path / "tlc"
+    folder.mkdir()
+    (folder / "green_tripdata_2024-02.parquet").write_text("x")
+    in_dir = params.model_copy(update={"data": DataParams(source="dir", dir=str(folder))})
+    loop.ensure_published(tmp_path, in_dir, "2024-02", today)
+    with pytest.raises(LoopError, match=r"2024-03 is not published yet.*2024-02"):
+        loop.ensure_published(tmp_path, in_dir, "2024-03", today)
+    # TLC: one HEAD probe of that very month (the stand-in for TLC's website).
+    monkeypatch.setattr("stages.tlc.probe_month", lambda month, data: month <= "2024-03")
+    tlc = params.model_copy(update={"data": DataParams(source="tlc")})
+    loop.ensure_published(tmp_path, tlc, "2024-03", today)
+    with pytest.raises(LoopError, match="2024-04 is not published yet"):
+        loop.ensure_published(tmp_path, tlc, "2024-04", today)
+    with pytest.raises(LoopError, match="2024-07 is not published yet"):  # after today, never probed
+        loop.ensure_published(tmp_path, tlc, "2024-07", today)
