@@ -10,6 +10,8 @@ import os
 import secrets
 from collections.abc import Mapping
 
+from autoops.gitops import LoopError
+
 
 def write_outputs(values: Mapping[str, object]) -> None:
     """Append ``values`` to ``$GITHUB_OUTPUT`` (multi-line values use the heredoc form)."""
@@ -50,3 +52,52 @@ def _text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
+
+
+# --- the REST API (pull requests only) ----------------------------------------------------------
+
+API_TIMEOUT_S = 30
+
+
+class GitHubError(LoopError):
+    """GitHub's API refused or could not be reached: one line for the user."""
+
+
+def api_repository() -> tuple[str, str] | None:
+    """``(API url, owner/repo)`` when running for a GitHub repository, else None (a laptop)."""
+    repository = os.environ.get("GITHUB_REPOSITORY")
+    if not repository:
+        return None
+    return os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"), repository
+
+
+def pull_requests(branch: str, state: str = "all") -> list[dict]:
+    """The repository's pull requests whose head is ``branch`` (this repository's, not a fork's)."""
+    import httpx
+
+    where = api_repository()
+    if where is None:
+        return []
+    api, repository = where
+    # drift-watch hands its token to CML as REPO_TOKEN; GITHUB_TOKEN is the usual name elsewhere.
+    token = os.environ.get("REPO_TOKEN") or os.environ.get("GITHUB_TOKEN")
+    headers = {"accept": "application/vnd.github+json", "x-github-api-version": "2022-11-28"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    owner = repository.split("/")[0]
+    url = f"{api}/repos/{repository}/pulls"
+    try:
+        response = httpx.get(
+            url,
+            params={"state": state, "head": f"{owner}:{branch}", "per_page": 100},
+            headers=headers,
+            timeout=API_TIMEOUT_S,
+        )
+    except httpx.HTTPError as exc:
+        raise GitHubError(f"GitHub API {url}: {exc}") from exc
+    if response.status_code != 200:
+        message = (
+            response.json().get("message", "") if "json" in response.headers.get("content-type", "") else ""
+        )
+        raise GitHubError(f"GitHub API {url}: HTTP {response.status_code} {message}".rstrip())
+    return [p for p in response.json() if p.get("head", {}).get("ref") == branch]

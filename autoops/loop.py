@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import typer
 import yaml
@@ -47,6 +47,9 @@ CHECK_MD = WORK_DIR / "check.md"
 CHAMPION_DIR = WORK_DIR / "champion"
 EVIDENCE_DIR = WORK_DIR / "evidence"
 BRANCH_PREFIX = "retrain/"
+# A git trailer on every commit `propose` makes: how a rerun tells its own commits (safe to rebuild)
+# from a person's (never dropped).
+PROPOSED_TRAILER = "Auto-Ops-Proposed"
 # Defaults of CLI options, spelled out here so that `autoops --help` (and every other command)
 # does not pay for importing scikit-learn and pandas through autoops.evidence/autoops.release.
 REPORT = Path("reports/loop/report.md")
@@ -381,6 +384,57 @@ def _switch(git: Git, ref: str, branch: str | None = None) -> None:
     dvc(git.root, "checkout", "--quiet", "--force", "--allow-missing", capture=True)
 
 
+def closed_pull_request(branch: str) -> dict[str, Any] | None:
+    """The pull request a person closed unmerged for ``branch``, unless one is open for it now."""
+    pulls = github.pull_requests(branch)
+    if any(p["state"] == "open" for p in pulls):
+        return None
+    closed = [p for p in pulls if p["state"] == "closed" and not p.get("merged_at")]
+    return max(closed, key=lambda p: p["number"]) if closed else None
+
+
+class BranchStart(NamedTuple):
+    start: str  # the commit retrain/<month> is built on
+    rebuilt: bool  # True: the remote branch is replaced (pushed with a lease)
+    remote_sha: str | None
+    local_sha: str | None
+
+
+def _foreign_commits(git: Git, base_sha: str, tip: str) -> list[str]:
+    """Commits on ``tip`` but not on the base that `propose` did not make, as `<sha> <subject> (<author>)`."""
+    out = git.run("log", "-z", "--format=%h %s (%an)%x1f%B", f"{base_sha}..{tip}")
+    foreign = []
+    for entry in filter(None, out.split("\0")):
+        line, _, message = entry.partition("\x1f")
+        if not any(t.startswith(f"{PROPOSED_TRAILER}:") for t in message.splitlines()):
+            foreign.append(line.strip())
+    return foreign
+
+
+def branch_start(
+    git: Git, remote: str, branch: str, base_sha: str, base: str, *, has_remote: bool
+) -> BranchStart:
+    """Where retrain/<month> continues: the existing branch when it contains the base, else the base.
+
+    Starting afresh drops the branch's commits, which is only allowed when `propose` made all of
+    them: a person's commit on the branch stops propose with the branch left as it is.
+    """
+    remote_sha = git.remote_branch_sha(remote, branch) if has_remote else None
+    local_sha = git.rev(f"refs/heads/{branch}")
+    tip = git.fetch_branch(remote, branch) if remote_sha else local_sha
+    if tip and git.is_ancestor(base_sha, tip):
+        return BranchStart(tip, False, remote_sha, local_sha)
+    if tip and (foreign := _foreign_commits(git, base_sha, tip)):
+        where = f"{remote}/{branch}" if remote_sha else branch
+        noun = "commit" if len(foreign) == 1 else "commits"
+        raise LoopError(
+            f"{where} has {len(foreign)} {noun} autoops did not make ({'; '.join(foreign)}) and {base} "
+            f"moved on: merge {base} into it (or rebase it) and push, then rerun; the branch is left as it is"
+        )
+    # The base moved on (or there is no branch yet): rebuild on top of it.
+    return BranchStart(base_sha, bool(remote_sha), remote_sha, local_sha)
+
+
 def run_propose(
     root: Path,
     month: str,
@@ -389,6 +443,7 @@ def run_propose(
     push: bool = True,
     force: bool = False,
     min_improvement: float = 0.0,
+    reopen: bool = False,
 ) -> dict[str, Any]:
     from autoops import evidence
 
@@ -408,6 +463,15 @@ def run_propose(
         )
     ensure_published(root, base_params, month)
     outcome: dict[str, Any] = {"month": month, "branch": branch, "base": base, "proposed": False}
+    # A person closing the month's PR unmerged answered it; asking again every week is noise.
+    if not reopen and (closed := closed_pull_request(branch)):
+        outcome["reason"] = (
+            f"{branch} was closed unmerged ({closed['html_url']}): that is the answer for {month} until a "
+            f"newer month breaches; run drift-watch by hand with month {month} to propose it again"
+        )
+        return outcome
+    # Decided before any work: a branch that cannot be continued stops propose here, untouched.
+    branch_plan = branch_start(git, remote, branch, base_sha, base, has_remote=has_remote)
 
     # 1. The verdict, from the base branch's own model and params.
     _switch(git, base_checkout)
@@ -422,18 +486,8 @@ def run_propose(
     trigger_predictions = _trigger_predictions(root)
 
     # 2. The branch: continue an existing retrain/<month> that already contains the base, else
-    # start it afresh from the base. Reruns therefore land on the same branch, never a new one.
-    remote_sha = git.remote_branch_sha(remote, branch) if has_remote else None
-    local_sha = git.rev(f"refs/heads/{branch}")
-    start, rebuilt = base_sha, False
-    if remote_sha:
-        fetched = git.fetch_branch(remote, branch)
-        if git.is_ancestor(base_sha, fetched):
-            start = fetched
-        else:
-            rebuilt = True  # the base moved on: rebuild on top of it (pushed with a lease)
-    elif local_sha and git.is_ancestor(base_sha, local_sha):
-        start = local_sha
+    # start it afresh from the base (see branch_start). Reruns land on the same branch.
+    start, rebuilt, remote_sha, local_sha = branch_plan
     _switch(git, start, branch=branch)
 
     # 3. Retrain on the new month and compare on the same rows.
@@ -496,7 +550,8 @@ def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison:
         return False
     body = (
         f"{drift['reason']}\n\n{comparison['verdict']}.\n\n"
-        "Proposed by `autoops propose`; the evidence is in reports/loop/."
+        "Proposed by `autoops propose`; the evidence is in reports/loop/.\n\n"
+        f"{PROPOSED_TRAILER}: {month}"
     )
     title = f"Retrain on {month} (the model was trained on {drift['reference_month']})"
     git.run("commit", "--quiet", "-m", title, "-m", body)
@@ -553,6 +608,10 @@ def propose_cmd(
         float,
         typer.Option(min=0.0, max=1.0, help="Relative MAE improvement the challenger needs (0.05 = 5%)."),
     ] = 0.0,
+    reopen: Annotated[
+        bool,
+        typer.Option("--reopen", help="Propose the month even though a person closed its PR unmerged."),
+    ] = False,
 ) -> None:
     """On a breach: retrain on branch retrain/<month>, compare with the champion, commit, push.
 
@@ -564,7 +623,7 @@ def propose_cmd(
         if not (root / CHECK_JSON).exists():
             raise LoopError("which month? pass --month YYYY-MM or run `autoops check` first")
         month = _read_json(root / CHECK_JSON)["month"]
-    outcome = run_propose(root, month, base, remote, push, force, min_improvement)
+    outcome = run_propose(root, month, base, remote, push, force, min_improvement, reopen)
     github.write_outputs(
         {
             "proposed": outcome["proposed"],

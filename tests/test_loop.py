@@ -455,3 +455,97 @@ def test_published_month_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         loop.ensure_published(tmp_path, tlc, "2024-04", today)
     with pytest.raises(LoopError, match="2024-07 is not published yet"):  # after today, never probed
         loop.ensure_published(tmp_path, tlc, "2024-07", today)
+
+
+def _project_with_origin(tmp_path: Path) -> tuple[Path, Path]:
+    origin = tmp_path / "origin.git"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    project = _mini_project(tmp_path / "p", git=True)
+    _git(project, "remote", "add", "origin", str(origin))
+    _git(project, "push", "-q", "origin", "main")
+    return project, origin
+
+
+def _retrain_commit(project: Path, month: str) -> None:
+    """A commit as `autoops propose` makes it (its trailer is how propose knows its own commits)."""
+    (project / "reports").mkdir(exist_ok=True)
+    (project / "reports" / f"retrain-{month}.txt").write_text(month)
+    _git(project, "add", "reports")
+    _git(project, "commit", "-qm", f"Retrain on {month}", "-m", f"{loop.PROPOSED_TRAILER}: {month}")
+
+
+def test_propose_never_drops_a_reviewers_commit_when_main_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 3: a commit a person pushed to retrain/<month> survives the next propose."""
+    project, origin = _project_with_origin(tmp_path)
+    _git(project, "checkout", "-q", "-b", "retrain/2024-05")
+    _retrain_commit(project, "2024-05")
+    (project / "params.yaml").write_text((project / "params.yaml").read_text() + "# reviewed\n")
+    _git(project, "commit", "-qam", "Reviewer: a note on the params")
+    _git(project, "push", "-q", "origin", "retrain/2024-05")
+    reviewed = _git(project, "rev-parse", "HEAD").strip()
+    _git(project, "checkout", "-q", "main")
+    (project / "README.md").write_text("main moved on\n")
+    _git(project, "add", "README.md")
+    _git(project, "commit", "-qm", "main moves on")
+    _git(project, "push", "-q", "origin", "main")
+
+    code, text = _cli(project, monkeypatch, "propose", "--month", "2024-05")
+    assert code == 1 and text.startswith("error:")
+    assert "retrain/2024-05 has 1 commit autoops did not make" in text
+    assert "Reviewer: a note on the params" in text and "merge main into it" in text
+    heads = _git(project, "ls-remote", "--heads", str(origin), "retrain/2024-05").split()
+    assert heads[0] == reviewed, "the branch must be left as it is"
+
+
+def test_propose_may_rebuild_a_branch_only_it_committed_to(tmp_path: Path) -> None:
+    project, _ = _project_with_origin(tmp_path)
+    _git(project, "checkout", "-q", "-b", "retrain/2024-05")
+    _retrain_commit(project, "2024-05")
+    _git(project, "push", "-q", "origin", "retrain/2024-05")
+    _git(project, "checkout", "-q", "main")
+    _git(project, "commit", "-q", "--allow-empty", "-m", "main moves on")
+    git = Git(project)
+    base = git.rev("main")
+    assert base
+    start = loop.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    assert start.start == base and start.rebuilt and start.remote_sha
+    # Unchanged base: continue the branch as it is.
+    _git(project, "checkout", "-q", "retrain/2024-05")
+    _git(project, "merge", "-q", "main")
+    _git(project, "push", "-q", "origin", "retrain/2024-05")
+    start = loop.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    assert start.start == git.rev("retrain/2024-05") and not start.rebuilt
+
+
+def test_a_month_whose_pr_was_closed_unmerged_is_not_proposed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 5: closing a retrain PR unmerged is the answer for that month."""
+    from tests.github_api import fake_github
+
+    project, _ = _project_with_origin(tmp_path)
+    with fake_github() as gh:
+        for key, value in gh.env().items():
+            monkeypatch.setenv(key, value)
+        pull = gh.open_pull("retrain/2024-05", "main", "Retrain on 2024-05")
+        gh.close(pull["number"])
+        out = tmp_path / "gh_output"
+        monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+        code, text = _cli(project, monkeypatch, "propose", "--month", "2024-05")
+        assert code == 0, text
+        assert "closed unmerged" in text and pull["html_url"] in text
+        assert "proposed=false" in out.read_text()
+        assert any(r.startswith("GET /repos/acme/auto-ops/pulls?") for r in gh.requests)
+        assert _git(project, "branch", "--list", "retrain/*") == ""
+        # A newer month is a new question ...
+        assert loop.closed_pull_request("retrain/2024-06") is None
+        # ... and a person can ask again for this one (drift-watch run by hand for the month).
+        code, text = _cli(project, monkeypatch, "propose", "--month", "2024-05", "--reopen")
+        assert "closed unmerged" not in text
+        # Reopened on GitHub: it is open again, so it is not an answer any more.
+        gh.pulls[0]["state"] = "open"
+        assert loop.closed_pull_request("retrain/2024-05") is None
+    monkeypatch.delenv("GITHUB_REPOSITORY")
+    assert loop.closed_pull_request("retrain/2024-05") is None  # not on GitHub: nothing to ask
