@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serve.docs import add_docs
 from serve.metrics import MetricsMiddleware, ServiceMetrics
 from serve.model_store import ModelHolder, ServedModel, make_source
 from serve.prediction_log import PredictionLog
@@ -118,7 +119,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Features are computed by the pipeline's own `stages/features.py`."
         ),
         lifespan=lifespan,
+        # serve.docs serves /docs from local files (FastAPI's pages load a CDN); no ReDoc, see there.
+        docs_url=None,
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.settings = settings
     app.state.holder = holder
     app.state.metrics = metrics
