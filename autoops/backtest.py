@@ -75,6 +75,8 @@ def settings(params: Params, jobs: int) -> dict[str, Any]:
         "drift_share": params.drift.drift_share,
         "sample_rows": params.drift.sample_rows,
         "performance_threshold": params.drift.performance_threshold,
+        "min_retrain_gain": params.drift.min_retrain_gain,
+        "late_fraction": params.drift.late_fraction,
         "periodic_every": params.backtest.periodic_every,
     }
     if params.train.model == "hist_gradient_boosting":
@@ -202,7 +204,9 @@ def backtest(
     elapsed = time.perf_counter() - started
     typer.echo(
         f"backtest: {len(replayed_months)} months x {len(result['summary'])} policies in {elapsed:.0f} s "
-        f"({work['fits']} fits, {work['scored']} month scores, {work['drift_checks']} drift checks computed; "
+        f"({work['fits']} fits, {work['challenger_fits']} trigger challengers, "
+        f"{work['scored']} month scores, "
+        f"{work['drift_checks']} drift checks computed; "
         "the rest from .cache/backtest)"
     )
     typer.echo(f"{'policy':<14}{'mean MAE':>9}{'degradation':>13}{'reduction':>11}{'retrains':>10}")

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stages.features import FEATURES, TARGET
+from stages.featurize import PICKUP_TIME
 from stages.io import StageError, file_sha256, write_parquet
 from stages.params import Params
 
@@ -51,7 +52,7 @@ class MonthData(Protocol):
         ...
 
     def features(self, month: str) -> pd.DataFrame:
-        """The model's feature columns, one row per trip; never the target."""
+        """The model's feature columns and the pickup time, one row per trip; never the target."""
         ...
 
     def labels(self, month: str) -> np.ndarray:
@@ -188,7 +189,8 @@ class SourceMonths:
         return self._frames[month]
 
     def features(self, month: str) -> pd.DataFrame:
-        return self.frame(month)[list(FEATURES)]
+        # The pickup time is known when a trip is predicted; the trigger's time split needs it.
+        return self.frame(month)[[*FEATURES, PICKUP_TIME]]
 
     def labels(self, month: str) -> np.ndarray:
         return self.frame(month)[TARGET].to_numpy(dtype=np.float64)

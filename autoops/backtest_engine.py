@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from autoops.backtest_data import MissingMonthError, MonthData, SourceMonths, build_month, code_digest, digest
-from stages.drift import compute_drift, performance_drift, verdict
+from stages.drift import compute_drift, performance_drift
 from stages.evaluate import PREDICTION, with_predictions
 from stages.features import FEATURES, TARGET
 from stages.io import StageError, atomic_dir, write_json, write_parquet
@@ -41,12 +41,18 @@ from stages.metrics import regression_metrics
 from stages.model import MODEL_FILE, load_model, predict, save_model
 from stages.months import month_index
 from stages.params import DriftParams, MonthParams, Params
+from stages.trigger import decide as trigger_decision
+from stages.trigger import fit_challenger, gain_record, mae, time_split
 
 PolicyKind = Literal["static", "periodic", "data_drift", "performance", "auto"]
 BASELINE = "periodic_k1"
 POLICY_SPECS = "static, periodic, periodic:K, data_drift, performance or auto"
 STATIC = "static"
+# The calendar frontier: retrain every K months for K = 1..6, always replayed so that any trigger
+# is judged against the habit it must beat at the same number of retrains.
+CALENDAR = tuple(range(1, 7))
 MODEL_CODE = ("stages.model", "stages.train", "stages.featurize", "stages.features")
+GAIN_CODE = (*MODEL_CODE, "stages.trigger")
 DRIFT_CODE = ("stages.drift",)
 # One thread per worker: the workers are the parallelism, and see the module docstring.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -73,26 +79,30 @@ class Policy:
         return self.kind in ("data_drift", "auto")
 
     @property
+    def needs_gain(self) -> bool:
+        return self.kind == "auto"
+
+    @property
     def description(self) -> str:
         return {
             "static": "train once on the first month, never retrain",
             "periodic": f"retrain every {self.every} month{'s' if self.every > 1 else ''}",
             "data_drift": "retrain when Evidently's data-drift verdict fires (drift.drift_share)",
             "performance": "retrain when MAE exceeds the reference MAE by drift.performance_threshold",
-            "auto": "the product's trigger: data drift OR performance drift (stages.drift.verdict)",
+            "auto": "the product's trigger: data drift OR expected retrain gain (stages.trigger.decide)",
         }[self.kind]
 
 
 def parse_policies(specs: list[str], periodic_every: int) -> list[Policy]:
     """Policies from specs (``static``, ``periodic``, ``periodic:K``, ``data_drift``, ...).
 
-    ``static`` and ``periodic_k1`` are always included: degradation is measured against
-    ``periodic_k1`` and its reduction against ``static``, so a summary without them means nothing.
+    ``static`` and the calendar ``periodic_k1``..``periodic_k6`` are always included: degradation
+    is measured against ``periodic_k1`` and its reduction against ``static``, and a trigger means
+    something only next to the calendar it must beat.
     """
-    policies: dict[str, Policy] = {
-        STATIC: Policy(STATIC, "static"),
-        BASELINE: Policy(BASELINE, "periodic", 1),
-    }
+    policies: dict[str, Policy] = {STATIC: Policy(STATIC, "static")}
+    for k in CALENDAR:
+        policies[f"periodic_k{k}"] = Policy(f"periodic_k{k}", "periodic", k)
     for spec in specs:
         kind, _, arg = spec.strip().partition(":")
         if kind == "periodic":
@@ -115,6 +125,7 @@ def decide(
     reference_mae: float,
     mae: float,
     drift: dict[str, Any] | None,
+    gain: dict[str, Any] | None,
     params: DriftParams,
 ) -> tuple[bool, str, dict[str, Any]]:
     """Retrain or not, why, and the performance-drift figures (shared by every policy's record)."""
@@ -132,15 +143,8 @@ def decide(
             return True, f"performance drift: {change} > {params.performance_threshold:+.0%})", perf
         return False, f"no performance drift: {change} <= {params.performance_threshold:+.0%})", perf
     assert drift is not None
-    if policy.kind == "data_drift":
-        share = f"{len(drift['drifted_columns'])} of {drift['n_columns']} columns drifted"
-        if drift["data_drift"]:
-            columns = ", ".join(drift["drifted_columns"])
-            ratio = f"share {drift['drifted_share']:.2f} >= {params.drift_share}"
-            return True, f"data drift: {share} ({ratio}: {columns})", perf
-        ratio = f"share {drift['drifted_share']:.2f} < {params.drift_share}"
-        return False, f"no data drift: {share} ({ratio})", perf
-    retrain, reason = verdict(drift, perf)
+    # data_drift and auto are the product's own decision, with data drift alone or with the gain.
+    retrain, reason = trigger_decision(drift, gain if policy.needs_gain else None, params.min_retrain_gain)
     return retrain, reason, perf
 
 
@@ -249,6 +253,21 @@ def score_month(
     return predictions, {k: summary[k] for k in (*keep, "prediction_drift")}
 
 
+def split_gains(
+    model_dirs: list[str], frame: pd.DataFrame, params: Params, month: str, facts_file: str
+) -> dict[str, dict[str, Any]]:
+    """The trigger's estimate at ``month`` for each deployed model: one challenger, fitted once."""
+    _, late = time_split(frame, params.drift.late_fraction)
+    path = Path(facts_file)
+    if path.exists():
+        facts = json.loads(path.read_text())
+    else:
+        _, facts = fit_challenger(frame, params, month)
+        write_json(facts, path)
+    min_gain = params.drift.min_retrain_gain
+    return {d: gain_record(facts, mae(load_model(Path(d) / MODEL_FILE), late), min_gain) for d in model_dirs}
+
+
 class InlineExecutor(Executor):
     """Runs each task at once in this process (jobs=1), one thread, like a worker would."""
 
@@ -335,6 +354,7 @@ class Store:
     fits: int = 0
     scored: int = 0
     drift_checks: int = 0
+    challengers: int = 0
 
     def __post_init__(self) -> None:
         import evidently
@@ -344,6 +364,12 @@ class Store:
             self.params.train.model_dump(),
             self.params.split.model_dump(),
             code_digest(*MODEL_CODE),
+            sklearn.__version__,
+        )
+        self._challenger_salt = digest(
+            self.params.train.model_dump(),
+            self.params.drift.late_fraction,
+            code_digest(*GAIN_CODE),
             sklearn.__version__,
         )
         drift = self.params.drift
@@ -419,6 +445,37 @@ class Store:
             metrics = json.loads(metrics_path.read_text())
             drift = json.loads(drift_path.read_text()) if ref.trained_on in drift_for else None
             out[ref.trained_on] = Scores(metrics, drift)
+        return out
+
+
+    def gains(self, refs: list[ModelRef], month: str) -> dict[str, dict[str, Any]]:
+        """The trigger's expected gain for each model at ``month`` (its labels must be revealed)."""
+        self.timeline.check_labels(month)
+        salt = digest(self._challenger_salt, self.params.drift.min_retrain_gain)
+        out: dict[str, dict[str, Any]] = {}
+        todo: list[tuple[ModelRef, Path]] = []
+        for ref in refs:
+            path = self.cache_dir / "gain" / f"{digest(ref.key, self.data.key(month), salt)}.json"
+            if path.exists():
+                out[ref.trained_on] = json.loads(path.read_text())
+            else:
+                todo.append((ref, path))
+        if not todo:
+            return out
+        for ref, _ in todo:
+            ref.ready()
+        facts = self.cache_dir / "challengers" / f"{digest(self.data.key(month), self._challenger_salt)}.json"
+        if not facts.exists():
+            self.challengers += 1
+        facts.parent.mkdir(parents=True, exist_ok=True)
+        folders = [str(ref.folder) for ref, _ in todo]
+        future = self.executor.submit(
+            split_gains, folders, self.timeline.labelled(month), self.params, month, str(facts)
+        )
+        computed = future.result()
+        for ref, path in todo:
+            write_json(computed[str(ref.folder)], path)
+            out[ref.trained_on] = computed[str(ref.folder)]
         return out
 
 
@@ -503,14 +560,20 @@ def replay(
             drift_for = {s.model.trained_on for s in states if s.policy.needs_drift}
             refs = sorted(deployed.values(), key=lambda r: month_index(r.trained_on))
             scores = store.score(refs, drift_for, month)
+            if step < len(months) - 1:
+                # periodic_k1 retrains every month: start that fit now, beside the challenger's.
+                store.model(month)
+            gain_for = {s.model.trained_on for s in states if s.policy.needs_gain}
+            gains = store.gains([deployed[m] for m in sorted(gain_for, key=month_index)], month)
             retrain_here = False
             for state in states:
                 ref = state.model
                 score = scores[ref.trained_on]
                 age = step - state.trained_step
                 reference_mae = ref.reference["holdout"]["mae"]
+                gain = gains.get(ref.trained_on) if state.policy.needs_gain else None
                 retrain, reason, perf = decide(
-                    state.policy, age, reference_mae, score.metrics["mae"], score.drift, params.drift
+                    state.policy, age, reference_mae, score.metrics["mae"], score.drift, gain, params.drift
                 )
                 record: dict[str, Any] = {
                     "month": month,
@@ -527,6 +590,8 @@ def replay(
                 if state.policy.needs_drift and score.drift is not None:
                     record["data_drift"] = score.drift["data_drift"]
                     record["drifted_share"] = score.drift["drifted_share"]
+                if gain is not None:
+                    record["expected_gain"] = gain["expected_gain"]
                 record["retrain"] = retrain
                 record["reason"] = reason
                 state.records.append(record)
@@ -541,7 +606,12 @@ def replay(
             progress("replay", month, len(months))
         for ref in store.models.values():
             ref.ready()
-        counters = {"fits": store.fits, "scored": store.scored, "drift_checks": store.drift_checks}
+        counters = {
+            "fits": store.fits,
+            "challenger_fits": store.challengers,
+            "scored": store.scored,
+            "drift_checks": store.drift_checks,
+        }
         models = {
             ref.label: {"window": ref.window, "reference_mae": ref.reference["holdout"]["mae"]}
             for ref in store.models.values()

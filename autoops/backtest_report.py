@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from autoops.backtest_engine import BASELINE, STATIC, Policy
+from autoops.backtest_engine import BASELINE, CALENDAR, STATIC, Policy
 from stages.io import atomic_path, write_json, write_text
 
 JSON_FILE = "backtest.json"
@@ -15,6 +15,8 @@ MARKDOWN_FILE = "backtest.md"
 PNG_FILE = "backtest.png"
 # Under reports/plots/ beside the pipeline's plot data; dvc.yaml's top-level `plots:` renders it.
 CSV_FILE = "plots/backtest_mae.csv"
+FRONTIER_CSV = "plots/backtest_frontier.csv"
+TRIGGER = "auto"
 
 
 def summarize(policies: list[Policy], records: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -48,11 +50,59 @@ def summarize(policies: list[Policy], records: dict[str, list[dict[str, Any]]]) 
     return out
 
 
+def versus_calendar(summary: dict[str, dict[str, Any]], name: str = TRIGGER) -> dict[str, Any] | None:
+    """Does ``name`` dominate the calendar? No ``periodic_kK`` may remove more degradation with no
+    more retrains. None when ``name`` was not replayed or static never degraded (nothing to remove).
+    """
+    point = summary.get(name)
+    if point is None or point["degradation_reduction"] is None:
+        return None
+    beaten_by = [
+        f"periodic_k{k}"
+        for k in CALENDAR
+        if summary[f"periodic_k{k}"]["retrains"] <= point["retrains"]
+        and (summary[f"periodic_k{k}"]["degradation_reduction"] or 0) > point["degradation_reduction"] + 1e-9
+    ]
+    return {
+        "policy": name,
+        "retrains": point["retrains"],
+        "degradation_reduction": point["degradation_reduction"],
+        "dominates_calendar": not beaten_by,
+        "beaten_by": beaten_by,
+    }
+
+
+def verdict_line(result: dict[str, Any]) -> str:
+    """The one line that says whether the trigger beats the calendar."""
+    check = result.get("versus_calendar")
+    if check is None:
+        return (
+            f"`{TRIGGER}` vs the calendar: undecidable here (`{STATIC}` never fell behind `{BASELINE}`, "
+            "so there was no degradation to remove)."
+        )
+    own = f"{check['degradation_reduction']:.0%} of the degradation removed, {check['retrains']} retrain(s)"
+    if check["dominates_calendar"]:
+        return (
+            f"**`{TRIGGER}` dominates the calendar**: {own}; no `periodic_kK` (K = 1..6) removes more "
+            "with no more retrains."
+        )
+    summary = result["summary"]
+    rivals = ", ".join(
+        f"`{n}` ({summary[n]['degradation_reduction']:.0%}, {summary[n]['retrains']} retrains)"
+        for n in check["beaten_by"]
+    )
+    return (
+        f"**`{TRIGGER}` does not dominate the calendar**: {own}, but {rivals} remove(s) more with no more "
+        "retrains."
+    )
+
+
 def build_result(
     months: list[str], policies: list[Policy], replayed: dict[str, Any], settings: dict[str, Any]
 ) -> dict[str, Any]:
     summary = summarize(policies, replayed["policies"])
     return {
+        "versus_calendar": versus_calendar(summary),
         "months": months,
         "scored_months": months[1:],
         "baseline": BASELINE,
@@ -84,6 +134,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"it. {months[0]} only trains the first model; MAE is averaged over the {len(months) - 1} months "
         f"after it. **Degradation** = mean MAE above `{BASELINE}` (retrain every month); **reduction** = "
         f"1 - degradation / degradation of `{STATIC}`; **retrains** = the cost.",
+        "",
+        verdict_line(result),
         "",
         "| policy | trigger | mean MAE | mean RMSE | degradation | reduction | retrains |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -134,6 +186,54 @@ def csv_table(result: dict[str, Any]) -> pd.DataFrame:
     return table
 
 
+def frontier_table(result: dict[str, Any]) -> pd.DataFrame:
+    """Retrains against degradation removed, one row per policy (DVC's scatter plot)."""
+    rows = [
+        {
+            "policy": name,
+            "retrains": s["retrains"],
+            "degradation_removed": None
+            if s["degradation_reduction"] is None
+            else round(100 * s["degradation_reduction"], 2),
+        }
+        for name, s in result["summary"].items()
+    ]
+    return pd.DataFrame(rows, columns=["policy", "retrains", "degradation_removed"])
+
+
+def _plot_frontier(ax: Any, result: dict[str, Any]) -> None:
+    summary = result["summary"]
+    calendar = [summary[f"periodic_k{k}"] for k in CALENDAR]
+    if any(s["degradation_reduction"] is None for s in calendar):
+        ax.text(0.5, 0.5, "static never degraded:\nnothing to remove", ha="center", transform=ax.transAxes)
+        return
+    points = sorted(
+        (s["retrains"], 100 * s["degradation_reduction"], k) for k, s in zip(CALENDAR, calendar, strict=True)
+    )
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    ax.plot(xs, ys, "-o", color="grey", label="calendar: every K months")
+    for x, y, k in points:
+        ax.annotate(f"K={k}", (x, y), fontsize=7, color="grey", xytext=(3, -9), textcoords="offset points")
+    for name in result["policy_order"]:
+        s = summary[name]
+        if name.startswith("periodic_k") or s["degradation_reduction"] is None:
+            continue
+        big = name == TRIGGER
+        ax.scatter(
+            s["retrains"],
+            100 * s["degradation_reduction"],
+            s=220 if big else 50,
+            marker="*" if big else "D",
+            zorder=3,
+            label=name,
+        )
+    ax.set_xlabel("retrains (the cost)")
+    ax.set_ylabel("degradation removed (%)")
+    ax.set_title("Trade-off: up and left is better")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None) -> None:
     import matplotlib
 
@@ -142,9 +242,13 @@ def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None)
 
     months = result["scored_months"]
     x = list(range(len(months)))
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
+    fig, (ax, trade) = plt.subplots(
+        1, 2, figsize=(16, 5.5), dpi=100, gridspec_kw={"width_ratios": [2.2, 1]}
+    )
     styles = ["-", "--", "-.", ":"]
-    for i, name in enumerate(result["policy_order"]):
+    # The calendar's K = 2..6 are in the trade-off panel; as lines here they would bury the rest.
+    shown = [n for n in result["policy_order"] if not (n.startswith("periodic_k") and n != BASELINE)]
+    for i, name in enumerate(shown):
         rows = result["policies"][name]
         scored = [r for r in rows if not r.get("bootstrap")]
         mae = [r["mae"] for r in scored]
@@ -178,10 +282,11 @@ def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None)
     ax.set_xticklabels(months, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("MAE of the deployed model (minutes)")
     ax.set_title(
-        "Backtest: the deployed model's MAE per month, by retrain policy (o = retrained on that month)"
+        "The deployed model's MAE per month, by retrain policy (o = retrained on that month)", fontsize=10
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=7, ncol=2)
+    _plot_frontier(trade, result)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -194,9 +299,11 @@ def write_reports(result: dict[str, Any], out_dir: Path, shift_month: str | None
         "markdown": out_dir / MARKDOWN_FILE,
         "png": out_dir / PNG_FILE,
         "csv": out_dir / CSV_FILE,
+        "frontier_csv": out_dir / FRONTIER_CSV,
     }
     write_json(result, paths["json"])
     write_text(markdown(result), paths["markdown"])
     write_text(csv_table(result).to_csv(index=False), paths["csv"])
+    write_text(frontier_table(result).to_csv(index=False), paths["frontier_csv"])
     plot_png(result, paths["png"], shift_month)
     return paths

@@ -50,7 +50,6 @@ def compare(
     challenger_dir: Path,
     holdout_path: Path,
     champion_evaluation: dict[str, Any],
-    min_improvement: float = 0.0,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score both models on the very same rows: the new month's holdout the challenger never saw.
 
@@ -68,13 +67,12 @@ def compare(
     champ = regression_metrics(y, scored["champion"].to_numpy())
     chall = regression_metrics(y, scored["challenger"].to_numpy())
     mae_change = chall["mae"] / champ["mae"] - 1.0
-    # "Better" means a lower MAE on the shared holdout, by at least `min_improvement` (a fraction).
-    better = mae_change < -min_improvement
+    # A fact for the report, not a gate: the decision to retrain was the trigger's (stages/trigger.py).
+    better = mae_change < 0
     month = challenger_card["reference_month"]
     verdict = (
-        f"challenger {'beats' if better else 'does not beat'} the champion on the {month} holdout: "
-        f"MAE {chall['mae']:.3f} vs {champ['mae']:.3f} ({mae_change:+.1%}"
-        + (f", needed <= {-min_improvement:+.1%})" if min_improvement else ")")
+        f"the challenger {'beats' if better else 'does not beat'} the champion on the {month} holdout: "
+        f"MAE {chall['mae']:.3f} vs {champ['mae']:.3f} ({mae_change:+.1%})"
     )
     comparison = {
         "month": month,
@@ -100,7 +98,6 @@ def compare(
             "rmse": round(chall["rmse"] - champ["rmse"], 6),
             "r2": round(chall["r2"] - champ["r2"], 6),
         },
-        "min_improvement": min_improvement,
         "challenger_better": bool(better),
         "verdict": verdict,
     }
@@ -330,6 +327,7 @@ def render_markdown(
         "",
         f"> **{drift['reason']}**",
         "",
+        *_estimate_lines(drift),
         f"This branch moves `months.reference` to **{month}** and retrains (`dvc repro`). "
         "Merging it ships the new model: the release workflow builds the serving image from it and "
         "moves the MLflow `champion` alias. Closing it keeps the current model.",
@@ -410,6 +408,20 @@ def render_markdown(
         f"`{LOOP_DIR.as_posix()}/` on this branch.</sub>",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _estimate_lines(drift: dict[str, Any]) -> list[str]:
+    """The trigger's estimate, the evidence the decision to retrain rests on."""
+    from stages.trigger import gain_sentence
+
+    gain = drift.get("gain")
+    if not gain:
+        return []
+    return [
+        f"**The trigger's estimate**: {gain_sentence(gain)}. Auto-Ops retrains when this reaches "
+        f"{gain['min_retrain_gain']:.0%} or on data drift (`drift.min_retrain_gain`, `drift.drift_share`).",
+        "",
+    ]
 
 
 def drift_table(drift: dict[str, Any]) -> list[str]:

@@ -237,6 +237,7 @@ def run_check(root: Path, month: str | None, as_of: date | None = None) -> dict[
         "breach": breach,
         "data_drift": drift["data_drift"],
         "performance_drift": drift["performance_drift"],
+        "expected_gain": drift["expected_gain"],
         "drifted_columns": drift["drifted_columns"],
         "reason": drift["reason"],
         "branch": f"{BRANCH_PREFIX}{month}",
@@ -254,13 +255,24 @@ def run_check(root: Path, month: str | None, as_of: date | None = None) -> dict[
 
 def check_markdown(drift: dict[str, Any], breach: bool) -> str:
     from autoops.evidence import drift_table
+    from stages.trigger import gain_sentence
 
     head = "Retrain recommended" if breach else "No retrain needed"
+    gain = drift["gain"]
     lines = [
         f"## Auto-Ops drift check: {drift['current_month']} vs {drift['reference_month']} — {head}",
         "",
         f"> {drift['reason']}",
         "",
+        *(
+            [
+                f"**The trigger's estimate**: {gain_sentence(gain)}; it retrains at "
+                f"{gain['min_retrain_gain']:.0%} or on data drift.",
+                "",
+            ]
+            if gain
+            else []
+        ),
         f"Model `{drift['model_version']}`: MAE {drift['current_mae']:.3f} on {drift['current_month']} vs "
         f"{drift['reference_mae']:.3f} on its {drift['reference_month']} holdout "
         f"({drift['mae_change']:+.1%}).",
@@ -442,7 +454,6 @@ def run_propose(
     remote: str = "origin",
     push: bool = True,
     force: bool = False,
-    min_improvement: float = 0.0,
     reopen: bool = False,
 ) -> dict[str, Any]:
     from autoops import evidence
@@ -494,17 +505,11 @@ def run_propose(
     set_months(root / PARAMS, reference=month, current=month)
     err_console.print(f"[bold]retraining on {month} (branch {branch})[/bold]")
     dvc(root, "repro")
-    comparison, scored = evidence.compare(
-        root / CHAMPION_DIR, root / "models", root / HOLDOUT, trigger_eval, min_improvement
-    )
+    # No second gate here: whether to retrain was decided once, by the check's trigger (which
+    # already pitted a challenger against the champion, out of time). This comparison is the
+    # evidence the PR shows: the champion and the new model on the rows the new model never saw.
+    comparison, scored = evidence.compare(root / CHAMPION_DIR, root / "models", root / HOLDOUT, trigger_eval)
     outcome["comparison"] = comparison
-    if not comparison["challenger_better"]:
-        _switch(git, base_checkout)
-        if not (local_sha or remote_sha):
-            git.run("branch", "--quiet", "-D", branch)
-        outcome["refused"] = True
-        outcome["reason"] = f"not proposing: {comparison['verdict']}"
-        return outcome
 
     # 4. The evidence and the report, committed with the params and the lock.
     evidence.write_evidence(comparison, scored, trigger_drift, trigger_predictions)
@@ -604,10 +609,6 @@ def propose_cmd(
     remote: Annotated[str, typer.Option(help="Git remote to push the branch to.")] = "origin",
     push: Annotated[bool, typer.Option("--push/--no-push", help="Push data (dvc) and branch (git).")] = True,
     force: Annotated[bool, typer.Option("--force", help="Retrain even without a drift breach.")] = False,
-    min_improvement: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="Relative MAE improvement the challenger needs (0.05 = 5%)."),
-    ] = 0.0,
     reopen: Annotated[
         bool,
         typer.Option("--reopen", help="Propose the month even though a person closed its PR unmerged."),
@@ -616,18 +617,18 @@ def propose_cmd(
     """On a breach: retrain on branch retrain/<month>, compare with the champion, commit, push.
 
     Idempotent: a rerun for the same month updates the same branch and pushes only real changes.
-    Refuses (exit 0, proposed=false) when the challenger does not beat the champion.
+    Proposes exactly when the check's trigger says retrain (or with --force): one decision, whose
+    reason (data drift, or the expected gain of a retrain) the PR shows.
     """
     root = project_root()
     if month is None:
         if not (root / CHECK_JSON).exists():
             raise LoopError("which month? pass --month YYYY-MM or run `autoops check` first")
         month = _read_json(root / CHECK_JSON)["month"]
-    outcome = run_propose(root, month, base, remote, push, force, min_improvement, reopen)
+    outcome = run_propose(root, month, base, remote, push, force, reopen)
     github.write_outputs(
         {
             "proposed": outcome["proposed"],
-            "refused": outcome.get("refused", False),
             "branch": outcome["branch"],
             "month": outcome["month"],
             "updated": outcome.get("updated", False),
@@ -700,12 +701,22 @@ def pull_cmd() -> None:
 
 
 @_cli
+def fetch_model_cmd() -> None:
+    """Fetch exactly the model the committed dvc.lock pins (DVC remote; rebuilt only without one)."""
+    from autoops import release
+
+    root = project_root()
+    how = release.fetch_model(root)
+    console.print(f"models/model.pkl {how}: the model the committed dvc.lock pins")
+
+
+@_cli
 def release_artifact_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the artifact.")] = RELEASE_DIR,
     image: Annotated[str | None, typer.Option(help="Image (default: ghcr.io/<GITHUB_REPOSITORY>).")] = None,
     sha: Annotated[str | None, typer.Option(help="Commit the image is built from (default: HEAD).")] = None,
 ) -> None:
-    """Verify models/ is exactly what dvc.lock pins, then write the serving artifact and image tags."""
+    """Verify models/ is exactly what the committed dvc.lock pins, then write the artifact and image tags."""
     from autoops import release
 
     root = project_root()
@@ -756,5 +767,6 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report_cmd)
     app.command("diff")(diff_cmd)
     app.command("pull")(pull_cmd)
+    app.command("fetch-model")(fetch_model_cmd)
     app.command("release-artifact")(release_artifact_cmd)
     app.command("promote")(promote_cmd)

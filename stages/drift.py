@@ -1,9 +1,11 @@
 """Stage 5, drift: has the world moved since the serving model learned it?
 
 Evidently 0.7 compares the current month with the reference holdout on the model's features and
-on its predictions (``DataDriftPreset``; Evidently picks each column's test). Performance drift
-compares the current month's MAE with the reference holdout MAE. Both feed one verdict:
-``retrain_recommended`` with a reason a person can read.
+on its predictions (``DataDriftPreset``; Evidently picks each column's test). The retrain
+trigger (stages/trigger.py) estimates what a retrain would buy next month from the month's own
+labels, out of time. Data drift (abrupt change) or a big enough expected gain give one verdict:
+``retrain_recommended`` with a reason a person can read. The current month's MAE against the
+reference holdout MAE (performance drift) is reported beside it, for information.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from stages.features import CATEGORICAL_FEATURES, FEATURES
 from stages.io import StageError, write_json, write_text
 from stages.params import DriftParams, Params, load_params
 from stages.runner import run_stage
+from stages.trigger import decide, estimate_gain
 
 DRIFT_METRICS = Path("reports/metrics/drift.json")
 DRIFT_REPORT = Path("reports/drift_report.html")
@@ -120,28 +123,6 @@ def performance_drift(evaluation: dict[str, Any], threshold: float) -> dict[str,
     }
 
 
-def verdict(data: dict[str, Any], perf: dict[str, Any]) -> tuple[bool, str]:
-    reasons = []
-    if data["data_drift"]:
-        reasons.append(
-            f"data drift: {len(data['drifted_columns'])} of {data['n_columns']} columns drifted "
-            f"(share {data['drifted_share']:.2f} >= {data['drift_share_threshold']}: "
-            f"{', '.join(data['drifted_columns'])})"
-        )
-    if perf["performance_drift"]:
-        reasons.append(
-            f"performance drift: MAE {perf['current_mae']:.3f} vs reference {perf['reference_mae']:.3f} "
-            f"({perf['mae_change']:+.1%} > {perf['threshold']:+.0%})"
-        )
-    if reasons:
-        return True, "retrain recommended: " + "; ".join(reasons)
-    return False, (
-        f"no retrain needed: {len(data['drifted_columns'])} of {data['n_columns']} columns drifted "
-        f"(share {data['drifted_share']:.2f} < {data['drift_share_threshold']}), "
-        f"MAE {perf['current_mae']:.3f} vs reference {perf['reference_mae']:.3f} ({perf['mae_change']:+.1%})"
-    )
-
-
 SERVING_DRIFT_METRICS = Path("reports/serving_drift.json")
 SERVING_DRIFT_REPORT = Path("reports/serving_drift_report.html")
 
@@ -160,8 +141,17 @@ def drift(params: Params, current_path: Path | None = None) -> dict[str, Any]:
     evaluation = json.loads(EVALUATE_METRICS.read_text())
     data, snapshot = compute_drift(reference, current, params.drift)
     if current_path is None:
+        from stages.evaluate import load_trained_model
+        from stages.train import read_features
+
         perf = performance_drift(evaluation, params.drift.performance_threshold)
-        retrain, reason = verdict(data, perf)
+        gain = None
+        # A model that learned the current month (a retrain branch) has nothing to gain from it yet.
+        if params.months.current not in params.months.training_months:
+            champion, _ = load_trained_model()
+            gain = estimate_gain(champion, read_features("current"), params, params.months.current)
+        perf = {**perf, "expected_gain": gain and gain["expected_gain"], "gain": gain}
+        retrain, reason = decide(data, gain, params.drift.min_retrain_gain)
         report_path, metrics_path = DRIFT_REPORT, DRIFT_METRICS
         current_label = params.months.current
     else:

@@ -21,6 +21,9 @@ from stages.params import Params, load_params
 from stages.runner import run_stage
 
 FEATURES_DIR = Path("data/features")
+# Not a model feature: when the trip started, kept so a month can be split in time (the retrain
+# trigger fits on the month's first weeks and scores on its last, as the next month would).
+PICKUP_TIME = "pickup_time"
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +42,7 @@ def month_frame(month: str, params: Params, raw_dir: Path = RAW_DIR) -> pd.DataF
         )
     frame = feature_frame(kept)
     frame[TARGET] = duration_minutes(kept).to_numpy()
+    frame[PICKUP_TIME] = kept["lpep_pickup_datetime"].to_numpy(dtype="datetime64[us]")
     frame["month"] = month
     log.info("%s: %d of %d trips kept", month, len(frame), len(trips))
     return frame

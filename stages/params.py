@@ -104,6 +104,8 @@ class DriftParams(_Strict):
     drift_share: float = Field(0.5, gt=0, le=1)
     sample_rows: int = Field(20000, ge=100)
     performance_threshold: float = Field(0.2, gt=0)
+    min_retrain_gain: float = Field(0.04, gt=-1, lt=1)
+    late_fraction: float = Field(0.25, gt=0.05, lt=0.6)
 
 
 class MlflowParams(_Strict):

@@ -65,12 +65,13 @@ def test_replay_is_deterministic_across_caches_and_workers(
     # Warm cache: nothing is fitted or scored again, and nothing changes.
     warm = run_backtest(small_params(), MONTHS, POLICIES, cache_dir=cache, jobs=1)
     assert without_work(warm) == without_work(clean)
-    assert warm["work"] == {"fits": 0, "scored": 0, "drift_checks": 0}
+    assert warm["work"] == {"fits": 0, "challenger_fits": 0, "scored": 0, "drift_checks": 0}
 
 
 def test_yardsticks(clean: dict[str, Any]) -> None:
     summary = clean["summary"]
-    assert set(summary) == {"static", BASELINE, "periodic", "data_drift", "performance", "auto"}
+    calendar = {f"periodic_k{k}" for k in range(1, 7)}
+    assert set(summary) == {"static", *calendar, "periodic", "data_drift", "performance", "auto"}
     # Degradation is measured against retraining every month: zero for it by definition.
     assert summary[BASELINE]["degradation"] == 0
     assert summary[BASELINE]["degradation_reduction"] == 1
@@ -88,7 +89,10 @@ def test_yardsticks(clean: dict[str, Any]) -> None:
         for row in rows[1:]:
             assert row["mae"] > 0 and row["rmse"] >= row["mae"] and row["reason"]
     shift = next(r for r in clean["policies"]["auto"] if r["month"] == "2024-05")
-    assert shift["retrain"] and "performance drift" in shift["reason"]
+    assert shift["retrain"] and shift["reason"].startswith("retrain recommended: ")
+    assert shift["expected_gain"] > 0.1  # the new regime's first weeks already beat the old model
+    # The one-line verdict on the calendar is in the markdown report and the JSON.
+    assert clean["versus_calendar"]["policy"] == "auto"
 
 
 class CorruptAfterPrediction:
@@ -134,6 +138,12 @@ def test_no_look_ahead(clean: dict[str, Any], cache: Path) -> None:
         params, MONTHS, POLICIES, data=data, cache_dir=cache, jobs=1, on_predicted=data.on_predicted
     )
     assert (corrupt, True) in data.label_reads
+    # The trigger's estimate at the corrupted month read its labels (after the month was predicted):
+    # it changed there and only there.
+    gains = {r["month"]: r.get("expected_gain") for r in result["policies"]["auto"]}
+    clean_gains = {r["month"]: r.get("expected_gain") for r in clean["policies"]["auto"]}
+    assert gains[corrupt] != clean_gains[corrupt]
+    assert all(gains[m] == clean_gains[m] for m in gains if m < corrupt)
     at_prediction = ("month", "step", "model", "model_age", "reference_mae", "data_drift", "drifted_share")
     for name, rows in result["policies"].items():
         before = clean["policies"][name]
@@ -232,16 +242,16 @@ def test_cli_range_gap_and_reports(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
     result = json.loads((out / "backtest.json").read_text())
     assert result["months"] == ["2024-02", "2024-03", "2024-05"]
-    assert result["policy_order"] == ["static", BASELINE, "auto"] and set(result["summary"]) == {
-        "static",
-        BASELINE,
-        "auto",
-    }
+    calendar = [f"periodic_k{k}" for k in range(1, 7)]
+    assert result["policy_order"] == ["static", *calendar, "auto"]
+    assert set(result["summary"]) == {"static", *calendar, "auto"}
     assert result["settings"]["source"] == "dir"
     assert (out / "backtest.md").read_text().startswith("# Backtest: 2024-02 to 2024-05")
     assert (out / "backtest.png").read_bytes()[:4] == b"\x89PNG"
     csv = pd.read_csv(out / "plots" / "backtest_mae.csv")
     assert list(csv["month"]) == ["2024-03", "2024-05"]
+    frontier = pd.read_csv(out / "plots" / "backtest_frontier.csv")
+    assert list(frontier["policy"]) == ["static", *calendar, "auto"]
 
     bad = runner.invoke(app, [*base, "--months", "2024-02,2024-13"])
     assert bad.exit_code == 1 and "2024-13" in bad.output
@@ -249,19 +259,24 @@ def test_cli_range_gap_and_reports(tmp_path: Path) -> None:
 
 def test_dvc_plot_matches_the_csv(clean: dict[str, Any]) -> None:
     """The columns dvc.yaml plots are the ones the default policies write."""
-    from autoops.backtest_report import csv_table
+    from autoops.backtest_report import csv_table, frontier_table
 
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     entries = [spec for plot in dvc["plots"] for spec in plot.values() if "backtest" in json.dumps(spec)]
-    assert len(entries) == 1
-    columns = entries[0]["y"]["reports/plots/backtest_mae.csv"]
-    assert set(columns) <= set(csv_table(clean).columns)
-    assert entries[0]["x"] in csv_table(clean).columns
+    tables = {"reports/plots/backtest_mae.csv": csv_table(clean), "reports/plots/backtest_frontier.csv":
+              frontier_table(clean)}  # fmt: skip
+    assert sorted(path for e in entries for path in e["y"]) == sorted(tables)
+    for entry in entries:
+        ((path, columns),) = entry["y"].items()
+        columns = columns if isinstance(columns, list) else [columns]
+        assert set(columns) <= set(tables[path].columns)
+        assert entry["x"] in tables[path].columns
 
 
 def test_policy_specs() -> None:
     names = [p.name for p in parse_policies(["auto", "periodic:6", "periodic"], periodic_every=3)]
-    assert names == ["static", BASELINE, "auto", "periodic_k6", "periodic"]
+    calendar = [f"periodic_k{k}" for k in range(1, 7)]
+    assert names == ["static", *calendar, "auto", "periodic"]
     with pytest.raises(StageError, match="unknown policy"):
         parse_policies(["sometimes"], periodic_every=3)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stages.drift import _stable_ids, compute_drift, performance_drift, verdict
+from stages.drift import _stable_ids, compute_drift, performance_drift
 from stages.evaluate import PREDICTION
 from stages.features import FEATURES
 from stages.params import DriftParams
+from stages.trigger import decide
 
 
 def _frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
@@ -37,22 +38,36 @@ def test_dataset_drift_when_the_share_reaches_the_threshold() -> None:
     assert result["data_drift"] and result["prediction_drift"]
 
 
-def test_performance_drift_and_verdict_reasons() -> None:
+def test_performance_drift_is_reported() -> None:
     evaluation = {"reference_holdout": {"mae": 3.0}, "current": {"mae": 3.6}}
     perf = performance_drift(evaluation, threshold=0.1)
     assert perf["performance_drift"] and perf["mae_change"] == 0.2
-    data = {
-        "data_drift": False,
-        "drifted_columns": [],
-        "n_columns": 13,
-        "drifted_share": 0.0,
-        "drift_share_threshold": 0.5,
-    }
-    retrain, reason = verdict(data, perf)
-    assert retrain and reason.startswith("retrain recommended: performance drift: MAE 3.600")
-    calm = performance_drift({"reference_holdout": {"mae": 3.0}, "current": {"mae": 3.1}}, threshold=0.1)
-    retrain, reason = verdict(data, calm)
-    assert not retrain and reason.startswith("no retrain needed")
+
+
+def _gain(value: float) -> dict:
+    return {
+        "month": "2024-03", "expected_gain": value, "challenger_late_mae": 3.0 * (1 - value),
+        "champion_late_mae": 3.0, "early_rows": 30000, "late_rows": 10000, "cut": "2024-03-24 09:10",
+        "min_retrain_gain": 0.04,
+    }  # fmt: skip
+
+
+def test_one_decision_with_one_reason() -> None:
+    calm = {"data_drift": False, "drifted_columns": [], "n_columns": 13, "drifted_share": 0.0,
+            "drift_share_threshold": 0.5}  # fmt: skip
+    retrain, reason = decide(calm, _gain(0.052), 0.04)
+    assert retrain and reason.startswith("retrain recommended: a retrain should lower next month's MAE")
+    assert "by about 5.2%" in reason
+    assert "before 2024-03-24 09:10" in reason and ">= 4%" in reason
+    retrain, reason = decide(calm, _gain(0.01), 0.04)
+    assert not retrain and reason.startswith("no retrain needed: no data drift: 0 of 13 columns drifted")
+    assert "about 1.0%" in reason and "< 4%" in reason
+    drifted = {**calm, "data_drift": True, "drifted_columns": ["pu_zone"], "drifted_share": 0.6}
+    retrain, reason = decide(drifted, _gain(-0.02), 0.04)
+    assert retrain and reason.startswith("retrain recommended: data drift: 1 of 13 columns drifted")
+    # The data_drift policy: Evidently alone, same wording.
+    assert decide(drifted, None, 0.04) == (True, "retrain recommended: data drift: 1 of 13 columns drifted "
+                                                  "(share 0.60 >= 0.5: pu_zone)")  # fmt: skip
 
 
 def test_random_report_ids_are_renumbered_deterministically() -> None:

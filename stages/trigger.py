@@ -1,0 +1,129 @@
+"""The retrain decision: would a retrain lower next month's MAE by enough to be worth it?
+
+The question is answered with the labels that just arrived, out of time, the way next month will
+judge the retrained model: the month is cut in time, a challenger is fitted on its first weeks
+(the same model and hyper-parameters as ``train``), and both it and the serving champion predict
+the month's last ``late_fraction`` of trips. ``expected_gain = 1 - MAE(challenger) / MAE(champion)``
+on those trips. Why this signal and not another: bench/README.md, "Which signal decides"
+(`python -m bench.trigger_study`). In short: on real months it tracks what a retrain buys the next
+month closely (including the months where retraining *hurts*, such as a December whose last week
+is the holidays), where the champion's random-holdout MAE is ~7% optimistic and its error trend
+mixes up "this month is harder" with "the model is stale".
+
+One decision, used by the drift stage, ``autoops check``/``propose`` and the backtest:
+retrain when Evidently sees data drift (abrupt change) or when ``expected_gain`` reaches
+``drift.min_retrain_gain``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stages.features import FEATURES, TARGET
+from stages.featurize import PICKUP_TIME
+from stages.io import StageError
+from stages.params import Params
+
+# Below this many trips on either side of the cut, the estimate is noise: say so instead.
+MIN_SPLIT_ROWS = 200
+log = logging.getLogger(__name__)
+
+
+def time_split(frame: pd.DataFrame, late_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The month's trips before and from the ``1 - late_fraction`` quantile of pickup time."""
+    if PICKUP_TIME not in frame:
+        raise StageError(f"the month's features have no {PICKUP_TIME} column; rerun `dvc repro featurize`")
+    times = frame[PICKUP_TIME].to_numpy(dtype="datetime64[us]")
+    # Sorting the raw int64 is exact and independent of pandas' quantile interpolation.
+    order = np.sort(times.astype(np.int64))
+    cut = order[min(len(order) - 1, int(len(order) * (1.0 - late_fraction)))]
+    late = times.astype(np.int64) >= cut
+    return frame[~late], frame[late]
+
+
+def mae(model: Any, frame: pd.DataFrame) -> float:
+    from stages.model import predict
+
+    pred = predict(model, frame[list(FEATURES)].to_numpy(dtype=np.float64))
+    return float(np.mean(np.abs(pred - frame[TARGET].to_numpy(dtype=np.float64))))
+
+
+def fit_challenger(frame: pd.DataFrame, params: Params, month: str) -> tuple[Any, dict[str, Any]]:
+    """The challenger fitted on ``month``'s first weeks, and what it scored on the last ones."""
+    from stages.train import fit
+
+    early, late = time_split(frame, params.drift.late_fraction)
+    if min(len(early), len(late)) < MIN_SPLIT_ROWS:
+        raise StageError(
+            f"{month}: {len(frame)} trips are too few to estimate what a retrain buys "
+            f"(need {MIN_SPLIT_ROWS} on each side of the time cut)"
+        )
+    challenger, seconds = fit(params, early)
+    facts = {
+        "month": month,
+        "challenger_late_mae": round(mae(challenger, late), 6),
+        "early_rows": len(early),
+        "late_rows": len(late),
+        "cut": pd.Timestamp(late[PICKUP_TIME].min()).strftime("%Y-%m-%d %H:%M"),
+    }
+    # The fit time is logged, not returned: the facts land in drift.json, whose bytes must not vary.
+    log.info("%s: challenger fitted on %d trips in %.1f s", month, len(early), seconds)
+    return challenger, facts
+
+
+def gain_record(challenger: dict[str, Any], champion_late_mae: float, min_gain: float) -> dict[str, Any]:
+    """The estimate for one champion, from :func:`fit_challenger`'s facts."""
+    return {
+        **challenger,
+        "champion_late_mae": round(champion_late_mae, 6),
+        "expected_gain": round(1.0 - challenger["challenger_late_mae"] / champion_late_mae, 6),
+        "min_retrain_gain": min_gain,
+    }
+
+
+def estimate_gain(champion: Any, frame: pd.DataFrame, params: Params, month: str) -> dict[str, Any]:
+    """What a retrain on ``month`` should buy the ``champion``'s successor next month."""
+    _, facts = fit_challenger(frame, params, month)
+    _, late = time_split(frame, params.drift.late_fraction)
+    return gain_record(facts, mae(champion, late), params.drift.min_retrain_gain)
+
+
+def gain_sentence(gain: dict[str, Any]) -> str:
+    """What the estimate says and what it rests on, in words a reviewer can check."""
+    return (
+        f"a retrain should lower next month's MAE by about {gain['expected_gain']:.1%} (a model fitted "
+        f"on {gain['month']} before {gain['cut']}, {gain['early_rows']:,} trips, vs the champion on the "
+        f"{gain['late_rows']:,} trips after it: MAE {gain['challenger_late_mae']:.3f} vs "
+        f"{gain['champion_late_mae']:.3f})"
+    )
+
+
+def _drift_sentence(data: dict[str, Any]) -> str:
+    share = f"{len(data['drifted_columns'])} of {data['n_columns']} columns drifted"
+    if data["data_drift"]:
+        return (
+            f"data drift: {share} (share {data['drifted_share']:.2f} >= {data['drift_share_threshold']}: "
+            f"{', '.join(data['drifted_columns'])})"
+        )
+    return f"no data drift: {share} (share {data['drifted_share']:.2f} < {data['drift_share_threshold']})"
+
+
+def decide(data: dict[str, Any] | None, gain: dict[str, Any] | None, min_gain: float) -> tuple[bool, str]:
+    """Retrain or not, and the one reason: data drift, or a big enough expected gain.
+
+    ``data`` (Evidently's summary) or ``gain`` may be None for the policies that use one signal.
+    """
+    reasons, calm = [], []
+    if data is not None:
+        (reasons if data["data_drift"] else calm).append(_drift_sentence(data))
+    if gain is not None:
+        enough = gain["expected_gain"] >= min_gain
+        threshold = f"{'>=' if enough else '<'} {min_gain:.0%}"
+        (reasons if enough else calm).append(f"{gain_sentence(gain)}, {threshold}")
+    if reasons:
+        return True, "retrain recommended: " + "; ".join(reasons)
+    return False, "no retrain needed: " + "; ".join(calm)
