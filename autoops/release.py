@@ -37,10 +37,23 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def locked_outputs(lock_path: Path = LOCK_FILE) -> dict[str, str]:
-    if not lock_path.exists():
-        raise LoopError(f"{lock_path.name}: missing; a release needs the lock file the pipeline committed")
-    lock = yaml.safe_load(lock_path.read_text()) or {}
+def locked_outputs(root: Path, rev: str = "HEAD") -> dict[str, str]:
+    """``{path: md5}`` of the outputs in the *committed* dvc.lock of ``rev``.
+
+    Never the working tree's: `dvc repro` rewrites that file to describe whatever it just built,
+    so checking a rebuilt model against it proves nothing. The commit is what a person approved.
+    """
+    git = Git(root)
+    if not git.ok("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"):
+        raise LoopError(
+            f"{root} has no commit {rev}: a release checks the model against the committed {LOCK_FILE}"
+        )
+    text = git.show(rev, LOCK_FILE.as_posix())
+    if text is None:
+        raise LoopError(
+            f"{LOCK_FILE}: missing in {rev}; a release needs the lock file the pipeline committed"
+        )
+    lock = yaml.safe_load(text) or {}
     return {
         out["path"]: out.get("md5", "")
         for stage in (lock.get("stages") or {}).values()
@@ -49,29 +62,65 @@ def locked_outputs(lock_path: Path = LOCK_FILE) -> dict[str, str]:
 
 
 def verify_model(root: Path, *, with_model: bool = True) -> dict[str, Any]:
-    """The model card, after checking model and card are byte-for-byte what dvc.lock pins.
+    """The model card, after checking model and card are byte-for-byte what the committed dvc.lock pins.
 
     ``with_model=False`` checks the card alone (it is git-tracked, and it carries the model's
     sha256): enough to name the model, e.g. in MLflow, without fetching it from the DVC remote.
     """
-    lock_path = root / LOCK_FILE
-    outs = locked_outputs(lock_path)
+    outs = locked_outputs(root)
     for name in (MODEL_FILE, CARD_FILE) if with_model else (CARD_FILE,):
         key = (MODELS_DIR / name).as_posix()  # dvc.lock paths are relative to the repository
         path = root / key
         if key not in outs:
             raise LoopError(f"{LOCK_FILE} pins no {key}; run `dvc repro` and commit dvc.lock")
         if not path.exists():
-            raise LoopError(f"{key}: missing; fetch it with `dvc pull` (or rebuild it: `dvc repro train`)")
+            raise LoopError(f"{key}: missing; fetch it with `autoops fetch-model` (or `dvc pull {key}`)")
         if (actual := file_md5(path)) != outs[key]:
             raise LoopError(
-                f"{key} (md5 {actual[:12]}) is not the file {LOCK_FILE} pins (md5 {outs[key][:12]}); "
-                "run `dvc checkout` or `dvc pull`"
+                f"{key} (md5 {actual[:12]}) is not the file the committed {LOCK_FILE} pins "
+                f"(md5 {outs[key][:12]}); run `autoops fetch-model`"
             )
     card = json.loads((root / MODELS_DIR / CARD_FILE).read_text())
     if with_model and file_sha256(root / MODELS_DIR / MODEL_FILE) != card["model_sha256"]:
         raise LoopError(f"{MODELS_DIR / MODEL_FILE} does not match its model card's sha256")
     return card
+
+
+def fetch_model(root: Path) -> str:
+    """Put exactly the model the committed dvc.lock pins into models/, or fail saying why.
+
+    From the DVC remote when there is one; a model the remote lacks is an error, never a retrain
+    (a retrain on the runner is a model nobody reviewed). Without a remote the pipeline rebuilds
+    it, and the rebuild counts only if it is byte-for-byte the pinned file.
+    """
+    from autoops.gitops import dvc, dvc_remote_configured
+
+    key = (MODELS_DIR / MODEL_FILE).as_posix()
+    pinned = locked_outputs(root).get(key)
+    if not pinned:
+        raise LoopError(f"the committed {LOCK_FILE} pins no {key}; nothing to release")
+    if dvc_remote_configured(root):
+        result = dvc(root, "pull", "--force", key, capture=True, check=False)
+        how = "pulled from the DVC remote"
+        if result.returncode != 0:
+            raise LoopError(
+                f"the DVC remote has no {key} with md5 {pinned[:12]} (the model the committed {LOCK_FILE} "
+                "pins): push it from the clone that trained it (`dvc push`); a release never retrains"
+            )
+    else:
+        dvc(root, "repro", "train")
+        how = "rebuilt (no DVC remote configured)"
+    actual = file_md5(root / key) if (root / key).exists() else "missing"
+    if actual != pinned:
+        raise LoopError(
+            f"{key} {how} is md5 {actual[:12]}, not the md5 {pinned[:12]} the committed {LOCK_FILE} pins"
+            + (
+                ""
+                if how.startswith("pulled")
+                else ": the pipeline is not byte-reproducible here; use a DVC remote"
+            )
+        )
+    return how
 
 
 def image_name(repository: str | None) -> str:

@@ -347,6 +347,10 @@ def _released_project(folder: Path) -> Path:
         },
     }
     (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    # The release checks against the lock of the commit it ships, so the project is a git repo.
+    _git(folder, "init", "-q", "-b", "main")
+    _git(folder, "add", "dvc.lock", "models/model_card.json")
+    _git(folder, "commit", "-qm", "merge a retrain")
     return folder
 
 
@@ -365,11 +369,26 @@ def test_release_artifact_is_the_locked_model_with_its_tags(tmp_path: Path) -> N
 def test_release_refuses_a_model_dvc_lock_does_not_pin(tmp_path: Path) -> None:
     project = _released_project(tmp_path / "p")
     save_model(_fit(9, 1.0), project / "models/model.pkl")
-    with pytest.raises(LoopError, match=r"models/model\.pkl .* is not the file dvc\.lock pins"):
+    with pytest.raises(LoopError, match=r"models/model\.pkl .* is not the file the committed dvc\.lock pins"):
         release.verify_model(project)
-    (project / "dvc.lock").unlink()
+    _git(project, "rm", "-q", "dvc.lock")
+    _git(project, "commit", "-qm", "no lock")
     with pytest.raises(LoopError, match=r"dvc\.lock: missing"):
         release.verify_model(project)
+
+
+def test_release_checks_the_committed_lock_not_a_rewritten_one(tmp_path: Path) -> None:
+    """Defect 1: `dvc repro` rewrites dvc.lock in the working tree; the approved model is the committed."""
+    project = _released_project(tmp_path / "p")
+    # A retrained model, and the lock `dvc repro train` would write for it (not committed).
+    _models_dir(project / "models", _fit(9, 1.0), "2024-05")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    for out in lock["stages"]["train"]["outs"]:
+        out["md5"] = release.file_md5(project / out["path"])
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock))
+    with pytest.raises(LoopError, match=r"models/model\.pkl .* is not the file the committed dvc\.lock pins"):
+        release.release_artifact(project, tmp_path / "out", "ghcr.io/acme/auto-ops", None)
+    assert not (tmp_path / "out").exists()
 
 
 def test_promote_moves_the_champion_alias_to_the_merged_model(tmp_path: Path) -> None:

@@ -1,0 +1,129 @@
+"""The workflows' behaviour: their jobs run step by step (tests/workflow_runner.py) against a bare
+git origin and a real DVC remote; GitHub's API (tests/github_api.py) is the only stand-in.
+
+The release runs here on a project whose model is small and made by the test, so no step trains
+anything; drift-watch, which must retrain, runs in tests/test_loop_e2e.py's shared loop.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoops import release
+from tests.conftest import ROOT, copy_project, run_in
+from tests.test_loop import _fit, _models_dir
+from tests.workflow_runner import Runner, evaluate
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def test_expressions_follow_actions_semantics() -> None:
+    context = {"steps": {"check": {"outputs": {"breach": "true"}, "outcome": "success"}}, "secrets": {}}
+    assert evaluate("steps.check.outputs.breach == 'true'", context) is True
+    assert evaluate("secrets.AUTOOPS_PR_TOKEN || 'fallback'", context) == "fallback"
+    assert evaluate("always() && steps.check.outcome == 'success'", context, "failure") is True
+    assert evaluate("!(steps.nothing.outputs.x == 'y')", context) is True
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """main after a merge: a model someone trained, its card and lock committed, pushed to origin."""
+    root = tmp_path_factory.mktemp("release")
+    project = copy_project(root / "project")
+    models = _models_dir(project / "models", _fit(1, 3.0), "2024-05")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    for out in lock["stages"]["train"]["outs"]:
+        out["md5"] = release.file_md5(models / Path(out["path"]).name)
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    remote = root / "dvc-remote"
+    remote.mkdir()
+    assert run_in(project, "dvc", "remote", "add", "-d", "storage", str(remote)).returncode == 0
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "Merge retrain/2024-05")
+    origin = root / "origin.git"
+    _git(root, "clone", "-q", "--bare", str(project), str(origin))
+    return {"root": root, "project": project, "origin": origin, "remote": remote, "models": models}
+
+
+def _in_remote(remote: Path, model: Path) -> Path:
+    """Put ``model`` where `dvc push` puts a file in a local remote (files/md5/<2>/<30>)."""
+    md5 = release.file_md5(model)
+    target = remote / "files" / "md5" / md5[:2] / md5[2:]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(model, target)
+    return target
+
+
+def _release(merged: dict[str, Path], name: str, **options: object) -> dict:
+    runner = Runner(
+        workflow=WORKFLOWS / "release.yml",
+        origin=merged["origin"],
+        workspace=merged["root"] / name,
+        event_name="push",
+        **options,  # type: ignore[arg-type]
+    )
+    return runner.run()
+
+
+def _built(job) -> bool:  # type: ignore[no-untyped-def]
+    return any(s.uses == "docker/build-push-action" and s.outcome == "success" for s in job.steps)
+
+
+def test_release_ships_exactly_the_pinned_model(merged: dict[str, Path]) -> None:
+    stored = _in_remote(merged["remote"], merged["models"] / "model.pkl")
+    try:
+        jobs = _release(merged, "ships")
+    finally:
+        stored.unlink()
+    image = jobs["image"]
+    assert image.result == "success", image.log()
+    assert _built(image)
+    build = next(s for s in image.steps if s.uses == "docker/build-push-action")
+    card = json.loads((merged["models"] / "model_card.json").read_text())
+    meta = next(s for s in image.steps if s.uses == "docker/metadata-action")
+    assert "type=raw,value=model-2024-05" in meta.inputs["tags"]
+    assert f"io.auto-ops.model.sha256={card['model_sha256']}" in meta.inputs["labels"]
+    assert build.inputs["context"] == "."
+    artifact = json.loads((merged["root"] / "ships/image/.autoops/release/release.json").read_text())
+    assert artifact["model_sha256"] == card["model_sha256"]
+    assert jobs["promote"].result == "success", jobs["promote"].log()
+
+
+def test_release_stops_before_the_image_when_the_pinned_model_is_nowhere(merged: dict[str, Path]) -> None:
+    """Defect 1: a lock pinning a model nobody has must never become an image (no retrain on the runner)."""
+    jobs = _release(merged, "nowhere")
+    image = jobs["image"]
+    assert image.result == "failure"
+    assert not _built(image), "an image was built from a model nobody approved"
+    failed = next(s for s in image.steps if s.outcome == "failure")
+    assert "the DVC remote has no models/model.pkl" in failed.stderr, image.log()
+    assert failed.stderr.strip().count("\n") == 0, "one line, not a traceback"
+    assert jobs["promote"].result == "skipped"
+
+
+def test_release_waits_for_the_tests_of_the_merged_commit(merged: dict[str, Path]) -> None:
+    """Defect 2: the merged commit's tests gate the image, whoever opened the PR."""
+    called: list[str] = []
+
+    def ci(path: str) -> str:
+        called.append(path)
+        return "failure"
+
+    stored = _in_remote(merged["remote"], merged["models"] / "model.pkl")
+    try:
+        jobs = _release(merged, "untested", called=ci)
+    finally:
+        stored.unlink()
+    assert called == ["./.github/workflows/ci.yml"]
+    assert jobs["image"].result == "skipped" and jobs["promote"].result == "skipped"
