@@ -588,14 +588,17 @@ def latest_month_cmd(as_of: AsOfOpt = None) -> None:
 def check_cmd(month: MonthOpt = None, as_of: AsOfOpt = None) -> None:
     """Point months.current at a month (default: the latest), run `dvc repro drift`, print the verdict.
 
-    Exit 0 either way; the verdict is in .autoops/check.json and in $GITHUB_OUTPUT (breach, month,
-    branch). Nothing is committed or pushed.
+    Exit 0 either way; the verdict is in .autoops/check.json and in $GITHUB_OUTPUT (breach,
+    expected_gain, month, branch). Nothing is committed or pushed.
     """
     root = project_root()
     result = run_check(root, month, _as_of(as_of))
     summary = (root / CHECK_MD).read_text()
     github.append_summary(summary)
-    github.write_outputs({key: result[key] for key in ("breach", "month", "branch", "reason")})
+    outputs = {key: result[key] for key in ("breach", "month", "branch", "reason")}
+    # Empty when the model already learned the month (nothing to estimate).
+    outputs["expected_gain"] = "" if result["expected_gain"] is None else result["expected_gain"]
+    github.write_outputs(outputs)
     colour = "yellow" if result["breach"] else "green"
     label = "BREACH" if result["breach"] else "OK"
     console.print(f"[bold {colour}]{label}[/bold {colour}] {result['reason']}")

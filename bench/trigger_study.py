@@ -15,7 +15,11 @@ only from labels that have arrived (month t's labels, after month t was predicte
 * ``trend``   - the champion's error trend: MAE(champion, t) / MAE(champion, first month served) - 1.
 * ``holdout`` - the shipped performance rule: MAE(champion, t) / champion's random-holdout MAE - 1.
 
-    python -m bench.trigger_study --name real-2021 --source dir --months 2021-01,2021-02,...
+    python -m bench.trigger_study                      # real (needs ../shared/data/tlc) and synthetic
+    python -m bench.trigger_study --source real        # one of them
+    python -m bench.trigger_study --render             # only re-render bench/README.md
+
+The sequences are bench/backtests.py's, so the study and the backtests judge the same months.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from autoops.backtest import load_with_overrides
 from autoops.backtest_data import SourceMonths
 from stages.features import FEATURES, TARGET
 from stages.featurize import split_holdout
+from stages.months import month_index, month_range
 from stages.params import Params
 from stages.trigger import time_split
 
 OUT_DIR = Path("bench/results")
+README = Path("bench/README.md")
 
 
 def _mae(model: Any, frame: pd.DataFrame) -> float:
@@ -121,66 +127,92 @@ def replay(matrix: dict[str, Any], rule: tuple[str, float] | int | None) -> dict
     return {"mean_mae": float(np.mean(maes)), "maes": maes, "retrains": retrains}
 
 
-def frontier(matrix: dict[str, Any], thresholds: list[float]) -> dict[str, Any]:
-    static = replay(matrix, None)
-    every = replay(matrix, 1)
-    lost = static["mean_mae"] - every["mean_mae"]
+def dominated(matrix: dict[str, Any], months: list[str], rule: tuple[str, float]) -> dict[str, Any]:
+    """Replay ``rule`` on ``months`` and say which calendar (no more retrains, lower MAE) beats it."""
+    view = {"months": months, "models": matrix["models"]}
+    own = replay(view, rule)
+    beaten_by = []
+    for k in range(1, 7):
+        cal = replay(view, k)
+        if len(cal["retrains"]) <= len(own["retrains"]) and cal["mean_mae"] < own["mean_mae"] - 1e-9:
+            beaten_by.append(k)
+    return {"retrains": len(own["retrains"]), "mean_mae": round(own["mean_mae"], 4), "beaten_by_k": beaten_by}
 
-    def point(result: dict[str, Any]) -> dict[str, Any]:
-        removed = (static["mean_mae"] - result["mean_mae"]) / lost if lost > 1e-12 else None
-        return {
-            "mean_mae": round(result["mean_mae"], 4),
-            "degradation_removed": None if removed is None else round(removed, 4),
-            "retrains": len(result["retrains"]),
-            "retrain_months": result["retrains"],
+
+SIGNALS = ("split", "lagged", "trend", "holdout")
+THRESHOLDS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06)
+
+
+def study(matrix: dict[str, Any], sequences: dict[str, list[str]]) -> dict[str, Any]:
+    return {
+        signal: {
+            f"{t:.2f}": {name: dominated(matrix, months, (signal, t)) for name, months in sequences.items()}
+            for t in THRESHOLDS
         }
-
-    calendar = {f"every_{k}": point(replay(matrix, k)) for k in range(1, 7)}
-    calendar["static"] = point(static)
-    triggers = {
-        kind: {f"{t:.3f}": point(replay(matrix, (kind, t))) for t in thresholds}
-        for kind in ("lagged", "split", "trend", "holdout")
+        for signal in SIGNALS
     }
-    return {"calendar": calendar, "triggers": triggers}
 
 
-def dominated_by(calendar: dict[str, Any], point: dict[str, Any]) -> list[str]:
-    """Calendar policies with no more retrains that remove more degradation than ``point``."""
-    return [
-        name
-        for name, cal in calendar.items()
-        if name != "static"
-        and cal["retrains"] <= point["retrains"]
-        and (cal["degradation_removed"] or 0) > (point["degradation_removed"] or 0) + 1e-9
+BEGIN, END = "<!-- trigger-study:begin (python -m bench.trigger_study) -->", "<!-- trigger-study:end -->"
+
+
+def render_block(results: dict[str, dict[str, Any]]) -> str:
+    """One row per signal and threshold; a cell per sequence: retrains, and `beaten` if a calendar
+    with no more retrains has a lower mean MAE."""
+    names = [n for r in results.values() for n in next(iter(next(iter(r["study"].values())).values()))]
+    lines = [
+        BEGIN,
+        "",
+        "| signal | retrain at | " + " | ".join(f"`{n}`" for n in names) + " | sequences lost |",
+        "|---|---:|" + "---:|" * len(names) + "---:|",
     ]
+    for signal in SIGNALS:
+        for t in THRESHOLDS:
+            cells, lost = [], 0
+            for r in results.values():
+                for cell in r["study"][signal][f"{t:.2f}"].values():
+                    beaten = bool(cell["beaten_by_k"])
+                    lost += beaten
+                    cells.append(f"{cell['retrains']}{' beaten' if beaten else ''}")
+            lines.append(f"| {signal} | {t:.0%} | " + " | ".join(cells) + f" | {lost} |")
+    return "\n".join([*lines, "", END])
+
+
+def render(readme: Path = README) -> str:
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(OUT_DIR.glob("trigger_study_*.json"))}
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme}: no {BEGIN} ... {END} block to fill")
+    head, rest = text.split(BEGIN, 1)
+    return head + render_block(results) + rest.split(END, 1)[1]
 
 
 def main() -> None:
+    from bench.backtests import REAL_DIR, SEQUENCES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--months", help="comma-separated months (else the --from/--to range)")
-    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--source", choices=["real", "synthetic"], action="append")
+    parser.add_argument("--render", action="store_true", help="only re-render the README block")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    params = load_with_overrides(Path("params.yaml"), args.overrides)
-    months = [m.strip() for m in args.months.split(",")] if args.months else None
-    if months is None:
-        from stages.months import month_range
-
-        months = month_range(params.backtest.start, params.backtest.end)
-    matrix = build_matrix(params, months, args.jobs)
-    thresholds = [round(x, 3) for x in np.arange(-0.02, 0.1001, 0.005)]
-    result = {"name": args.name, "matrix": matrix, **frontier(matrix, thresholds)}
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / f"trigger_study_{args.name}.json").write_text(json.dumps(result, indent=1, sort_keys=True))
-    cal = result["calendar"]
-    print("calendar:", {k: (v["retrains"], v["degradation_removed"]) for k, v in cal.items()})
-    for kind, points in result["triggers"].items():
-        line = []
-        for t, p in points.items():
-            mark = "x" if dominated_by(cal, p) else ""
-            line.append(f"{t}:{p['retrains']}/{p['degradation_removed']}{mark}")
-        print(kind, " ".join(line))
+    for source in [] if args.render else args.source or ["real", "synthetic"]:
+        names = [n for n in SEQUENCES if n.startswith(source)]
+        if source == "real" and not REAL_DIR.is_dir():
+            print(f"real: skipped ({REAL_DIR} is absent)")
+            continue
+        overrides = SEQUENCES[names[0]][1]
+        params = load_with_overrides(Path("params.yaml"), overrides)
+        sequences = {
+            n: SEQUENCES[n][2] or month_range(params.backtest.start, params.backtest.end) for n in names
+        }
+        every = sorted({m for months in sequences.values() for m in months}, key=month_index)
+        matrix = build_matrix(params, every, args.jobs)
+        result = {"source": source, "matrix": matrix, "study": study(matrix, sequences)}
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        path = OUT_DIR / f"trigger_study_{source}.json"
+        path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        print(f"{source}: {path}")
+    README.write_text(render())
 
 
 if __name__ == "__main__":

@@ -294,9 +294,15 @@ def _drift_fixture() -> dict[str, object]:
         "performance_drift": True,
         "expected_gain": 0.31,
         "gain": {
-            "month": "2024-05", "expected_gain": 0.31, "challenger_late_mae": 5.1, "champion_late_mae": 7.4,
-            "early_rows": 15000, "late_rows": 5000, "cut": "2024-05-24 10:00", "min_retrain_gain": 0.04,
-        },  # fmt: skip
+            "month": "2024-05",
+            "expected_gain": 0.31,
+            "challenger_late_mae": 5.1,
+            "champion_late_mae": 7.4,
+            "early_rows": 15000,
+            "late_rows": 5000,
+            "cut": "2024-05-24 10:00",
+            "min_retrain_gain": 0.04,
+        },
         "retrain_recommended": True,
         "reason": "retrain recommended: data drift: 2 of 3 columns drifted",
     }
