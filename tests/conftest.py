@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,20 @@ def copy_project(dest: Path) -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path / "project")
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    project: Path
+    repro: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    """One `dvc repro` of a fresh copy of the project, shared by the tests that only read its
+    outputs (the lock check, the browser tests): a full run costs about a minute."""
+    project = copy_project(tmp_path_factory.mktemp("pipeline") / "project")
+    return PipelineRun(project, run_in(project, "dvc", "repro"))
 
 
 def stage_env(project_dir: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from stages.params import load_params
-from tests.conftest import ROOT, run_in, set_params
+from tests.conftest import ROOT, PipelineRun, run_in, set_params
 
 STAGES = ["ingest", "featurize", "train", "evaluate", "drift"]
 
@@ -22,9 +22,9 @@ def _outs(lock_text: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_fresh_clone_reproduces_the_committed_lock(project: Path) -> None:
+def test_fresh_clone_reproduces_the_committed_lock(pipeline_run: PipelineRun) -> None:
     committed = (ROOT / "dvc.lock").read_text()
-    first = run_in(project, "dvc", "repro")
+    project, first = pipeline_run.project, pipeline_run.repro
     assert first.returncode == 0, first.stdout + first.stderr
     for stage in STAGES:
         assert f"Running stage '{stage}'" in first.stdout
