@@ -98,7 +98,9 @@ class SourceMonths:
         self._cache = cache_dir / "months" if cache_dir else None
         self._frames: dict[str, pd.DataFrame] = {}
         self._keys: dict[str, str] = {}
-        self._code = code_digest(*MONTH_CODE)
+        # The generator's code shapes only synthetic months: editing it must not refeaturise real ones.
+        synthetic = params.data.source == "synthetic"
+        self._code = code_digest(*(m for m in MONTH_CODE if synthetic or m != "stages.synthetic"))
 
     @property
     def params(self) -> Params:
