@@ -224,10 +224,14 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
     if not match:
-        raise ValueError(text)
-    return float(match[1]) * _UNITS[match[2]]
+        raise WrkOutputError(f"not a wrk latency: {text!r}")
+    return float(match[1]) * (60e3 if match[2] == "m" else _UNITS[match[2]])
+
+
+class WrkOutputError(ValueError):
+    """wrk printed something this parser does not understand (the output is in the message)."""
 
 
 @dataclass
@@ -258,12 +262,24 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> Run:
         text=True,
         check=True,
     ).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, flags=re.MULTILINE))
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> Run:
+    """Requests/s, p50, p99 and errors from ``wrk --latency`` output.
+
+    wrk pads its columns: a latency can come with trailing blanks ("1.00s "), which a stricter
+    parse once turned into a KeyError after minutes of measurement.
+    """
+    latency = dict(
+        re.findall(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+\s*(?:us|ms|s|m))\s*$", out, flags=re.MULTILINE)
+    )
+    rate = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if rate is None or set(latency) != {"50", "99"}:
+        raise WrkOutputError(f"no requests/s or p50/p99 latency in wrk's output:\n{out}")
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     errors += int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    return Run(
-        float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), _ms(latency["50"]), _ms(latency["99"]), errors
-    )  # type: ignore[index]
+    return Run(float(rate[1]), _ms(latency["50"]), _ms(latency["99"]), errors)
 
 
 # --- where the time goes (in-process) ------------------------------------------------------------------

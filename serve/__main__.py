@@ -15,7 +15,10 @@ import tempfile
 from pathlib import Path
 
 from serve.metrics import MULTIPROC_ENV
-from serve.settings import Settings, SettingsError
+from serve.settings import STARTUP_FAILURE_ENV, Settings, SettingsError
+
+# uvicorn's own exit status for a failed start (one worker); the same for several.
+STARTUP_FAILURE_EXIT = 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,12 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Quiet, offline MLflow when a model URI is used.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    multiproc_dir = None
+    # Per start: the workers' summed metrics and their startup-failure reports; removed on exit.
+    run_dir = Path(tempfile.mkdtemp(prefix="autoops-serve-"))
+    failure_file = run_dir / "startup-failure"
+    os.environ[STARTUP_FAILURE_ENV] = str(failure_file)
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # Metrics from every worker are summed through files here; a fresh folder per start, so no
         # counts survive from a previous run.
-        multiproc_dir = tempfile.mkdtemp(prefix="autoops-metrics-")
-        os.environ[MULTIPROC_ENV] = multiproc_dir
+        (run_dir / "metrics").mkdir()
+        os.environ[MULTIPROC_ENV] = str(run_dir / "metrics")
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             "level": args.log_level.upper(),
             "propagate": False,
         }
+    failure = ""
     try:
         uvicorn.run(
             "serve.app:create_app",
@@ -85,9 +92,14 @@ def main(argv: list[str] | None = None) -> None:
             timeout_keep_alive=5,
         )
     finally:
-        if multiproc_dir:
-            shutil.rmtree(multiproc_dir, ignore_errors=True)
-
+        # With one worker uvicorn exits 3 itself on a failed start; with several its supervisor
+        # stops and returns normally, so the workers' reports decide the exit status.
+        failure = failure_file.read_text().strip() if failure_file.exists() else ""
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if failure:
+            print(f"error: the service did not start: {failure.splitlines()[0]}", file=sys.stderr)
+    if failure:
+        sys.exit(STARTUP_FAILURE_EXIT)
 
 if __name__ == "__main__":
     main()

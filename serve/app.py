@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.docs import add_docs
 from serve.metrics import MetricsMiddleware, ServiceMetrics
@@ -35,14 +35,17 @@ from serve.schemas import (
     Error,
     Health,
     ModelInfo,
+    OutsideZones,
     Prediction,
     ReloadResult,
     Root,
     Trip,
+    TripZones,
     ValidationErrors,
+    locate_trips,
     trip_columns,
 )
-from serve.settings import Settings
+from serve.settings import Settings, report_startup_failure
 from stages.features import feature_matrix
 
 SERVICE = "auto-ops green taxi trip duration"
@@ -59,21 +62,52 @@ def _json(data: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
 
 
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a body has streamed in past the limit.
+
+    An HTTPException so that whoever is reading the body (our endpoints, or FastAPI for a route
+    with body parameters, which turns other errors into a 400) answers 413 with it.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body over {max_bytes} bytes")
+
+
 class BodyLimitMiddleware:
-    """413 for a body whose Content-Length is beyond any valid request, before reading it."""
+    """413 for a body beyond any valid request, on every route, without reading it past the limit.
+
+    With a Content-Length the answer comes before any of the body is read. Without one (chunked
+    transfer) the body is counted as it streams in and reading stops at the limit: otherwise a
+    large chunked body is buffered and parsed in full (seconds, and gigabytes of memory) before
+    it could be refused. The rest of such a body is discarded by uvicorn as it arrives, and the
+    connection stays usable, so the client reads the 413 rather than a reset.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                    response = _json({"detail": f"request body over {self.max_bytes} bytes"}, 413)
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                response = _json({"detail": f"request body over {self.max_bytes} bytes"}, 413)
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -99,8 +133,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if prediction_log is not None:
-            prediction_log.start()
+        try:
+            if prediction_log is not None:
+                prediction_log.start()
+        except Exception as exc:
+            report_startup_failure(exc)
+            raise
         holder.start()
         # Wait (bounded) for the first model so a fresh worker is ready when it accepts requests;
         # if the source is down the service still starts, not ready, and keeps trying.
@@ -135,8 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, f"no model loaded yet ({holder.last_error or 'loading'})")
         return served
 
-    def predict(served: ServedModel, trips: list[Trip]) -> np.ndarray:
-        features = feature_matrix(trip_columns(trips))
+    def predict(served: ServedModel, trips: list[Trip], located: TripZones | None) -> np.ndarray:
+        features = feature_matrix(trip_columns(trips, located))
         predictions = served.predictor.predict(features)
         if prediction_log is not None:
             prediction_log.append(features, predictions, served.version)
@@ -172,6 +210,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "model_loaded": served is not None,
                 "model_version": served.version if served else None,
                 "predictor": served.predictor.kind if served else None,
+                # Still 200 and still ready: the old model keeps serving, which is the point. A
+                # monitor that wants to know that a new version did not arrive reads these.
+                "stale": holder.stale,
+                "last_error": holder.last_error,
             }
         )
 
@@ -184,9 +226,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def predict_one(request: Request) -> Response:
         trip = _parse(Trip, await request.body())
+        located = _locate([trip], batch=False)
         served = served_model()
-        prediction = predict(served, [trip])
-        return _json({"duration_min": float(prediction[0]), "model_version": served.version})
+        prediction = predict(served, [trip], located)
+        answer = {"duration_min": float(prediction[0]), "model_version": served.version}
+        if located is not None:
+            answer.update(located.describe(0) or {})
+        return _json(answer)
 
     @app.post(
         "/predict_batch",
@@ -208,11 +254,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 },
                 413,
             )
+        located = _locate(batch.trips, batch=True)
         served = served_model()
-        predictions = predict(served, batch.trips)
-        return _json(
-            {"predictions": predictions.tolist(), "model_version": served.version, "count": len(predictions)}
-        )
+        predictions = predict(served, batch.trips, located)
+        answer = {
+            "predictions": predictions.tolist(),
+            "model_version": served.version,
+            "count": len(predictions),
+        }
+        if located is not None:
+            answer["zones"] = [located.describe(i) for i in range(len(predictions))]
+        return _json(answer)
 
     @app.get("/model/info", response_model=ModelInfo, responses=unavailable, summary="The model being served")
     async def model_info() -> Response:
@@ -314,6 +366,22 @@ def _parse(model: type[ModelT], body: bytes) -> ModelT:
         errors = [
             {"type": err["type"], "loc": ("body", *err["loc"]), "msg": err["msg"]}
             for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+def _locate(trips: list[Trip], *, batch: bool) -> TripZones | None:
+    """Zones of the trips given by coordinates; a point in no zone is a 422 naming it."""
+    try:
+        return locate_trips(trips)
+    except OutsideZones as exc:
+        errors = [
+            {
+                "type": "outside_taxi_zones",
+                "loc": ("body", *(("trips", i) if batch else ()), f"{end}_longitude"),
+                "msg": f"the {end} point ({lon}, {lat}) lies in no NYC taxi zone (in water or outside NYC)",
+            }
+            for i, end, lon, lat in exc.points
         ]
         raise RequestValidationError(errors) from None
 

@@ -1,20 +1,94 @@
 """``python -m serve.compile``: compile the model the service would serve, ahead of time.
 
-The service compiles a new model version itself (in the background, serving sklearn meanwhile);
-running this first - after ``dvc repro``, or in the image build - means it starts compiled.
-The library lands in AUTOOPS_COMPILED_CACHE (or --cache) under the model's sha256.
+The service compiles a new model version itself (in a background process, serving sklearn
+meanwhile); running this first - after ``dvc repro``, or in the image build - means it starts
+compiled. The library lands in AUTOOPS_COMPILED_CACHE (or --cache) under the model's sha256.
+
+``--publish`` ships the library with the model, for a release: into ``<models dir>/compiled/<sha256>/``
+(a models/ folder source), or among the artifacts of the model version's MLflow run (an MLflow
+source). A service that later swaps to that version finds it there and serves it compiled at once.
+The release calls :func:`publish_compiled` (or runs this with ``--publish``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
+import os
+import shutil
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
-from serve.model_store import ModelLoadError, make_source
-from serve.predictor import compile_model
+from serve.model_store import RELEASE_COMPILED_DIR, ModelArtifact, ModelLoadError, make_source
+from serve.predictor import COMPILED_LIB, COMPILED_META, CompiledPredictor, compile_model
 from serve.settings import Settings, SettingsError
+
+# prctl(2): deliver a signal to this process when its parent exits.
+_PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("serve.compile")
+
+
+def _as_service_child() -> None:
+    """Run as the service's background compiler: lower priority, and die with the service.
+
+    The service stops this process group when it stops; if the service is killed outright, the
+    parent-death signal takes this process and its compiler processes down instead of leaving
+    them running for minutes. (Linux only; elsewhere the service's own stop still applies.)
+    """
+    with contextlib.suppress(OSError, ValueError):
+        os.nice(int(os.environ.get("AUTOOPS_COMPILE_NICENESS", "0")))
+
+    def stop_group(signum: int, frame: object) -> None:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, stop_group)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def publish_compiled(artifact: ModelArtifact, compiled: CompiledPredictor) -> str:
+    """Ship the compiled library with the model version it was built for; returns where it went.
+
+    The release hook: for a models/ folder source, ``<models dir>/compiled/<sha256>/`` (written
+    atomically); for an MLflow source, ``compiled/<sha256>/`` among the artifacts of the version's
+    run, where the service's MLflow source looks for it.
+    """
+    sha = str(artifact.card["model_sha256"])
+    if artifact.compile_args[:1] == ("--models-dir",):
+        target = Path(artifact.compile_args[1]) / RELEASE_COMPILED_DIR / sha
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}.", suffix=".tmp", dir=target.parent))
+        try:
+            for name in (COMPILED_LIB, COMPILED_META):
+                shutil.copyfile(compiled.lib_dir / name, tmp / name)
+            os.chmod(tmp, 0o755)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return str(target)
+    from mlflow import MlflowClient
+
+    run_id = _run_id(artifact)
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / sha
+        staged.mkdir()
+        for name in (COMPILED_LIB, COMPILED_META):
+            shutil.copyfile(compiled.lib_dir / name, staged / name)
+        MlflowClient().log_artifacts(run_id, str(staged), f"{RELEASE_COMPILED_DIR}/{sha}")
+    return f"runs:/{run_id}/{RELEASE_COMPILED_DIR}/{sha}"
+
+
+def _run_id(artifact: ModelArtifact) -> str:
+    from mlflow import MlflowClient
+
+    name, version = str(artifact.model_uri).removeprefix("models:/").split("/")
+    return str(MlflowClient().get_model_version(name, version).run_id)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,25 +97,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-uri", help="an MLflow model URI instead (AUTOOPS_MODEL_URI)")
     parser.add_argument("--cache", type=Path, help="where compiled models go (AUTOOPS_COMPILED_CACHE)")
     parser.add_argument("--require", action="store_true", help="exit 1 if the model could not be compiled")
+    parser.add_argument(
+        "--publish", action="store_true", help="ship the library with the model version (a release)"
+    )
+    # Used by the service for its background compiles.
+    parser.add_argument("--expect-sha256", help=argparse.SUPPRESS)
+    parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[compile] %(message)s")
+    if args.work_dir is not None:
+        _as_service_child()
+        # tl2cgen writes its C sources to a temporary folder: inside the one the service removes.
+        tempfile.tempdir = str(args.work_dir)
     try:
         settings = Settings.from_env(
             models_dir=args.models_dir, model_uri=args.model_uri, compiled_cache=args.cache
         )
         artifact = make_source(settings).resolve()
+        sha = str(artifact.card["model_sha256"])
+        if args.expect_sha256 and sha != args.expect_sha256:
+            raise ModelLoadError(f"the source now holds model {sha[:12]}, not {args.expect_sha256[:12]}")
         estimator = artifact.load_estimator()
     except (SettingsError, ModelLoadError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    sha = str(artifact.card["model_sha256"])
-    compiled = compile_model(estimator, sha, settings.compiled_cache)
+    compiled = compile_model(estimator, sha, settings.compiled_cache, work_dir=args.work_dir)
     if compiled is None:
         message = f"model {sha[:12]} not compiled: the service will serve the sklearn estimator"
-        if args.require:
+        if args.require or args.publish:
             sys.exit(f"error: {message}")
         print(message)
         return
     print(f"model {sha[:12]} compiled: {compiled.lib_dir}")
+    if args.publish:
+        print(f"model {sha[:12]} published: {publish_compiled(artifact, compiled)}")
 
 
 if __name__ == "__main__":

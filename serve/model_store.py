@@ -15,6 +15,11 @@ import json
 import logging
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -22,7 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from serve.predictor import Predictor, SklearnPredictor, compile_model, load_compiled
+from serve.predictor import (
+    Predictor,
+    SklearnPredictor,
+    find_compiler,
+    install_compiled,
+    load_compiled,
+    remove_abandoned_lock,
+)
 from serve.settings import Settings
 from stages.io import file_sha256
 
@@ -31,6 +43,9 @@ from stages.io import file_sha256
 # (tests/test_serve_units.py checks the names agree).
 CARD_FILE = "model_card.json"
 REGISTRY_FILE = "registry.json"
+# Where a release puts the library it compiled for a model: <models dir>/compiled/<model sha256>/,
+# and compiled/<model sha256>/ among the artifacts of the model version's MLflow run.
+RELEASE_COMPILED_DIR = "compiled"
 # Below the request path's priority: compiling a new version must not starve the requests.
 COMPILE_NICENESS = 10
 
@@ -51,6 +66,11 @@ class ModelArtifact:
     load_estimator: Callable[[], Any]
     registry_version: str | None = None
     model_uri: str | None = None
+    # `python -m serve.compile` options that compile this same version in another process.
+    compile_args: tuple[str, ...] = ()
+    # The folder holding the library the release compiled for this version, if it shipped one
+    # (fetched into the given scratch folder when it is remote).
+    release_library: Callable[[Path], Path | None] = lambda scratch: None
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,10 @@ class DirSource:
 
             return load_model(model_path, sha256=card["model_sha256"])
 
+        def release_library(scratch: Path) -> Path | None:
+            lib_dir = self.models_dir / RELEASE_COMPILED_DIR / str(card["model_sha256"])
+            return lib_dir if lib_dir.is_dir() else None
+
         registry = self._registry(card)
         return ModelArtifact(
             card=card,
@@ -129,6 +153,8 @@ class DirSource:
             load_estimator=load_estimator,
             registry_version=registry.get("version"),
             model_uri=registry.get("model_uri"),
+            compile_args=("--models-dir", str(self.models_dir.resolve())),
+            release_library=release_library,
         )
 
     def _registry(self, card: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,6 +224,17 @@ class MlflowSource:
         def load_estimator() -> Any:
             return _load_mlflow_sklearn(version_uri, card)
 
+        def release_library(scratch: Path) -> Path | None:
+            sha = str(card["model_sha256"])
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"runs:/{mv.run_id}/{RELEASE_COMPILED_DIR}/{sha}", dst_path=str(scratch)
+                )
+            except Exception as exc:  # no library logged for this version: compile it here
+                log.info("%s version %s: no compiled library in its run (%s)", self.name, mv.version, exc)
+                return None
+            return Path(local)
+
         return ModelArtifact(
             card=card,
             fingerprint=f"{self.name}/{mv.version}",
@@ -205,6 +242,8 @@ class MlflowSource:
             load_estimator=load_estimator,
             registry_version=str(mv.version),
             model_uri=version_uri,
+            compile_args=("--model-uri", version_uri),
+            release_library=release_library,
         )
 
 
@@ -260,6 +299,14 @@ class ModelHolder:
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Running compiler processes (each the leader of its own process group) and their folders.
+        self._compilers: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
+        self._compilers_lock = threading.Lock()
+
+    @property
+    def stale(self) -> bool:
+        """A model is served but the source's current one could not be loaded (see last_error)."""
+        return self.current is not None and self.last_error is not None
 
     def load(self) -> tuple[ServedModel, bool]:
         """Swap in the source's current model unless it is already served; (served, swapped?)."""
@@ -267,6 +314,7 @@ class ModelHolder:
             artifact = self.source.resolve()
             current = self.current
             if current is not None and current.fingerprint == artifact.fingerprint:
+                self.last_error = None  # the source is back to the model served: not stale
                 return current, False
             served = ServedModel(
                 predictor=self._predictor(artifact),
@@ -294,25 +342,72 @@ class ModelHolder:
 
     def _predictor(self, artifact: ModelArtifact) -> Predictor:
         sha = str(artifact.card["model_sha256"])
-        if self.settings.compile != "off" and (compiled := load_compiled(self.settings.compiled_cache, sha)):
-            return compiled
+        cache = self.settings.compiled_cache
+        if self.settings.compile != "off":
+            if compiled := load_compiled(cache, sha):
+                return compiled
+            # A released version arrives compiled: installing its library costs milliseconds,
+            # where compiling takes a minute or more (and scikit-learn serves 10x slower meanwhile).
+            with tempfile.TemporaryDirectory(prefix="autoops-release-lib-") as scratch:
+                lib_dir = artifact.release_library(Path(scratch))
+                if lib_dir is not None and (compiled := install_compiled(lib_dir, cache, sha)):
+                    log.info("model %s: serving the library its release compiled", sha[:12])
+                    return compiled
         try:
             estimator = artifact.load_estimator()
         except ModelLoadError:
             raise
         except Exception as exc:
             raise ModelLoadError(f"{artifact.source}: cannot load the model: {exc}") from exc
-        if self.settings.compile == "auto":
-            self._start(f"compile-{sha[:12]}", lambda: self._compile(artifact, estimator))
+        if self.settings.compile == "auto" and artifact.compile_args:
+            if find_compiler() is None:
+                log.warning(
+                    "no C compiler (gcc or clang) found: serving the sklearn estimator, which is slower"
+                )
+            else:
+                self._start(f"compile-{sha[:12]}", lambda: self._compile(artifact))
         return SklearnPredictor(estimator)
 
-    def _compile(self, artifact: ModelArtifact, estimator: Any) -> None:
-        """Compile in the background, then upgrade the predictor of the same version in place."""
-        # Linux niceness is per thread and inherited by the compiler processes this thread starts
-        # (elsewhere this may not apply; compiling at normal priority is still correct).
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPILE_NICENESS)
-        compiled = compile_model(estimator, str(artifact.card["model_sha256"]), self.settings.compiled_cache)
+    def _compile(self, artifact: ModelArtifact) -> None:
+        """Compile in a child process, then upgrade the predictor of the same version in place.
+
+        A child process (not a thread) so that stopping the service can stop the compiler with
+        it: the child leads its own process group (the compiler's processes included), and works
+        in a folder of its own that is removed whatever happens to it.
+        """
+        sha = str(artifact.card["model_sha256"])
+        cache = self.settings.compiled_cache
+        cache.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".compile-{sha[:12]}.", suffix=".tmp", dir=cache))
+        command = [
+            sys.executable,
+            "-m",
+            "serve.compile",
+            *artifact.compile_args,
+            "--cache",
+            str(cache),
+            "--expect-sha256",
+            sha,
+            "--work-dir",
+            str(work),
+            "--require",
+        ]
+        try:
+            with self._compilers_lock:
+                if self._stop.is_set():
+                    return
+                proc = subprocess.Popen(command, start_new_session=True, env=_child_env())
+                self._compilers[proc.pid] = (proc, work)
+            returncode = proc.wait()
+        finally:
+            self._end_compiler(sha, work)
+        if returncode != 0:
+            if not self._stop.is_set():
+                log.warning(
+                    "model %s not compiled (exit %s): serving the sklearn estimator", sha[:12], returncode
+                )
+            return
+        compiled = load_compiled(cache, sha)
         if compiled is None:
             return
         with self._load_lock:
@@ -339,6 +434,7 @@ class ModelHolder:
             try:
                 current = self.current
                 if current is not None and self.source.fingerprint() == current.fingerprint:
+                    self.last_error = None
                     continue
             except Exception as exc:
                 self._failed(exc)
@@ -361,8 +457,39 @@ class ModelHolder:
             log.warning("model source %s: %s%s", self.source.description, message, still)
         self.last_error = message
 
+    def _end_compiler(self, sha: str, work: Path) -> None:
+        with self._compilers_lock:
+            entry = next(((p, w) for p, w in self._compilers.values() if w == work), None)
+            if entry is not None:
+                del self._compilers[entry[0].pid]
+        if entry is not None and entry[0].poll() is None:
+            _kill_group(entry[0])
+        shutil.rmtree(work, ignore_errors=True)
+        remove_abandoned_lock(self.settings.compiled_cache, sha)
+
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+        """Stop watching and stop any compiler, leaving nothing behind in the compile cache."""
+        with self._compilers_lock:
+            self._stop.set()
+            compilers = list(self._compilers.values())
+        for proc, _ in compilers:
+            _kill_group(proc)
         for thread in self._threads:
-            if thread.name == "model-watch":
-                thread.join(timeout)
+            thread.join(timeout)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The compiler runs below the request path's priority (see serve.compile); it may use every core.
+    env.pop("OMP_NUM_THREADS", None)
+    env["AUTOOPS_COMPILE_NICENESS"] = str(COMPILE_NICENESS)
+    return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    # The whole group: the compile process and the compiler processes it started. Nothing in it is
+    # worth keeping once the service stops, so no grace period.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)

@@ -15,6 +15,7 @@ the features and predictions as float64 blobs: a 1000-trip batch is one insert i
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import sqlite3
@@ -170,7 +171,11 @@ class PredictionLog:
                 conn.execute(f"DELETE FROM {TABLE} WHERE last_row <= ?", (last - self.max_rows,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK would then
+                # fail with "no transaction is active" and that would be reported instead.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             # Monitoring data is not worth failing (or blocking) predictions for: count and go on.

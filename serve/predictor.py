@@ -20,7 +20,9 @@ import json
 import logging
 import math
 import os
+import platform
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -50,6 +52,9 @@ DIRECT_ROWS = 16
 SORT_ROWS = 64
 # Raw category codes the compiled predictor can encode (zones: MAX_ZONE_CODES = 254 + "other").
 _CATEGORY_CODES = 256
+
+# A library only loads where it was built for (the release builds it on x86_64 Linux, like the image).
+PLATFORM = f"{sys.platform}-{platform.machine()}"
 
 log = logging.getLogger(__name__)
 
@@ -249,21 +254,96 @@ def load_compiled(cache_dir: Path, model_sha256: str) -> CompiledPredictor | Non
     if not (lib_dir / COMPILED_META).exists():
         return None
     try:
+        meta = json.loads((lib_dir / COMPILED_META).read_text())
+        if meta.get("model_sha256") != model_sha256:
+            raise ValueError(f"built for model {str(meta.get('model_sha256'))[:12]}")
+        if meta.get("platform", PLATFORM) != PLATFORM:
+            raise ValueError(f"built for {meta['platform']}, this is {PLATFORM}")
         return CompiledPredictor(lib_dir)
     except Exception as exc:  # a library from another platform or tl2cgen version: recompile
         log.warning("ignoring compiled model %s: %s", lib_dir, exc)
         return None
 
 
+def install_compiled(lib_dir: Path, cache_dir: Path, model_sha256: str) -> CompiledPredictor | None:
+    """Copy a library built elsewhere (the release ships one with the model) into the cache and
+    load it; None if it is not one for this model and platform. The copy lands atomically, so a
+    concurrent worker sees the whole library or none."""
+    if (cached := load_compiled(cache_dir, model_sha256)) is not None:
+        return cached
+    try:
+        meta = json.loads((lib_dir / COMPILED_META).read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("model_sha256") != model_sha256 or meta.get("platform") != PLATFORM:
+        log.warning(
+            "ignoring %s: built for model %s on %s", lib_dir, meta.get("model_sha256"), meta.get("platform")
+        )
+        return None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_sha256[:12]}.", suffix=".tmp", dir=cache_dir))
+    try:
+        for name in (COMPILED_LIB, COMPILED_META):
+            shutil.copyfile(lib_dir / name, tmp / name)
+        os.chmod(tmp, 0o755)
+        with contextlib.suppress(OSError):  # another worker installed it first: same bytes
+            os.replace(tmp, cache_dir / model_sha256)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_compiled(cache_dir, model_sha256)
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    # Every uvicorn worker may want the same model compiled; one compiles, the others wait for it.
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """An exclusive lock on ``path``, which is removed again on release.
+
+    Every uvicorn worker may want the same model compiled; one compiles, the others wait for it.
+    The holder deletes the file before unlocking, so a waiter that then gets the lock on the
+    deleted file notices (its inode is no longer the path's) and locks the new file instead:
+    no lock files pile up in the cache, and two holders can never coexist.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if current:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def lock_path(cache_dir: Path, model_sha256: str) -> Path:
+    return cache_dir / f".{model_sha256}.lock"
+
+
+def remove_abandoned_lock(cache_dir: Path, model_sha256: str) -> None:
+    """Delete the lock a killed compiler left behind, unless a live one still holds it."""
+    path = lock_path(cache_dir, model_sha256)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            os.unlink(path)
+    os.close(fd)
 
 
 def compile_model(
@@ -273,8 +353,13 @@ def compile_model(
     *,
     parity_features: np.ndarray | None = None,
     nthread: int | None = None,
+    work_dir: Path | None = None,
 ) -> CompiledPredictor | None:
-    """Compile ``estimator`` once (cached by its sha256) and return it, or None to serve sklearn."""
+    """Compile ``estimator`` once (cached by its sha256) and return it, or None to serve sklearn.
+
+    ``work_dir`` (on the cache's file system) holds the unfinished library instead of the cache
+    itself, so whoever owns that folder can remove every trace of an interrupted compile.
+    """
     if cached := load_compiled(cache_dir, model_sha256):
         return cached
     compiler = find_compiler()
@@ -288,10 +373,12 @@ def compile_model(
         log.warning("treelite/tl2cgen unavailable (%s): serving the sklearn estimator", exc)
         return None
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(cache_dir / f".{model_sha256}.lock"):
+    with _file_lock(lock_path(cache_dir, model_sha256)):
         if cached := load_compiled(cache_dir, model_sha256):
             return cached
-        tmp = Path(tempfile.mkdtemp(prefix=f".{model_sha256[:12]}.", suffix=".tmp", dir=cache_dir))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{model_sha256[:12]}.", suffix=".tmp", dir=work_dir or cache_dir)
+        )
         try:
             started = time.perf_counter()
             tl_model = treelite.sklearn.import_model(estimator)
@@ -309,6 +396,7 @@ def compile_model(
                 "n_features": len(FEATURES),
                 "num_tree": tl_model.num_tree,
                 "categories": {str(k): v for k, v in known_categories(estimator).items()},
+                "platform": PLATFORM,
                 "compiler": compiler,
                 "compiler_options": list(COMPILER_OPTIONS),
                 "compiler_params": COMPILER_PARAMS,

@@ -13,6 +13,7 @@ client's typo is a 422 naming the field rather than a silently different predict
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from operator import attrgetter
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
+from serve.zones import zones
 from stages.features import INPUT_COLUMNS, ZONE_ID_RANGE
 
 # TLC timestamps are New York wall-clock time; an offset-aware pickup time is converted to it.
@@ -49,7 +51,8 @@ def json_enum(*values: int) -> Any:
     return Annotated[Literal[values], BeforeValidator(_json_integer)]
 
 
-StrictFloat = Annotated[float, Strict()]
+# NaN and Infinity (which JSON parsers accept) are refused as what they are, not as "over 100".
+StrictFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 PICKUP_YEARS = (2000, 2099)
 ZoneId = json_int(*ZONE_ID_RANGE)
 
@@ -91,11 +94,24 @@ def _pickup_datetime_schema(schema: dict[str, Any]) -> None:
 
 
 PickupDatetime = Annotated[datetime | None, BeforeValidator(_iso_string), AfterValidator(_new_york_time)]
-Hour = Annotated[Annotated[float, Strict(), Field(ge=0, lt=24)] | None, BeforeValidator(_not_null)]
+Longitude = Annotated[Annotated[StrictFloat, Field(ge=-180, le=180)] | None, BeforeValidator(_not_null)]
+Latitude = Annotated[Annotated[StrictFloat, Field(ge=-90, le=90)] | None, BeforeValidator(_not_null)]
+OptionalZoneId = Annotated[ZoneId | None, BeforeValidator(_not_null)]
+Hour = Annotated[Annotated[StrictFloat, Field(ge=0, lt=24)] | None, BeforeValidator(_not_null)]
 Weekday = Annotated[json_int(0, 6) | None, BeforeValidator(_not_null)]
 Month = Annotated[json_int(1, 12) | None, BeforeValidator(_not_null)]
 
-_TIME_FIELDS_SCHEMA: dict[str, Any] = {
+
+def _zone_or_point(zone: str, lon: str, lat: str) -> dict[str, Any]:
+    return {
+        "oneOf": [
+            {"required": [zone], "not": {"anyOf": [{"required": [lon]}, {"required": [lat]}]}},
+            {"required": [lon, lat], "not": {"required": [zone]}},
+        ]
+    }
+
+
+_PICKUP_TIME_SCHEMA: dict[str, Any] = {
     # Exactly one way of giving the pickup time; as JSON Schema so /docs and fuzzers know it.
     "oneOf": [
         {
@@ -109,6 +125,14 @@ _TIME_FIELDS_SCHEMA: dict[str, Any] = {
             },
         },
         {"required": ["pickup_hour", "pickup_dow"], "not": {"required": ["pickup_datetime"]}},
+    ],
+}
+_TRIP_SCHEMA: dict[str, Any] = {
+    # Each end of the trip as a zone ID or as coordinates; the pickup time one way or the other.
+    "allOf": [
+        _zone_or_point("pu_location_id", "pickup_longitude", "pickup_latitude"),
+        _zone_or_point("do_location_id", "dropoff_longitude", "dropoff_latitude"),
+        _PICKUP_TIME_SCHEMA,
     ],
     "examples": [
         {
@@ -126,6 +150,17 @@ _TIME_FIELDS_SCHEMA: dict[str, Any] = {
             "pickup_hour": 17.5,
             "pickup_dow": 4,
         },
+        {
+            "pickup_longitude": -73.9857,
+            "pickup_latitude": 40.7484,
+            "dropoff_longitude": -73.9881,
+            "dropoff_latitude": 40.7614,
+            "trip_distance": 1.1,
+            "pickup_hour": 14,
+            "pickup_dow": 2,
+            "pickup_month": 6,
+            "passenger_count": 1,
+        },
     ],
 }
 
@@ -133,10 +168,34 @@ _TIME_FIELDS_SCHEMA: dict[str, Any] = {
 class Trip(BaseModel):
     """One trip, as known at pickup."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_TIME_FIELDS_SCHEMA)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_TRIP_SCHEMA)
 
-    pu_location_id: ZoneId = Field(description="Pickup TLC taxi zone ID (1-265)")
-    do_location_id: ZoneId = Field(description="Dropoff TLC taxi zone ID (1-265)")
+    pu_location_id: OptionalZoneId = Field(
+        None,
+        json_schema_extra=_omit_not_null,
+        description="Pickup TLC taxi zone ID (1-265), or give the coordinates",
+    )
+    do_location_id: OptionalZoneId = Field(
+        None,
+        json_schema_extra=_omit_not_null,
+        description="Dropoff TLC taxi zone ID (1-265), or give the coordinates",
+    )
+    pickup_longitude: Longitude = Field(
+        None,
+        json_schema_extra=_omit_not_null,
+        description="Pickup longitude (WGS84), with pickup_latitude; mapped to its taxi zone",
+    )
+    pickup_latitude: Latitude = Field(
+        None, json_schema_extra=_omit_not_null, description="Pickup latitude (WGS84)"
+    )
+    dropoff_longitude: Longitude = Field(
+        None,
+        json_schema_extra=_omit_not_null,
+        description="Dropoff longitude (WGS84), with dropoff_latitude; mapped to its taxi zone",
+    )
+    dropoff_latitude: Latitude = Field(
+        None, json_schema_extra=_omit_not_null, description="Dropoff latitude (WGS84)"
+    )
     trip_distance: StrictFloat = Field(
         gt=0, le=100, description="Trip distance in miles (the route planner's estimate), 0 < d <= 100"
     )
@@ -165,6 +224,24 @@ class Trip(BaseModel):
     )
     trip_type: json_enum(1, 2) | None = Field(None, description="1 street-hail, 2 dispatch; null = unknown")
     passenger_count: json_int(0, 9) | None = Field(None, description="Passengers (0-9); null = unknown")
+
+    @model_validator(mode="after")
+    def _zone_or_coordinates(self) -> Trip:
+        for end, zone, lon, lat in (
+            ("pickup", self.pu_location_id, self.pickup_longitude, self.pickup_latitude),
+            ("dropoff", self.do_location_id, self.dropoff_longitude, self.dropoff_latitude),
+        ):
+            prefix = "pu" if end == "pickup" else "do"
+            if (zone is None) == (lon is None or lat is None) or (lon is None) != (lat is None):
+                raise ValueError(
+                    f"give the {end} either as {prefix}_location_id or as {end}_longitude + {end}_latitude, "
+                    "not both and not neither"
+                )
+        return self
+
+    @property
+    def has_coordinates(self) -> bool:
+        return self.pickup_longitude is not None or self.dropoff_longitude is not None
 
     @model_validator(mode="after")
     def _one_pickup_time(self) -> Trip:
@@ -205,13 +282,71 @@ _input_values = attrgetter(*INPUT_FIELDS.values())
 _EPOCH = datetime(1970, 1, 1)
 
 
-def trip_columns(trips: Sequence[Trip]) -> dict[str, Any]:
-    """Raw input columns for :func:`stages.features.feature_matrix` (None becomes NaN: unknown)."""
+class OutsideZones(ValueError):
+    """Coordinates that lie in no taxi zone: (trip index, "pickup" | "dropoff", lon, lat) each."""
+
+    def __init__(self, points: list[tuple[int, str, float, float]]) -> None:
+        self.points = points
+        super().__init__(
+            "; ".join(f"trip {i}: {end} ({lon}, {lat}) is in no NYC taxi zone" for i, end, lon, lat in points)
+        )
+
+
+@dataclass(frozen=True)
+class TripZones:
+    """The zones that coordinate trips fell in (index into :func:`serve.zones.zones`; -1: the trip
+    gave a zone ID there)."""
+
+    pickup: np.ndarray
+    dropoff: np.ndarray
+
+    def describe(self, i: int) -> dict[str, Any] | None:
+        if self.pickup[i] < 0 and self.dropoff[i] < 0:
+            return None
+        table = zones()
+        return {
+            end: table.describe(int(index)) if index >= 0 else None
+            for end, index in (("pickup_zone", self.pickup[i]), ("dropoff_zone", self.dropoff[i]))
+        }
+
+
+def locate_trips(trips: Sequence[Trip]) -> TripZones | None:
+    """Map the trips given by coordinates to taxi zones (None: no trip was); raises OutsideZones."""
+    if not any(t.has_coordinates for t in trips):
+        return None
+    ends: dict[str, np.ndarray] = {}
+    outside: list[tuple[int, str, float, float]] = []
+    for end in ("pickup", "dropoff"):
+        index = [i for i, t in enumerate(trips) if getattr(t, f"{end}_longitude") is not None]
+        lon = np.array([getattr(trips[i], f"{end}_longitude") for i in index], np.float64)
+        lat = np.array([getattr(trips[i], f"{end}_latitude") for i in index], np.float64)
+        found = np.full(len(trips), -1, dtype=np.intp)
+        if index:
+            located = zones().locate(lon, lat)
+            found[index] = located
+            outside += [(index[k], end, lon[k], lat[k]) for k in np.flatnonzero(located < 0)]
+        ends[end] = found
+    if outside:
+        raise OutsideZones(sorted(outside))
+    return TripZones(ends["pickup"], ends["dropoff"])
+
+
+def trip_columns(trips: Sequence[Trip], located: TripZones | None = None) -> dict[str, Any]:
+    """Raw input columns for :func:`stages.features.feature_matrix` (None becomes NaN: unknown).
+
+    Trips given by coordinates need their zones: ``located`` (from :func:`locate_trips`), else
+    they are located here."""
     # One array for the numbers and integer microseconds for the timestamps: numpy's conversion of
     # datetime objects costs more than the rest of a 1000-trip batch together.
     values = np.array([_input_values(t) for t in trips], dtype=np.float64).reshape(
         len(trips), len(INPUT_FIELDS)
     )
+    located = located or locate_trips(trips)
+    if located is not None:
+        table = zones()
+        for column, found in ((0, located.pickup), (1, located.dropoff)):
+            given = found >= 0
+            values[given, column] = table.location_id[found[given]]
     columns: dict[str, Any] = dict(zip(INPUT_FIELDS, values.T, strict=True))
     micros = []
     for trip in trips:
@@ -227,15 +362,33 @@ class BatchRequest(BaseModel):
     trips: list[Trip] = Field(min_length=1, description="Trips to predict, at most the service's max_batch")
 
 
+class Zone(BaseModel):
+    location_id: int = Field(description="TLC taxi zone ID")
+    zone: str
+    borough: str
+
+
 class Prediction(BaseModel):
     duration_min: float = Field(description="Predicted trip duration in minutes")
     model_version: str = Field(description="Version of the model that answered (see /model/info)")
+    pickup_zone: Zone | None = Field(None, description="The zone the pickup coordinates fell in (if given)")
+    dropoff_zone: Zone | None = Field(None, description="The zone the dropoff coordinates fell in (if given)")
+
+
+class TripZonesOut(BaseModel):
+    pickup_zone: Zone | None
+    dropoff_zone: Zone | None
 
 
 class BatchPrediction(BaseModel):
     predictions: list[float] = Field(description="Predicted durations in minutes, in request order")
     model_version: str = Field(description="The one model version that answered every trip")
     count: int
+    zones: list[TripZonesOut | None] | None = Field(
+        None,
+        description="Only when some trip gave coordinates: per trip, in order, the zones its coordinates "
+        "fell in (null for a trip given by zone IDs)",
+    )
 
 
 class Health(BaseModel):
@@ -244,6 +397,14 @@ class Health(BaseModel):
     model_version: str | None = None
     predictor: Literal["compiled", "sklearn"] | None = Field(
         None, description="compiled: native trees (fast); sklearn: the estimator (fallback)"
+    )
+    stale: bool = Field(
+        False,
+        description="The source holds a model that could not be loaded: the one named here keeps "
+        "serving (last_error says why; autoops_model_load_failures_total counts the attempts)",
+    )
+    last_error: str | None = Field(
+        None, description="Why the source's current model was not loaded (null: it was)"
     )
 
 

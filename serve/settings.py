@@ -88,5 +88,17 @@ class Settings(BaseModel):
         return env
 
 
+# Set by `python -m serve` for its workers: a worker whose startup fails writes why here, so the
+# supervisor exits non-zero (uvicorn's own supervisor stops, but exits 0, when workers fail to start).
+STARTUP_FAILURE_ENV = "AUTOOPS_STARTUP_FAILURE_FILE"
+
+
+def report_startup_failure(exc: BaseException) -> None:
+    """Record a failed worker start for the supervisor (no-op outside ``python -m serve``)."""
+    if path := os.environ.get(STARTUP_FAILURE_ENV):
+        with open(path, "a") as handle:  # each worker appends its line
+            handle.write(f"{type(exc).__name__}: {exc}\n")
+
+
 class SettingsError(ValueError):
     """An AUTOOPS_* variable is invalid."""

@@ -11,6 +11,8 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -542,3 +545,188 @@ def test_bad_settings_stop_the_service_with_a_clear_message(tmp_path: Path) -> N
         cwd=tmp_path,
     )
     assert run.returncode == 2 and "AUTOOPS_MAX_BATCH" in run.stderr
+
+
+# --- hostile bodies, failed starts, stale versions, compilers, coordinates --------------------------------
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict_batch"])
+def test_a_chunked_body_is_refused_while_it_streams(server: ServerProcess, path: str) -> None:
+    """No Content-Length: the limit applies as the body arrives. The body here never ends (no
+    final chunk), so only a server that stops reading at the limit can answer at all."""
+    limit = MAX_BATCH * 1024 + 65536  # serve.app: BYTES_PER_TRIP per trip + 64 KiB
+    chunk = b" " * 65536
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        for _ in range(limit // len(chunk) + 2):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            assert data, reply
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert f"over {limit} bytes".encode() in reply
+    # An honest chunked body is still read and answered.
+    body = orjson.dumps({"trips": [TRIP] * 3} if path == "/predict_batch" else TRIP)
+    ok = httpx.post(
+        server.url + path, content=iter([body[:10], body[10:]]), headers={"content-type": "application/json"}
+    )
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_failed_start_exits_non_zero(tmp_path: Path, models: Models, workers: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    run = subprocess.run(
+        [sys.executable, "-m", "serve", "--port", "0", "--workers", workers],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "AUTOOPS_MODELS_DIR": str(models.v1.dir),
+            # A log the workers cannot create (its folder would be inside a file).
+            "AUTOOPS_PREDICTION_LOG": str(tmp_path / "a-file" / "log.sqlite"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert run.returncode != 0, run.stderr[-2000:]
+    assert "did not start" in run.stderr and "a-file" in run.stderr
+
+
+def test_health_says_when_the_served_version_is_stale(models: Models) -> None:
+    live = models.work / "stale"
+    publish(models.v1.dir, live)
+    env = server_env(models, live, AUTOOPS_WATCH_INTERVAL_S="0.2")
+    with ServerProcess(cwd=models.work, env=env, args=("--workers", "1")) as proc:
+        assert httpx.get(f"{proc.url}/health").json()["stale"] is False
+        # A new card whose model file did not arrive (still v1's bytes): v2 cannot be loaded.
+        with atomic_path(live / CARD_FILE) as tmp:
+            shutil.copyfile(models.v2.dir / CARD_FILE, tmp)
+        health = proc.wait_for(lambda h: h["stale"], timeout=30)
+        assert health["model_version"] == models.v1.version and health["model_loaded"] is True
+        assert "does not match the card" in health["last_error"]
+        assert httpx.post(f"{proc.url}/predict", json=TRIP).json()["model_version"] == models.v1.version
+        publish(models.v2.dir, live)
+        health = proc.wait_for(lambda h: h["model_version"] == models.v2.version, timeout=60)
+        assert health["stale"] is False and health["last_error"] is None
+
+
+def _processes_in(folder: Path) -> list[str]:
+    """Command lines of the processes that name ``folder`` or work inside it (gcc runs there)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(folder) in args or cwd.startswith(str(folder)):
+            found.append(args)
+    return found
+
+
+def test_stopping_the_service_stops_its_compiler(models: Models, tmp_path: Path) -> None:
+    if not find_compiler():
+        pytest.skip("no C compiler")
+    frame = features_with_target(random_trips(3000, seed=7))
+    big = train_model_dir(tmp_path / "big", frame.iloc[:2400], frame.iloc[2400:], max_iter=300, seed=7)
+    cache = tmp_path / "cache"
+    env = server_env(models, big, AUTOOPS_COMPILED_CACHE=str(cache))
+    with ServerProcess(cwd=tmp_path, env=env, args=("--workers", "1")) as proc:
+        deadline = time.monotonic() + 180
+        # The compiler proper (gcc's cc1) works on sources inside the cache's work folder.
+        while not any("cc1" in p or "gcc" in p for p in _processes_in(cache)):
+            assert time.monotonic() < deadline, "no compiler started"
+            assert proc.proc is not None and proc.proc.poll() is None
+            time.sleep(0.1)
+        assert proc.proc is not None
+        os.kill(proc.proc.pid, signal.SIGTERM)  # what a supervisor does: the main process only
+        proc.proc.wait(60)
+    deadline = time.monotonic() + 10
+    while _processes_in(cache) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_in(cache) == []
+    assert sorted(p.name for p in cache.iterdir()) == []  # no work folder, no .tmp, no lock
+
+
+def test_a_released_version_arrives_compiled(models: Models, tmp_path: Path) -> None:
+    """The release ships the library (`python -m serve.compile --publish`): a service that swaps
+    to that version serves it compiled from the first request, without compiling anything."""
+    if not find_compiler():
+        pytest.skip("no C compiler")
+    release = tmp_path / "release"
+    shutil.copytree(models.v2.dir, release)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve.compile",
+            "--models-dir",
+            str(release),
+            "--cache",
+            str(tmp_path / "build"),
+            "--publish",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    v1_sha = DirSource(models.v1.dir).fingerprint()
+    shutil.copytree(models.cache / v1_sha, cache / v1_sha)
+    live = tmp_path / "live"
+    publish(models.v1.dir, live)
+    env = server_env(models, live, AUTOOPS_COMPILED_CACHE=str(cache), AUTOOPS_WATCH_INTERVAL_S="0.2")
+    with ServerProcess(cwd=tmp_path, env=env, args=("--workers", "1")) as proc:
+        shutil.copytree(release / "compiled", live / "compiled")
+        publish(release, live)
+        health = proc.wait_for(lambda h: h["model_version"] == models.v2.version, timeout=60)
+        assert health["predictor"] == "compiled"
+        body = httpx.post(f"{proc.url}/predict_batch", json={"trips": [TRIP] * 3}).json()
+        np.testing.assert_allclose(body["predictions"], models.v2.predict([TRIP] * 3), atol=1e-6, rtol=0)
+        assert "release compiled" in proc.log() and "compile-" not in proc.log()
+
+
+SEED_TRIP = {
+    "pickup_longitude": -73.9857,
+    "pickup_latitude": 40.7484,
+    "dropoff_longitude": -73.9881,
+    "dropoff_latitude": 40.7614,
+    "trip_distance": 1.1,
+    "pickup_hour": 14,
+    "pickup_dow": 2,
+    "pickup_month": 6,
+    "passenger_count": 1,
+}
+
+
+def test_coordinates_are_mapped_to_taxi_zones(client: httpx.Client) -> None:
+    """The original Auto-Ops request shape: the seed's own example lands in Midtown South (164)
+    and Clinton East (48), and predicts what those zone IDs predict."""
+    reply = client.post("/predict", json=SEED_TRIP)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["pickup_zone"] == {"location_id": 164, "zone": "Midtown South", "borough": "Manhattan"}
+    assert body["dropoff_zone"] == {"location_id": 48, "zone": "Clinton East", "borough": "Manhattan"}
+    by_zone = {k: v for k, v in SEED_TRIP.items() if "itude" not in k} | {
+        "pu_location_id": 164,
+        "do_location_id": 48,
+    }
+    assert client.post("/predict", json=by_zone).json()["duration_min"] == body["duration_min"]
+    batch = client.post("/predict_batch", json={"trips": [TRIP, SEED_TRIP]}).json()
+    assert batch["zones"][0] is None and batch["zones"][1]["pickup_zone"]["location_id"] == 164
+    assert batch["predictions"][1] == body["duration_min"]
+    at_sea = {**SEED_TRIP, "dropoff_longitude": -73.5, "dropoff_latitude": 40.3}
+    refused = client.post("/predict_batch", json={"trips": [TRIP, at_sea]})
+    assert refused.status_code == 422
+    [error] = refused.json()["detail"]
+    assert error["loc"] == ["body", "trips", 1, "dropoff_longitude"] and "no NYC taxi zone" in error["msg"]

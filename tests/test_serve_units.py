@@ -6,6 +6,7 @@ The real server (a uvicorn subprocess) is exercised in tests/test_serve.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -32,9 +33,9 @@ from serve.predictor import (
     max_abs_diff,
     probe_features,
 )
-from serve.schemas import Trip, trip_columns
+from serve.schemas import OutsideZones, Trip, locate_trips, trip_columns
 from serve.settings import DEFAULT_MODELS_DIR, Settings, SettingsError
-from serve.testing import features_with_target, random_trips, train_model_dir
+from serve.testing import ROOT, features_with_target, random_trips, train_model_dir
 from stages.features import FEATURES, REQUIRED_INPUTS, TARGET, feature_frame, feature_matrix, filter_mask
 from stages.model import load_model
 from stages.params import DriftParams, FilterParams
@@ -194,7 +195,11 @@ def test_required_inputs_are_required(field: str) -> None:
     api_name = {"PULocationID": "pu_location_id", "DOLocationID": "do_location_id"}.get(field, field)
     with pytest.raises(ValidationError) as info:
         Trip.model_validate({k: v for k, v in BASE.items() if k != api_name})
-    assert info.value.errors()[0]["loc"] == (api_name,)
+    error = info.value.errors()[0]
+    if field in ("PULocationID", "DOLocationID"):  # a zone, or coordinates: the message names both
+        assert error["loc"] == () and api_name in error["msg"] and "longitude" in error["msg"]
+    else:
+        assert error["loc"] == (api_name,)
 
 
 # --- settings --------------------------------------------------------------------------------------
@@ -433,3 +438,152 @@ def test_exported_log_is_drift_stage_input(tmp_path: Path) -> None:
     summary, _ = compute_drift(reference, current, DriftParams(sample_rows=1000))
     assert summary["n_columns"] == len(FEATURES) + 1
     assert TARGET not in current.columns
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from serve.prediction_log import connect
+
+    log = PredictionLog(tmp_path / "log.sqlite", max_rows=10_000_000)
+    conn = connect(log.path)
+    # SQLite's own cap on the file size: the same SQLITE_FULL error a full disk gives.
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 1}")
+    features, predictions = _rows(5000)
+    log.append(features, predictions, "v1")
+    with caplog.at_level(logging.WARNING, logger="serve.prediction_log"):
+        log._flush(conn)
+    conn.close()
+    assert log.dropped == 5000
+    assert "database or disk is full" in caplog.text and "no transaction" not in caplog.text
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("field", ["trip_distance", "pickup_hour"])
+def test_nan_and_infinity_are_refused_as_not_finite(value: str, field: str) -> None:
+    body = {
+        "pu_location_id": 74,
+        "do_location_id": 168,
+        "trip_distance": 2.3,
+        "pickup_hour": 8,
+        "pickup_dow": 1,
+    }
+    text = json.dumps(body).replace(f'"{field}": {body[field]}', f'"{field}": {value}')
+    with pytest.raises(ValidationError) as info:
+        Trip.model_validate_json(text)
+    assert [(e["loc"], e["msg"]) for e in info.value.errors()] == [
+        ((field,), "Input should be a finite number")
+    ]
+
+
+# --- coordinates -> taxi zones --------------------------------------------------------------------------
+
+SEED_REQUEST = {
+    "pickup_longitude": -73.9857,
+    "pickup_latitude": 40.7484,
+    "dropoff_longitude": -73.9881,
+    "dropoff_latitude": 40.7614,
+    "trip_distance": 1.1,
+    "pickup_hour": 14,
+    "pickup_dow": 2,
+}
+
+
+def test_the_seed_example_lands_in_midtown_south_and_clinton_east() -> None:
+    trip = Trip.model_validate(SEED_REQUEST)
+    located = locate_trips([trip])
+    assert located is not None
+    assert located.describe(0) == {
+        "pickup_zone": {"location_id": 164, "zone": "Midtown South", "borough": "Manhattan"},
+        "dropoff_zone": {"location_id": 48, "zone": "Clinton East", "borough": "Manhattan"},
+    }
+    by_zone = Trip.model_validate(
+        {
+            **{k: v for k, v in SEED_REQUEST.items() if "itude" not in k},
+            "pu_location_id": 164,
+            "do_location_id": 48,
+        }
+    )
+    np.testing.assert_array_equal(
+        feature_matrix(trip_columns([trip])), feature_matrix(trip_columns([by_zone]))
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pu_location_id": 164}, "not both"),  # zone and coordinates
+        ({"pickup_latitude": None}, "null"),
+        ({"dropoff_latitude": 91.0}, "less than or equal to 90"),
+    ],
+)
+def test_zone_or_coordinates_not_both(change: dict[str, Any], message: str) -> None:
+    body = {**SEED_REQUEST, **change}
+    with pytest.raises(ValidationError, match=message):
+        Trip.model_validate(body)
+    missing = {k: v for k, v in SEED_REQUEST.items() if k != "dropoff_latitude"}
+    with pytest.raises(ValidationError, match="not neither"):
+        Trip.model_validate(missing)
+
+
+def test_a_point_in_no_zone_is_refused_not_guessed() -> None:
+    at_sea = Trip.model_validate({**SEED_REQUEST, "dropoff_longitude": -73.5, "dropoff_latitude": 40.3})
+    with pytest.raises(OutsideZones) as info:
+        locate_trips([Trip.model_validate(SEED_REQUEST), at_sea])
+    assert info.value.points == [(1, "dropoff", -73.5, 40.3)]
+
+
+@pytest.mark.realdata
+def test_every_zone_maps_back_from_points_inside_it() -> None:
+    """Against TLC's own polygons: points well inside each of the 263 zones (and on the committed
+    polygons' vertices' interior side) map to that zone; the committed file is the source's."""
+    import shapely
+
+    from serve.zones import load_zones
+
+    source = Path(__file__).resolve().parents[2] / "shared" / "data" / "tlc" / "taxi_zones.geojson"
+    if not source.exists():
+        pytest.skip(f"{source} not available")
+    features = json.loads(source.read_text())["features"]
+    zones = load_zones()
+    ids, points = [], []
+    for feature in features:
+        geom = shapely.geometry.shape(feature["geometry"])
+        inner = geom.buffer(-2e-4)  # ~20 m inside every boundary
+        for part in getattr(inner, "geoms", [inner]):
+            if not part.is_empty:
+                ids.append(int(feature["properties"]["LocationID"]))
+                points.append(part.representative_point())
+    assert len(set(ids)) >= 260  # a few zones are slivers narrower than the margin
+    found = zones.locate(shapely.get_x(points), shapely.get_y(points))
+    assert (found >= 0).all()
+    np.testing.assert_array_equal(zones.location_id[found], ids)
+    names = {int(f["properties"]["LocationID"]): f["properties"]["zone"] for f in features}
+    assert all(zones.zone[i] == names[int(zones.location_id[i])] for i in range(len(zones.location_id)))
+
+
+def test_wrk_output_is_parsed_with_its_padding() -> None:
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("serve_bench", ROOT / "bench" / "serve_bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    out = (
+        "Running 10s test @ http://127.0.0.1:8000\n"
+        "  2 threads and 8 connections\n"
+        "  Latency Distribution\n"
+        "     50%    1.00s \n"
+        "     75%  450.00us\n"
+        "     90%    2.10ms\n"
+        "     99%    1.20m \n"
+        "  24000 requests in 10.00s, 3.00MB read\n"
+        "  Socket errors: connect 0, read 2, write 0, timeout 1\n"
+        "  Non-2xx or 3xx responses: 3\n"
+        "Requests/sec:   2400.50 \n"
+    )
+    run = bench.parse_wrk(out)
+    assert (run.rps, run.p50_ms, run.p99_ms, run.errors) == (2400.5, 1000.0, 72000.0, 6)
+    with pytest.raises(bench.WrkOutputError, match="no requests/s"):
+        bench.parse_wrk("unable to connect to 127.0.0.1:9 Connection refused\n")

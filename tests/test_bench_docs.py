@@ -1,0 +1,52 @@
+"""The backtest and trigger-study figures in bench/README.md are exactly what their results render.
+
+Nothing is re-run here (that takes minutes): the committed JSON under bench/results/ is rendered
+and compared with the committed text, so a figure copied or edited by hand fails the suite.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _at_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bench scripts run as `python -m bench.X` from the root; import them the same way.
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(os.fspath(ROOT))
+
+
+def test_backtest_table_matches_its_results() -> None:
+    from bench.backtests import RESULTS, SEQUENCES, render
+
+    assert any((RESULTS / f"backtest_{name}.json").exists() for name in SEQUENCES)
+    assert render() == (ROOT / "bench/README.md").read_text(), "run `python -m bench.backtests --render`"
+
+
+def test_trigger_study_table_matches_its_results() -> None:
+    from bench.trigger_study import OUT_DIR, render
+
+    assert list(OUT_DIR.glob("trigger_study_*.json"))
+    assert render() == (ROOT / "bench/README.md").read_text(), "run `python -m bench.trigger_study --render`"
+
+
+def test_the_verdict_says_dominates_only_when_no_calendar_beats_it() -> None:
+    from autoops.backtest_report import verdict_line, versus_calendar
+
+    def policy(mae: float, retrains: int) -> dict:
+        return {"mean_mae": mae, "retrains": retrains, "degradation_reduction": None}
+
+    summary = {f"periodic_k{k}": policy(3.0 + 0.01 * k, 12 // k) for k in range(1, 7)}
+    summary["auto"] = policy(3.015, 4)  # better than K=3 (4 retrains): dominates
+    result = {"summary": summary, "versus_calendar": versus_calendar(summary)}
+    assert result["versus_calendar"]["dominates_calendar"]
+    assert verdict_line(result).startswith("**`auto` dominates the calendar**")
+    summary["auto"] = policy(3.035, 4)  # K=3 has 4 retrains and a lower MAE: beaten
+    result = {"summary": summary, "versus_calendar": versus_calendar(summary)}
+    assert result["versus_calendar"]["beaten_by"] == ["periodic_k3"]
+    assert "does not dominate" in verdict_line(result)
