@@ -17,7 +17,12 @@ What is derived, and why it is split this way:
     and hour), so the heavy tails that set a model's RMSE are the real ones;
   * per real month ("anchors"): the shares that moved over the years (missing block, vendors,
     rate codes, passengers, payments, junk rows) and the fare schedule; the generator
-    interpolates the shares between anchors and steps the fare schedule.
+    interpolates the shares between anchors and steps the fare schedule;
+  * a smooth calendar ("time"): how speed by weekday/weekend hour, trip length, the pickup hours
+    and the volume move with the month of the year (two harmonics) and a slow secular trend,
+    fitted across all real months with the 2021 lockdown months as an era of their own. Real
+    months drift slowly this way (a model gets a few percent worse per season), and the
+    generator reproduces it, so a backtest on synthetic data shows what a stale model costs.
 
 Usage: python scripts/calibrate_synthetic.py [TLC_DIR] [OUT]
 """
@@ -64,6 +69,15 @@ MIN_PAIR_TRIPS_FOR_EFFECT = 40
 LOG_DIST_CENTRE = float(np.log(2.0))  # a typical trip; slopes pivot around it
 NOISE_SCALE_PRIOR = 200.0  # pseudo-trips at scale 1 for the noise-scale cells
 SHRINK = 30.0  # backfitting shrinkage (pseudo-trips) so sparse zones keep effects near zero
+# The smooth calendar: two harmonics of the month of the year (a winter/summer swing and the
+# spring/autumn bumps) are as much as 19 months with gaps (no June, August, September) support.
+SEASON_HARMONICS = 2
+# Lockdown traffic: months up to this one are an era of their own, not a point on the trend line.
+PANDEMIC_END = "2021-12"
+# Ridge (in squared design units) on the harmonics: cells with few trips stay near the mean season.
+SEASON_RIDGE = 0.05
+ZONE_DRIFT_MIN_RHO = 0.8
+ZONE_DRIFT_MIN_TRIPS = 300  # per month, in pickups and dropoffs, for a zone's effect to be measured
 
 
 def _round(values: Any, digits: int = 4) -> Any:
@@ -321,23 +335,39 @@ def _residuals(trips: pd.DataFrame, effects: dict, factors: dict) -> np.ndarray:
     return np.log(trips["duration"].to_numpy()) - fitted
 
 
-def fit_duration(trips: pd.DataFrame, borough_of: np.ndarray, n_boroughs: int) -> tuple[dict, pd.Series]:
-    """Backfit log duration on additive effects; return the model and each month/segment's level."""
+def fit_duration(
+    trips: pd.DataFrame, borough_of: np.ndarray, n_boroughs: int
+) -> tuple[dict, pd.Series, np.ndarray]:
+    """Backfit log duration on additive effects.
+
+    Returns the model, each month/segment's level and, per trip, what is specific to its month
+    (the street-hail level of the month plus the trip's residual): the input of the calendar fit.
+    """
     level = trips["month"] + "/" + trips["segment"]
     factors, frequent = _duration_factors(trips, borough_of, n_boroughs, level)
     effects = _backfit(np.log(trips["duration"].to_numpy()), factors)
     resid = _residuals(trips, effects, factors)
+    level_of = pd.Series(effects["level"], index=sorted(level.unique()))
+    # App rows (segment M) keep their own offset in the anchors; what the months share is the
+    # street-hail level, so every trip is measured against that.
+    month_effect = resid + level_of.reindex(trips["month"] + "/S").to_numpy()
 
     # The noise is measured *within* each month: pooled residuals would also hold how months
     # differ from each other (2021's pandemic rush hours, zones that changed), structure a model
     # trained on one month does not face, and synthetic months would come out noisier than real.
     within = np.empty(len(trips))
+    zone_effects: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for month in trips["month"].unique():
         sel = (trips["month"] == month).to_numpy()
         month_trips = trips[sel]
         month_factors, _ = _duration_factors(month_trips, borough_of, n_boroughs, month_trips["segment"])
         month_effects = _backfit(np.log(month_trips["duration"].to_numpy()), month_factors)
         within[sel] = _residuals(month_trips, month_effects, month_factors)
+        counts = np.bincount(month_trips["PULocationID"].to_numpy(), minlength=N_ZONES + 1)
+        counts = np.minimum(
+            counts, np.bincount(month_trips["DOLocationID"].to_numpy(), minlength=N_ZONES + 1)
+        )
+        zone_effects[month] = (month_effects["pu_zone"] + month_effects["do_zone"], counts)
 
     group = np.searchsorted(RESID_GROUP_EDGES, trips["trip_distance"].to_numpy(), side="right") - 1
     is_m = (trips["segment"] == "M").to_numpy()
@@ -390,7 +420,127 @@ def fit_duration(trips: pd.DataFrame, borough_of: np.ndarray, n_boroughs: int) -
         "residual_rmse_pooled": float(np.sqrt(np.mean(resid**2))),
         "residual_rmse_within_month": float(np.sqrt(np.mean(within**2))),
     }
-    return model, pd.Series(effects["level"], index=level_names)
+    model["zone_drift"] = zone_drift(zone_effects, float(np.var(within)))
+    return model, pd.Series(effects["level"], index=level_names), month_effect
+
+
+def zone_drift(effects: dict[str, tuple[np.ndarray, np.ndarray]], noise_var: float) -> dict[str, float]:
+    """How fast the places drift: the zones' speed effects as a stationary AR(1) across months.
+
+    A zone's month-specific effect (pickup plus dropoff level) differs between two months of the
+    same era by 2 sigma^2 (1 - rho^lag) on top of sampling noise; sigma and rho come from the
+    spread of those differences by lag, over zones busy enough to measure.
+    """
+    months = sorted(effects)
+    lags: dict[int, list[float]] = {}
+    for i, a in enumerate(months):
+        for b in months[i + 1 :]:
+            if (_month_number(a) <= _month_number(PANDEMIC_END)) != (
+                _month_number(b) <= _month_number(PANDEMIC_END)
+            ):
+                continue
+            (ea, na), (eb, nb) = effects[a], effects[b]
+            busy = (na >= ZONE_DRIFT_MIN_TRIPS) & (nb >= ZONE_DRIFT_MIN_TRIPS)
+            excess = (ea[busy] - eb[busy]) ** 2 - 2 * noise_var * (1 / na[busy] + 1 / nb[busy])
+            lags.setdefault(_month_number(b) - _month_number(a), []).append(float(np.mean(excess)))
+    lag = np.array(sorted(lags), dtype=np.float64)
+    spread = np.array([np.mean(lags[int(k)]) for k in lag])
+    weight = np.array([len(lags[int(k)]) for k in lag], dtype=np.float64)
+    best = (np.inf, 0.0, 0.0)
+    # Slow by construction: a month-to-month jitter is noise the calendar policies cannot fix.
+    for rho in np.linspace(ZONE_DRIFT_MIN_RHO, 0.995, 100):
+        shape = 2 * (1 - rho**lag)
+        var = max(float(np.sum(weight * shape * spread) / np.sum(weight * shape * shape)), 0.0)
+        err = float(np.sum(weight * (spread - var * shape) ** 2))
+        best = min(best, (err, float(rho), var))
+    print("zone drift by lag:", {int(k): round(float(v), 5) for k, v in zip(lag, spread, strict=True)})
+    return {"rho": best[1], "sigma": float(np.sqrt(best[2]))}
+
+
+def _month_number(month: str) -> int:
+    year, mon = month.split("-")
+    return int(year) * 12 + int(mon) - 1
+
+
+def time_design(months: list[str], centre: float) -> np.ndarray:
+    """Columns: intercept, trend (years from ``centre``), lockdown era, then cos/sin harmonics."""
+    index = np.array([_month_number(m) for m in months], dtype=np.float64)
+    moy = np.array([int(m.split("-")[1]) - 1 for m in months], dtype=np.float64)
+    columns = [np.ones_like(index), (index - centre) / 12.0, (index <= _month_number(PANDEMIC_END)) * 1.0]
+    for k in range(1, SEASON_HARMONICS + 1):
+        angle = 2 * np.pi * k * moy / 12.0
+        columns += [np.cos(angle), np.sin(angle)]
+    return np.column_stack(columns)
+
+
+def _fit_calendar(design: np.ndarray, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted ridge (harmonics only) of each column of ``values`` (months x cells) on the design."""
+    penalty = np.zeros(design.shape[1])
+    penalty[3:] = SEASON_RIDGE
+    coef = np.zeros((values.shape[1], design.shape[1]))
+    for cell in range(values.shape[1]):
+        w = weights[:, cell] / weights[:, cell].mean()
+        gram = design.T @ (design * w[:, None]) + np.diag(penalty) * len(design)
+        coef[cell] = np.linalg.solve(gram, design.T @ (w * values[:, cell]))
+    return coef
+
+
+def calendar_tables(trips: pd.DataFrame, month_effect: np.ndarray, all_rows: pd.DataFrame) -> dict:
+    """How the months differ smoothly: speed by hour, trip length, pickup hours and volume."""
+    months = sorted(trips["month"].unique())
+    index = np.array([_month_number(m) for m in months], dtype=np.float64)
+    centre = float(index.mean())
+    design = time_design(months, centre)
+    month_code = pd.Categorical(trips["month"], categories=months).codes.astype(np.int64)
+    cell = (trips["dow"].to_numpy() >= 5) * 24 + trips["hour"].to_numpy()
+    key = month_code * 48 + cell
+    # Per month and cell, a line in centred log distance: the level (a typical 2-mile trip) and
+    # the slope (how much longer a long trip takes), since seasons move highways and streets
+    # differently and a long trip's minutes weigh most in a model's MAE.
+    x = np.log(trips["trip_distance"].to_numpy()) - LOG_DIST_CENTRE
+    size = len(months) * 48
+
+    def total(w: np.ndarray) -> np.ndarray:
+        return np.bincount(key, weights=w, minlength=size).reshape(len(months), 48)
+
+    counts = np.bincount(key, minlength=size).reshape(len(months), 48).astype(np.float64)
+    sx, sxx, sy, sxy = total(x), total(x * x), total(month_effect), total(x * month_effect)
+    mean_x = sx / np.maximum(counts, 1)
+    var_x = sxx / np.maximum(counts, 1) - mean_x**2
+    slope = (sxy / np.maximum(counts, 1) - mean_x * sy / np.maximum(counts, 1)) / np.maximum(var_x, 1e-6)
+    level = sy / np.maximum(counts, 1) - slope * mean_x
+    speed = _fit_calendar(design, level, counts + 1.0)
+    speed_slope = _fit_calendar(design, slope, counts * var_x + 1.0)
+
+    street = (trips["segment"] == "S").to_numpy()
+    logd = np.log(trips["trip_distance"].to_numpy())
+    mean_logd = np.array([logd[street & (month_code == i)].mean() for i in range(len(months))])
+    distance = _fit_calendar(design, (mean_logd - mean_logd.mean())[:, None], np.ones((len(months), 1)))
+
+    # Pickup hours: the month's share of each hour against the all-months share (logs), so the
+    # generator can tilt its weekly pattern; weekday and weekend pooled (too few night trips).
+    hour_counts = np.bincount(month_code * 24 + trips["hour"].to_numpy(), minlength=len(months) * 24)
+    share = hour_counts.reshape(len(months), 24) / np.bincount(month_code, minlength=len(months))[:, None]
+    pooled = np.bincount(trips["hour"].to_numpy(), minlength=24) / len(trips)
+    tilt = _fit_calendar(design, np.log(share / pooled), hour_counts.reshape(len(months), 24) + 1.0)
+
+    # Volume: rows per day (all rows, junk included, as the generator counts them).
+    per_day = np.array(
+        [(all_rows["month"] == m).sum() / pd.Period(m, freq="M").days_in_month for m in months]
+    )
+    volume = _fit_calendar(design, np.log(per_day / per_day.mean())[:, None], np.ones((len(months), 1)))
+    return {
+        "centre": centre,
+        "first": months[0],
+        "last": months[-1],
+        "pandemic_end": PANDEMIC_END,
+        "harmonics": SEASON_HARMONICS,
+        "speed": speed.reshape(2, 24, design.shape[1]),
+        "speed_slope": speed_slope.reshape(2, 24, design.shape[1]),
+        "log_distance": distance[0],
+        "hour_tilt": tilt,
+        "volume": volume[0],
+    }
 
 
 def fare_tables(month_trips: pd.DataFrame, clean: pd.Series, borough_of: np.ndarray) -> dict:
@@ -524,7 +674,7 @@ def main(tlc_dir: str | None = None, out: str | None = None) -> None:
             ("L", long_trips),
         )
     }
-    duration, levels = fit_duration(trips, borough_of, len(boroughs))
+    duration, levels, month_effect = fit_duration(trips, borough_of, len(boroughs))
     months = sorted(df["month"].unique())
     anchors = {}
     for month in months:
@@ -545,6 +695,7 @@ def main(tlc_dir: str | None = None, out: str | None = None) -> None:
         "segments": segments,
         "duration": duration,
         "anchors": anchors,
+        "time": calendar_tables(trips, month_effect, df),
         "junk": junk_tables(df),
         # The long-trip mix as observed (for reference; the regime shift amplifies it).
         "long_trip_observed": {

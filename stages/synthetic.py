@@ -14,6 +14,10 @@ Properties the pipeline relies on:
     ``cbd_congestion_fee`` from 2025-01), so ingest's normalisation is exercised as on real files.
   * **Realistically dirty**: zero distances, sub-minute and day-long meters, GPS distance glitches
     and a few negative durations, at the real shares, so the pipeline's filters have work to do.
+  * **Slow drift, like real months**: speed by weekday/weekend hour, trip length, pickup hours
+    and volume follow the month of the year and a slow secular trend fitted on the real months
+    (``time`` in the calibration), so a model trained on one month gets a few percent worse over
+    the following ones, as on real data, while no column drifts enough for Evidently to alarm.
   * **A regime shift** from ``shift_month`` on: traffic slows by ``shift_speed_factor`` and a
     ``shift_long_trip_share`` of trips comes from a long-trip mix (airports and outer boroughs,
     an earlier day, more dispatched and shared rides). Drift detection and retraining then have
@@ -34,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.months import month_index, parse_month
+from stages.months import FIRST_TLC_MONTH, month_index, parse_month
 from stages.params import SyntheticParams
 from stages.schema import tlc_raw_schema
 
@@ -132,6 +136,11 @@ class _Calibration:
     resid_edges: np.ndarray
     resid_q: dict[str, np.ndarray]  # segment -> (groups, quantiles)
     noise_scale: np.ndarray  # (boroughs, 24): pickup borough and hour
+    speed: np.ndarray  # (weekend, 24, terms): log-duration calendar, see _calendar_terms
+    speed_slope: np.ndarray  # (weekend, 24, terms): ... of its slope in centred log distance
+    log_distance: np.ndarray  # (terms,)
+    hour_tilt: np.ndarray  # (24, terms): log pickup-hour weights
+    volume: np.ndarray  # (terms,): log trips per day
     fine: np.ndarray  # quantile levels of the noise tables
     coarse: np.ndarray  # ... of the fare and tip tables
     junk: np.ndarray  # ... of the junk-row tables
@@ -267,6 +276,11 @@ def _calibration() -> _Calibration:
         resid_edges=np.array(duration["resid_group_edges"]),
         resid_q={s: np.array(q) for s, q in duration["resid_quantiles"].items()},
         noise_scale=np.array(duration["noise_scale"]),
+        speed=np.array(raw["time"]["speed"]),
+        speed_slope=np.array(raw["time"]["speed_slope"]),
+        log_distance=np.array(raw["time"]["log_distance"]),
+        hour_tilt=np.array(raw["time"]["hour_tilt"]),
+        volume=np.array(raw["time"]["volume"]),
         fine=np.array(raw["quantile_levels"]["fine"]),
         coarse=np.array(raw["quantile_levels"]["coarse"]),
         junk=np.array(raw["quantile_levels"]["junk"]),
@@ -309,6 +323,66 @@ class _Anchors:
         return out
 
 
+_SEASON_TERMS = 3  # the calendar's columns before the harmonics: intercept, trend, lockdown era
+
+
+def _calendar_terms(cal: _Calibration, month: str) -> np.ndarray:
+    """The calendar design row of ``month``, as scripts/calibrate_synthetic.py's ``time_design``."""
+    time = cal.raw["time"]
+    index = float(month_index(month))
+    # The trend is known only between the real months it was fitted on: beyond them it stays
+    # flat rather than extrapolating traffic for years.
+    clipped = min(max(index, float(month_index(time["first"]))), float(month_index(time["last"])))
+    terms = [1.0, (clipped - time["centre"]) / 12.0, float(index <= month_index(time["pandemic_end"]))]
+    month_of_year = parse_month(month)[1] - 1
+    for k in range(1, int(time["harmonics"]) + 1):
+        angle = 2 * np.pi * k * month_of_year / 12.0
+        terms += [np.cos(angle), np.sin(angle)]
+    return np.array(terms)
+
+
+@dataclass(frozen=True)
+class _Season:
+    """What the calendar makes of one month."""
+
+    speed: np.ndarray  # (weekend, 24, 2) log-duration offset at 2 miles, and its distance slope
+    distance_factor: float
+    hour_weight: np.ndarray  # (24,) multiplies the segments' pickup-hour pattern
+    volume_factor: float  # seasonal only: rows_per_month stays the yearly mean
+
+
+def _season(cal: _Calibration, month: str) -> _Season:
+    terms = _calendar_terms(cal, month)
+    return _Season(
+        speed=np.stack([cal.speed @ terms, cal.speed_slope @ terms], axis=-1),
+        distance_factor=float(np.exp(cal.log_distance @ terms)),
+        hour_weight=np.exp(cal.hour_tilt @ terms),
+        volume_factor=float(np.exp(cal.volume[_SEASON_TERMS:] @ terms[_SEASON_TERMS:])),
+    )
+
+
+_ZONE_DRIFT_STREAM = 0x5A0E  # keeps the zones' random walk apart from any month's stream
+
+
+@lru_cache(maxsize=64)
+def _zone_drift(seed: int, month: str) -> np.ndarray:
+    """Per zone (pickup, dropoff) a slowly wandering log-duration offset: places change speed.
+
+    A stationary AR(1) with the spread and persistence measured on real months; one random
+    stream per seed, walked from the first TLC month, so a month's value never depends on which
+    other months were generated.
+    """
+    drift = _calibration().raw["duration"]["zone_drift"]
+    rho, sigma = float(drift["rho"]), float(drift["sigma"]) / np.sqrt(2.0)
+    steps = month_index(month) - month_index(FIRST_TLC_MONTH)
+    shocks = np.random.default_rng([seed, _ZONE_DRIFT_STREAM]).standard_normal((max(steps, 0) + 1, 2, 267))
+    state = shocks[0] * sigma
+    innovation = sigma * np.sqrt(1.0 - rho * rho)
+    for shock in shocks[1:]:
+        state = rho * state + innovation * shock
+    return state
+
+
 def _categorical(rng: np.random.Generator, shares: dict[str, float], n: int) -> np.ndarray:
     keys = sorted(shares, key=float)
     values = np.array([float(k) for k in keys])
@@ -319,27 +393,31 @@ def _categorical(rng: np.random.Generator, shares: dict[str, float], n: int) -> 
 # Sampling.
 
 
-def _row_count(rng: np.random.Generator, params: SyntheticParams, year: int, month: int) -> int:
+def _row_count(
+    rng: np.random.Generator, params: SyntheticParams, season: _Season, year: int, month: int
+) -> int:
     days = calendar.monthrange(year, month)[1]
-    # Longer months have more trips, damped so February stays within ~5% of the nominal size;
-    # a mild winter-low/summer-high season and a little noise make each month's count its own.
-    season = 1.0 - 0.02 * np.cos(2 * np.pi * (month - 1) / 12)
-    factor = (days / 30.44) ** 0.5 * season * (1.0 + rng.uniform(-0.015, 0.015))
+    # Longer months have more trips, damped so the data size stays near the nominal one; the
+    # real season (busy spring and autumn, quiet summer and winter) and a little noise make each
+    # month's count its own.
+    factor = (days / 30.44) ** 0.5 * season.volume_factor * (1.0 + rng.uniform(-0.015, 0.015))
     return max(round(params.rows_per_month * factor), 1)
 
 
-def _pickups(rng: np.random.Generator, seg: _Segment, n: int, first: date, days: int) -> np.ndarray:
+def _pickups(
+    rng: np.random.Generator, seg: _Segment, hour_weight: np.ndarray, n: int, first: date, days: int
+) -> np.ndarray:
     """Pickup times (epoch microseconds): day and hour from the segment's weekly pattern."""
     first_day = (first - date(1970, 1, 1)).days
     dows = (first_day + np.arange(days) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-    cell_cdf = _cdf(seg.hour_dow[dows].reshape(-1))
+    cell_cdf = _cdf((seg.hour_dow[dows] * hour_weight).reshape(-1))
     cell = _pick(cell_cdf, rng.random(n))
     seconds = rng.integers(0, 3600, n)
     return (first_day + cell // 24) * _US_PER_DAY + (cell % 24) * _US_PER_HOUR + seconds * _US_PER_SECOND
 
 
 def _zones_and_distance(
-    rng: np.random.Generator, cal: _Calibration, seg: _Segment, n: int
+    rng: np.random.Generator, cal: _Calibration, seg: _Segment, n: int, distance_factor: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pu = seg.pu_zone[_pick(seg.pu_cdf, rng.random(n))]
     u = rng.random(n)
@@ -365,7 +443,7 @@ def _zones_and_distance(
     mu = np.where(known, seg.pair_mu[pair], mu)
     sigma = np.where(known, seg.pair_sigma[pair], sigma)
     z = _quantile_draw(seg.z_quantiles, cal.fine, rng.random(n))
-    distance = np.maximum(np.round(np.exp(mu + sigma * z), 2), 0.01)
+    distance = np.maximum(np.round(np.exp(mu + sigma * z) * distance_factor, 2), 0.01)
     return pu, do, distance
 
 
@@ -374,6 +452,8 @@ def _durations(
     cal: _Calibration,
     noise_segment: str,
     level: float,
+    speed: np.ndarray,
+    zones: np.ndarray,
     pu: np.ndarray,
     do: np.ndarray,
     distance: np.ndarray,
@@ -385,15 +465,19 @@ def _durations(
     dow = (days + 3) % 7
     log_d = np.log(distance)
     x = log_d - cal.raw["duration"]["log_dist_centre"]
+    season = speed[(dow >= 5).astype(np.int64), hour]
     log_minutes = (
         cal.raw["duration"]["intercept"]
         + np.interp(log_d, cal.dist_centres, cal.dist_effect)
-        + (cal.pu_slope[pu] + cal.do_slope[do] + cal.hour_slope[dow, hour]) * x
+        + (cal.pu_slope[pu] + cal.do_slope[do] + cal.hour_slope[dow, hour] + season[:, 1]) * x
         + cal.hour_dow_effect[dow, hour]
         + cal.pu_effect[pu]
         + cal.do_effect[do]
         + cal.pair_effect[pu * cal.zone_borough.shape[0] + do]
         + cal.hour_borough_effect[cal.zone_borough[pu], (dow >= 5).astype(np.int64), hour]
+        + season[:, 0]
+        + zones[0, pu]
+        + zones[1, do]
         + level
     )
     # Each trip draws from its distance group's quantile row: interpolate by position in the level
@@ -421,20 +505,29 @@ class _Trips:
 
 
 def _sample_trips(
-    rng: np.random.Generator, cal: _Calibration, anchors: _Anchors, counts: dict[str, int], month: str
+    rng: np.random.Generator,
+    cal: _Calibration,
+    anchors: _Anchors,
+    season: _Season,
+    counts: dict[str, int],
+    month: str,
+    seed: int,
 ) -> _Trips:
     year, mon = parse_month(month)
     first = date(year, mon, 1)
     days = calendar.monthrange(year, mon)[1]
+    zones = _zone_drift(seed, month)
     parts = []
     for code, name in enumerate(_SEGMENTS):
         n = counts[name]
         seg = cal.segments[name]
-        pickup = _pickups(rng, seg, n, first, days)
-        pu, do, distance = _zones_and_distance(rng, cal, seg, n)
+        pickup = _pickups(rng, seg, season.hour_weight, n, first, days)
+        pu, do, distance = _zones_and_distance(rng, cal, seg, n, season.distance_factor)
         noise_segment = "M" if name == "M" else "S"
-        level = anchors.value("level", noise_segment)
-        minutes = _durations(rng, cal, noise_segment, level, pu, do, distance, pickup)
+        # The calendar carries the street-hail speed of the month; the anchors keep only how much
+        # slower the app rows run than street hails in that era.
+        level = anchors.value("level", noise_segment) - anchors.value("level", "S")
+        minutes = _durations(rng, cal, noise_segment, level, season.speed, zones, pu, do, distance, pickup)
         parts.append((np.full(n, code, dtype=np.int8), pickup, pu, do, distance, minutes))
     return _Trips(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
@@ -553,10 +646,11 @@ def generate_month(month: str, params: SyntheticParams) -> pa.Table:
     year, mon = parse_month(month)
     cal = _calibration()
     anchors = _Anchors(cal, month)
+    season = _season(cal, month)
     rng = np.random.default_rng([params.seed, year, mon])
     shifted = month_index(month) >= month_index(params.shift_month)
 
-    n = _row_count(rng, params, year, mon)
+    n = _row_count(rng, params, season, year, mon)
     long_share = params.shift_long_trip_share if shifted else 0.0
     missing_share = anchors.value("missing_share")
     u = rng.random(n)
@@ -565,7 +659,7 @@ def generate_month(month: str, params: SyntheticParams) -> pa.Table:
         "M": int(((u >= long_share) & (u < long_share + (1 - long_share) * missing_share)).sum()),
     }
     counts["S"] = n - counts["L"] - counts["M"]
-    trips = _sample_trips(rng, cal, anchors, counts, month)
+    trips = _sample_trips(rng, cal, anchors, season, counts, month, params.seed)
     if shifted:
         trips.minutes /= params.shift_speed_factor
 
