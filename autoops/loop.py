@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
+import re
 import shutil
 from collections.abc import Callable
 from datetime import date
@@ -528,6 +530,10 @@ def run_propose(
             lease = [f"--force-with-lease=refs/heads/{branch}:{remote_sha}"] if rebuilt and remote_sha else []
             git.run("push", "--quiet", *lease, remote, f"refs/heads/{branch}:refs/heads/{branch}")
             pushed = True
+    # 6. Only now, proposed, does the challenger enter the MLflow registry (alias `challenger`).
+    from autoops.release import register_challenger
+
+    outcome["mlflow"] = register_challenger(root, branch)
     champ, chall = comparison["champion"]["metrics"], comparison["challenger"]["metrics"]
     outcome.update(
         proposed=True,
@@ -653,6 +659,38 @@ def propose_cmd(
     console.print(f"report: {outcome['report']}")
 
 
+def comment_images(markdown: str, root: Path, out: Path, mode: str) -> str:
+    """Point the report's images at the PNGs committed on this branch, by a commit-pinned URL.
+
+    ``relative`` keeps the paths (what `cml comment --publish` needs to find and upload them);
+    ``commit`` pins them to HEAD on GitHub, so nothing leaves for a third-party host and the
+    comment keeps showing this commit's plots after the branch moves on; ``auto`` is ``commit``
+    in Actions and ``relative`` elsewhere.
+    """
+    server, repository = os.environ.get("GITHUB_SERVER_URL"), os.environ.get("GITHUB_REPOSITORY")
+    if mode == "auto":
+        mode = "commit" if server and repository else "relative"
+    if mode not in ("commit", "relative"):
+        raise LoopError(f"--images {mode!r}: expected auto, commit or relative")
+    if mode == "relative":
+        return markdown
+    if not (server and repository):
+        raise LoopError(
+            "--images commit needs GITHUB_SERVER_URL and GITHUB_REPOSITORY (set in GitHub Actions)"
+        )
+    sha = Git(root).run("rev-parse", "HEAD")
+
+    def pin(match: re.Match[str]) -> str:
+        target = (out.parent / match[2]).resolve()
+        if not target.is_relative_to(root.resolve()):
+            return match[0]
+        return (
+            f"![{match[1]}]({server}/{repository}/raw/{sha}/{target.relative_to(root.resolve()).as_posix()})"
+        )
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s:]+\.png)\)", pin, markdown)
+
+
 @_cli
 def report_cmd(
     base: BaseOpt = "main",
@@ -660,6 +698,12 @@ def report_cmd(
     run_url: Annotated[
         str | None, typer.Option(help="Workflow run with the Evidently artifact (default: this Actions run).")
     ] = None,
+    images: Annotated[
+        str,
+        typer.Option(
+            help="Image links: auto, commit (GitHub URLs pinned to HEAD) or relative (for `cml --publish`)."
+        ),
+    ] = "auto",
 ) -> None:
     """Write the pull-request markdown for the retrain on this branch (PNG plots alongside)."""
     from autoops import evidence
@@ -667,7 +711,7 @@ def report_cmd(
     root = project_root()
     out = out if out.is_absolute() else root / out
     markdown = evidence.render_markdown(root, base, out, run_url=run_url or github.run_url())
-    write_text(markdown, out)
+    write_text(comment_images(markdown, root, out, images), out)
     console.print(f"wrote {out.relative_to(root) if out.is_relative_to(root) else out}")
 
 
@@ -701,6 +745,24 @@ def pull_cmd() -> None:
         console.print("no DVC remote configured: stages will be rebuilt from the data source")
         return
     dvc(root, "pull", "--allow-missing")
+
+
+@_cli
+def register_cmd(
+    pr: Annotated[str | None, typer.Option("--pr", help="The pull request that proposes this model.")] = None,
+) -> None:
+    """Register the model on this retrain branch as MLflow's `challenger` (tags: branch, pull request)."""
+    from autoops import release
+
+    root = project_root()
+    branch = Git.discover(root).current_branch()
+    if not branch or not branch.startswith(BRANCH_PREFIX):
+        raise LoopError(
+            f"on {branch or 'a detached HEAD'}, not a {BRANCH_PREFIX}<month> branch: nothing to register"
+        )
+    result = release.register_challenger(root, branch, pr)
+    github.write_outputs({"mlflow_version": result["version"]})
+    console.print(f"{result['registered_model']}: challenger -> version {result['version']} ({branch})")
 
 
 @_cli
@@ -771,5 +833,6 @@ def register(app: typer.Typer) -> None:
     app.command("diff")(diff_cmd)
     app.command("pull")(pull_cmd)
     app.command("fetch-model")(fetch_model_cmd)
+    app.command("register")(register_cmd)
     app.command("release-artifact")(release_artifact_cmd)
     app.command("promote")(promote_cmd)

@@ -55,7 +55,7 @@ def locked_outputs(root: Path, rev: str = "HEAD") -> dict[str, str]:
         )
     lock = yaml.safe_load(text) or {}
     return {
-        out["path"]: out.get("md5", "")
+        out["path"]: str(out.get("md5") or "")
         for stage in (lock.get("stages") or {}).values()
         for out in stage.get("outs", [])
     }
@@ -168,6 +168,38 @@ def release_artifact(root: Path, out_dir: Path, image: str | None, git_sha: str 
 # --- MLflow ------------------------------------------------------------------------------------
 
 
+def register_challenger(root: Path, branch: str, pr: str | None = None) -> dict[str, str]:
+    """Register the model on this retrain branch as MLflow's ``challenger``, tagged with branch and PR.
+
+    Idempotent: a version of the same model file (its ``model_sha256`` tag) is reused, so a rerun
+    of drift-watch adds no version. Only proposed models get here; the stages never register
+    when the loop runs them.
+    """
+    from stages.params import load_params
+    from stages.train import register
+
+    card = verify_model(root)
+    mlflow = tracking.configure()
+    client = mlflow.MlflowClient()
+    name = card["name"]
+    tags = {"branch": branch, **({"pull_request": pr} if pr else {})}
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:  # no registered model yet
+        versions = []
+    same = [v for v in versions if (v.tags or {}).get("model_sha256") == card["model_sha256"]]
+    if same:
+        version = str(max(int(v.version) for v in same))
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, tracking.CHALLENGER, version)
+    else:
+        model = load_model(root / MODELS_DIR / MODEL_FILE, sha256=card["model_sha256"])
+        params = load_params(root / "params.yaml")
+        version = register(params, model, card, 0.0, tags=tags, first_is_champion=False)["version"]
+    return {"registered_model": name, "version": version, "model_version": card["version"], **tags}
+
+
 def promote(root: Path, tracking_uri: str) -> dict[str, str]:
     """Point the registered model's ``champion`` alias at the version that is on main now."""
     card = verify_model(root, with_model=False)
@@ -195,6 +227,12 @@ def promote(root: Path, tracking_uri: str) -> dict[str, str]:
     except MlflowException:
         previous = ""
     client.set_registered_model_alias(name, tracking.CHAMPION, version)
+    # The PR that pinned this model is merged: `challenger` names an open PR's model or nothing.
+    try:
+        if str(client.get_model_version_by_alias(name, tracking.CHALLENGER).version) == version:
+            client.delete_registered_model_alias(name, tracking.CHALLENGER)
+    except MlflowException:
+        pass
     return {
         "registered_model": name,
         "version": version,

@@ -7,6 +7,7 @@ MLflow server; MLflow gets the same model (as skops) as a new version of one reg
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ MODELS_DIR = Path("models")
 # Written after registration; not a DVC output because its contents (run id, version number)
 # depend on the tracking store, not on the data, and would break reproducibility.
 REGISTRY_FILE = "registry.json"
+# "0" turns registration off. The loop's own `dvc repro`s set it (autoops.gitops.dvc): a model
+# `check` rebuilds or a challenger `propose` has not proposed yet must not enter the registry;
+# `autoops propose` registers the challenger itself once it is proposed.
+REGISTER_ENV = "AUTOOPS_MLFLOW_REGISTER"
 log = logging.getLogger(__name__)
 
 
@@ -78,7 +83,15 @@ def model_card(params: Params, model_sha: str, train: pd.DataFrame, holdout_metr
     }
 
 
-def register(params: Params, model: Any, card: dict, fit_seconds: float) -> dict:
+def register(
+    params: Params,
+    model: Any,
+    card: dict,
+    fit_seconds: float,
+    *,
+    tags: dict[str, str] | None = None,
+    first_is_champion: bool = True,
+) -> dict:
     """Log the run and register a new model version; returns what identifies it in MLflow."""
     mlflow = tracking.configure()
     from mlflow import MlflowClient
@@ -107,12 +120,15 @@ def register(params: Params, model: Any, card: dict, fit_seconds: float) -> dict
     for key in ("reference_month", "model_sha256", "train_data_sha256", "data_source"):
         client.set_model_version_tag(name, version, key, str(card[key]))
     client.set_model_version_tag(name, version, "training_months", ",".join(card["training_months"]))
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, tracking.CHALLENGER, version)
     try:
         client.get_model_version_by_alias(name, tracking.CHAMPION)
     except Exception:
         # The very first model has nothing to beat: it serves until a merge promotes another.
-        client.set_registered_model_alias(name, tracking.CHAMPION, version)
+        if first_is_champion:
+            client.set_registered_model_alias(name, tracking.CHAMPION, version)
     return {
         "tracking_uri": tracking.tracking_uri(),
         "run_id": run.info.run_id,
@@ -141,7 +157,7 @@ def train(params: Params, out_dir: Path = MODELS_DIR, *, use_mlflow: bool = True
         fit_seconds,
         holdout_metrics["mae"],
     )
-    if use_mlflow:
+    if use_mlflow and os.environ.get(REGISTER_ENV, "1") != "0":
         registry = register(params, model, card, fit_seconds)
         write_json(registry, out_dir / REGISTRY_FILE)
         log.info("registered %s version %s", registry["registered_model"], registry["version"])

@@ -609,3 +609,25 @@ def test_fetch_model_without_a_remote_accepts_only_a_byte_identical_rebuild(
     shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
     assert release.fetch_model(project).startswith("rebuilt")
     assert (project / "models/model.pkl").read_text() == "approved"
+
+
+def test_report_images_point_at_the_branch_commit_not_an_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 8: by default the PR comment shows the PNGs committed on the branch, pinned to its commit."""
+    project = _mini_project(tmp_path / "p", git=True)
+    sha = _git(project, "rev-parse", "HEAD").strip()
+    out = project / ".autoops" / "pr-comment.md"
+    markdown = "![MAE by pickup hour](../reports/loop/error_by_hour.png)\n\n[a link](../reports/loop/x.csv)\n"
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/auto-ops")
+    pinned = loop.comment_images(markdown, project, out, "auto")
+    url = f"https://github.com/acme/auto-ops/raw/{sha}/reports/loop/error_by_hour.png"
+    assert pinned == markdown.replace("../reports/loop/error_by_hour.png", url)
+    # Opt-in upload (CML's --publish): the paths stay relative, for CML to find the files.
+    assert loop.comment_images(markdown, project, out, "relative") == markdown
+    # On a laptop there is no repository URL: relative, as in reports/loop/report.md.
+    monkeypatch.delenv("GITHUB_REPOSITORY")
+    assert loop.comment_images(markdown, project, out, "auto") == markdown
+    with pytest.raises(LoopError, match="needs GITHUB_SERVER_URL and GITHUB_REPOSITORY"):
+        loop.comment_images(markdown, project, out, "commit")

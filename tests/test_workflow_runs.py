@@ -127,3 +127,38 @@ def test_release_waits_for_the_tests_of_the_merged_commit(merged: dict[str, Path
         stored.unlink()
     assert called == ["./.github/workflows/ci.yml"]
     assert jobs["image"].result == "skipped" and jobs["promote"].result == "skipped"
+
+
+def test_pr_report_comments_the_diff_without_uploading_anything(merged: dict[str, Path]) -> None:
+    from tests.github_api import fake_github
+
+    root = merged["root"]
+    origin = root / "pr-origin.git"
+    _git(root, "clone", "-q", "--bare", str(merged["origin"]), str(origin))
+    work = root / "pr-work"
+    _git(root, "clone", "-q", str(origin), str(work))
+    _git(work, "checkout", "-q", "-b", "tune")
+    params = (work / "params.yaml").read_text().replace("max_iter: 300", "max_iter: 301")
+    (work / "params.yaml").write_text(params)
+    _git(work, "commit", "-qam", "more trees")
+    _git(work, "push", "-q", "origin", "tune")
+    with fake_github() as gh:
+        pull = gh.open_pull("tune", "main", "More trees")
+        log = root / "pr-cml.jsonl"
+        runner = Runner(
+            workflow=WORKFLOWS / "pr-report.yml",
+            origin=origin,
+            workspace=root / "pr-report",
+            event_name="pull_request",
+            ref_name="tune",
+            base_ref="main",
+            event={"pull_request": {"number": pull["number"]}},
+            env={"GITHUB_API_URL": gh.url},
+            cml_log=log,
+        )
+        job = runner.run()["diff"]
+        assert job.result == "success", job.log()
+        [comment] = gh.comments[pull["number"]]
+    assert "train.hist_gradient_boosting.max_iter" in comment and "301" in comment
+    [call] = [c for c in json.loads("[" + ",".join(log.read_text().splitlines()) + "]") if c[0] == "comment"]
+    assert "--publish=false" in call

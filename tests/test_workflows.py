@@ -129,7 +129,8 @@ def test_drift_watch_is_scheduled_serialised_and_thin() -> None:
     workflow = _load(WORKFLOWS_DIR / "drift-watch.yml")
     on = _on(workflow)
     assert on["schedule"] and "workflow_dispatch" in on
-    # Two runs must queue, not race: cancelling one half-way could leave a branch without its PR.
+    # Never two at once, and a running one is never cancelled (that could leave a branch without
+    # its PR); GitHub keeps one pending run per group, so they do not queue.
     assert workflow["concurrency"]["cancel-in-progress"] is False
     job = workflow["jobs"]["watch"]
     assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
@@ -139,6 +140,12 @@ def test_drift_watch_is_scheduled_serialised_and_thin() -> None:
     assert "cml pr create --branch" in runs and '--target "pr/${number}"' in runs
     steps = {step.get("id"): step for step in job["steps"] if step.get("id")}
     assert steps["propose"]["if"] == "steps.check.outputs.breach == 'true'"
+    # Our own commit identity, not CML's default bot; a hand-run month overrides a closed PR.
+    assert '--user-name="$GIT_USER_NAME"' in runs and job["env"]["GIT_USER_NAME"] == "auto-ops[bot]"
+    assert "--reopen" in runs and "workflow_dispatch" in steps["propose"]["env"]["REOPEN"]
+    # Images are not uploaded to CML's asset host unless the repository opts in.
+    assert '--publish="$PUBLISH_IMAGES"' in runs and "autoops register --pr" in runs
+    assert job["env"]["PUBLISH_IMAGES"] == "${{ vars.AUTOOPS_PUBLISH_IMAGES == 'true' }}"
 
 
 def test_release_builds_from_the_verified_model_and_promotes() -> None:

@@ -165,6 +165,8 @@ class Runner:
     vars: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     repository: str = "acme/auto-ops"
+    event: dict[str, Any] = field(default_factory=dict)  # github.event beyond the inputs
+    base_ref: str = ""  # pull_request events: the PR's target branch
     # A reusable workflow (`uses: ./...`) job's result, chosen by the test.
     called: Callable[[str], str] = lambda path: "success"
     # Where the `cml` stand-in logs its calls; it is installed where `npm install --prefix
@@ -207,7 +209,8 @@ class Runner:
                 "repository": self.repository,
                 "actor": "octocat",
                 "token": "ghs_test_token",
-                "event": {"inputs": self.inputs},
+                "base_ref": self.base_ref,
+                "event": {"inputs": self.inputs, **self.event},
             },
             "inputs": self.inputs,
             "secrets": self.secrets,
