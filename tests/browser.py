@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -135,6 +135,11 @@ def open_page(browser: Browser, url: str, screenshot: Path | None = None) -> Ite
     try:
         page.goto(url, wait_until="load")
         yield page, log
+    except Exception as exc:
+        # A blank page times out a check; the request that broke it is the useful part.
+        if (problems := log.problems()) and problems[0] not in str(exc):
+            raise AssertionError(f"{url}: {exc}\npage problems:\n  " + "\n  ".join(problems)) from exc
+        raise
     finally:
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -293,14 +298,35 @@ def gallery(folder: Path, images: list[Path], title: str) -> Path:
     return page
 
 
+_DECODED = """async () => Promise.all([...document.images].map(async img => {
+    try { await img.decode(); } catch (error) { return [img.src, 0, 0, false]; }
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    const row = context.getImageData(0, canvas.height - 1, canvas.width, 1).data;
+    let drawn = false;
+    for (let i = 3; i < row.length && !drawn; i += 4) drawn = row[i] > 0;
+    return [img.src, img.naturalWidth, img.naturalHeight, drawn];
+}))"""
+
+
 def check_images(page: Page, expected: int) -> list[tuple[str, int, int]]:
-    """Every <img> loaded and decoded: ``(src, width, height)`` of each."""
+    """Every <img> loaded and decoded to its last row: ``(src, width, height)`` of each.
+
+    The last row matters because Chromium shows a truncated PNG as far as it goes, with its full
+    size; the report PNGs are opaque (matplotlib's white figure), so an empty last row means the
+    file stops early.
+    """
     page.wait_for_function("() => [...document.images].every(img => img.complete)")
-    images = page.evaluate("() => [...document.images].map(i => [i.src, i.naturalWidth, i.naturalHeight])")
+    images = page.evaluate(_DECODED)
     assert len(images) == expected, f"{len(images)} images on the page, want {expected}"
-    broken = [src for src, width, height in images if not (width and height)]
+    broken = [src for src, width, height, _ in images if not (width and height)]
     assert not broken, f"images that did not load: {broken}"
-    return [tuple(i) for i in images]
+    truncated = [src for src, _, _, drawn in images if not drawn]
+    assert not truncated, f"images whose last row is empty (truncated files?): {truncated}"
+    return [(src, width, height) for src, width, height, _ in images]
 
 
 def markdown_images(markdown_file: Path) -> list[Path]:
@@ -393,16 +419,33 @@ def images_page(
 # --- screenshots on demand -----------------------------------------------------------------------------
 
 
-def screenshots(out: Path) -> tuple[list[Path], list[str]]:
-    """The pages of this working tree, checked and photographed into ``out``; (files, notes)."""
+@dataclass
+class Shots:
+    made: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def take(self, screenshot: Path, check: Callable[[Path], object]) -> None:
+        """Run one page's check; a failure is reported, and the other pages still get their picture."""
+        try:
+            check(screenshot)
+        except Exception as exc:
+            self.failed.append(f"{screenshot.name}: {exc}")
+        if screenshot.exists():
+            self.made.append(screenshot)
+
+
+def screenshots(out: Path) -> Shots:
+    """The pages of this working tree, checked and photographed into ``out``."""
     from serve.testing import ServerProcess, features_with_target, random_trips, train_model_dir
 
     chromium = find_chromium()
     if chromium is None:
         raise SystemExit("no Chromium found: apt-get install chromium (or set AUTOOPS_CHROMIUM)")
     out.mkdir(parents=True, exist_ok=True)
-    made: list[Path] = []
-    notes: list[str] = []
+    for old in out.glob("*.png"):
+        old.unlink()  # a picture from an earlier run must not pass for this one's
+    shots = Shots()
     with tempfile.TemporaryDirectory() as tmp, launch(chromium) as browser:
         work = Path(tmp)
         # /docs needs a running service, and any model will do: a small one from the pipeline's
@@ -416,18 +459,18 @@ def screenshots(out: Path) -> tuple[list[Path], list[str]]:
             "AUTOOPS_WATCH_INTERVAL_S": "0",
         }
         with ServerProcess(cwd=work, env=env, args=("--workers", "1")) as server:
-            docs_page(browser, server.url, out / "docs.png")
-        made.append(out / "docs.png")
+            shots.take(out / "docs.png", lambda shot: docs_page(browser, server.url, shot))
 
         report, drift = ROOT / "reports" / "drift_report.html", ROOT / "reports" / "metrics" / "drift.json"
         if report.exists() and drift.exists():
-            drift_report_page(browser, report, json.loads(drift.read_text()), out / "drift_report.png")
-            made.append(out / "drift_report.png")
+            metrics = json.loads(drift.read_text())
+            shots.take(
+                out / "drift_report.png", lambda shot: drift_report_page(browser, report, metrics, shot)
+            )
         else:
-            notes.append(f"no {report.relative_to(ROOT)}: run ./run.sh (or dvc repro) first")
+            shots.notes.append(f"no {report.relative_to(ROOT)}: run ./run.sh (or dvc repro) first")
 
-        plots_page(browser, ROOT, work / "dvc_plots", out / "dvc_plots.png")
-        made.append(out / "dvc_plots.png")
+        shots.take(out / "dvc_plots.png", lambda shot: plots_page(browser, ROOT, work / "dvc_plots", shot))
 
         # The committed backtest figure and, on a retrain branch, the PR report's plots.
         pngs = [ROOT / "reports" / "backtest.png", *sorted((ROOT / "reports" / "loop").glob("*.png"))]
@@ -438,20 +481,25 @@ def screenshots(out: Path) -> tuple[list[Path], list[str]]:
             copies.append(shown / png.relative_to(ROOT).as_posix().replace("/", "__"))
             shutil.copyfile(png, copies[-1])
         if copies:
-            images_page(browser, shown, copies, "Report images", out / "report_images.png")
-            made.append(out / "report_images.png")
-    return made, notes
+            shots.take(
+                out / "report_images.png",
+                lambda shot: images_page(browser, shown, copies, "Report images", shot),
+            )
+    return shots
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Screenshots of the pages Auto-Ops hands people.")
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "screenshots", help="where the PNGs go")
     args = parser.parse_args()
-    made, notes = screenshots(args.out.resolve())
-    for path in made:
+    shots = screenshots(args.out.resolve())
+    for path in shots.made:
         print(path)
-    for note in notes:
+    for note in shots.notes:
         print(f"note: {note}")
+    for failure in shots.failed:
+        print(f"FAILED {failure}", file=sys.stderr)
+    sys.exit(1 if shots.failed else 0)
 
 
 if __name__ == "__main__":
