@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from serve.model_store import DirSource
 from serve.testing import ROOT, features_with_target, free_port, random_trips, train_model_dir
 from stages.features import feature_matrix
 from stages.model import load_model
+from tests.browser import remote_references
 
 BASE_TAG = "localhost/autoops-test-base:bookworm"
 # vfs works everywhere (no kernel overlay support needed) but stores every layer as a full copy:
@@ -308,6 +310,13 @@ def test_image_serves_the_baked_in_model(container: str, model_dir: Path) -> Non
         response = httpx.post(f"{url}/predict", json=TRIP, timeout=10)
         assert response.status_code == 200
         assert response.json()["duration_min"] == pytest.approx(expected_duration(model_dir), abs=1e-6)
+        # /docs and every file it loads come from the image (serve/docs.py), none from a CDN.
+        docs = httpx.get(f"{url}/docs", timeout=10).text
+        assert not remote_references(docs)
+        assets = re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', docs)
+        assert len(assets) == 3, docs
+        for asset in assets:
+            assert httpx.get(f"{url}{asset}", timeout=10).status_code == 200, asset
         port = url.rsplit(":", 1)[1]
         assert run("python", "-m", "serve.healthcheck", env=(f"AUTOOPS_PORT={port}",)).returncode == 0
 
