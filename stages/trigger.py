@@ -94,8 +94,14 @@ def estimate_gain(champion: Any, frame: pd.DataFrame, params: Params, month: str
 
 def gain_sentence(gain: dict[str, Any]) -> str:
     """What the estimate says and what it rests on, in words a reviewer can check."""
+    value = gain["expected_gain"]
+    outlook = (
+        f"a retrain should lower next month's MAE by about {value:.1%}"
+        if value >= 0
+        else f"a retrain should not lower next month's MAE (about {-value:.1%} worse)"
+    )
     return (
-        f"a retrain should lower next month's MAE by about {gain['expected_gain']:.1%} (a model fitted "
+        f"{outlook} (a model fitted "
         f"on {gain['month']} before {gain['cut']}, {gain['early_rows']:,} trips, vs the champion on the "
         f"{gain['late_rows']:,} trips after it: MAE {gain['challenger_late_mae']:.3f} vs "
         f"{gain['champion_late_mae']:.3f})"

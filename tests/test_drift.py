@@ -62,6 +62,7 @@ def test_one_decision_with_one_reason() -> None:
     retrain, reason = decide(calm, _gain(0.01), 0.04)
     assert not retrain and reason.startswith("no retrain needed: no data drift: 0 of 13 columns drifted")
     assert "about 1.0%" in reason and "< 4%" in reason
+    assert "should not lower next month's MAE (about 2.0% worse)" in decide(calm, _gain(-0.02), 0.04)[1]
     drifted = {**calm, "data_drift": True, "drifted_columns": ["pu_zone"], "drifted_share": 0.6}
     retrain, reason = decide(drifted, _gain(-0.02), 0.04)
     assert retrain and reason.startswith("retrain recommended: data drift: 1 of 13 columns drifted")
