@@ -25,8 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.features import FEATURES, TARGET
-from stages.featurize import PICKUP_TIME
+from stages.features import FEATURES, PICKUP_TIME, TARGET
 from stages.io import StageError, file_sha256, write_parquet
 from stages.params import Params
 

@@ -6,6 +6,9 @@ trigger (stages/trigger.py) estimates what a retrain would buy next month from t
 labels, out of time. Data drift (abrupt change) or a big enough expected gain give one verdict:
 ``retrain_recommended`` with a reason a person can read. The current month's MAE against the
 reference holdout MAE (performance drift) is reported beside it, for information.
+
+``python -m stages.drift --current served.parquet`` runs the other check, of the service's
+exported prediction log (``check_prediction_log``): data drift only, into files of its own.
 """
 
 from __future__ import annotations
@@ -14,20 +17,26 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
+import typer
 
-from stages.evaluate import METRICS_FILE as EVALUATE_METRICS
-from stages.evaluate import PREDICTION, PREDICTIONS_DIR
+from stages.evaluate import PREDICTION
 from stages.features import CATEGORICAL_FEATURES, FEATURES
 from stages.io import StageError, write_json, write_text
 from stages.params import DriftParams, Params, load_params
+from stages.paths import (
+    DRIFT_METRICS,
+    DRIFT_REPORT,
+    EVALUATE_METRICS,
+    PREDICTIONS_DIR,
+    SERVING_DRIFT_METRICS,
+    SERVING_DRIFT_REPORT,
+)
 from stages.runner import run_stage
 from stages.trigger import decide, estimate_gain
 
-DRIFT_METRICS = Path("reports/metrics/drift.json")
-DRIFT_REPORT = Path("reports/drift_report.html")
 DRIFT_COLUMNS = [*FEATURES, PREDICTION]
 # Evidently stamps random ids into the HTML on every run; they are renumbered in order of
 # appearance so the report's bytes (and so dvc.lock) are the same for the same data.
@@ -123,59 +132,84 @@ def performance_drift(evaluation: dict[str, Any], threshold: float) -> dict[str,
     }
 
 
-SERVING_DRIFT_METRICS = Path("reports/serving_drift.json")
-SERVING_DRIFT_REPORT = Path("reports/serving_drift_report.html")
+def _evaluation(path: Path = EVALUATE_METRICS) -> dict[str, Any]:
+    if not path.exists():
+        raise StageError(f"{path}: missing; run the evaluate stage first")
+    return json.loads(path.read_text())
 
 
-def drift(params: Params, current_path: Path | None = None) -> dict[str, Any]:
-    """Compare the current month, or ``current_path`` (the service's exported prediction log),
-    with the reference holdout.
+def _publish(result: dict[str, Any], snapshot: Any, report_path: Path, metrics_path: Path) -> None:
+    write_text(_stable_ids(snapshot.get_html_str(as_iframe=False)), report_path)
+    write_json(result, metrics_path)
+    log.info(result["reason"])
 
-    The prediction log has no labels yet, so in that mode only data drift can be judged; its
-    results go to separate files so the DVC-tracked outputs always describe the pipeline's month.
-    """
+
+def drift(params: Params) -> dict[str, Any]:
+    """The DVC stage: the current month against the reference holdout, and the retrain verdict."""
+    from stages.evaluate import load_trained_model
+    from stages.train import read_features
+
     reference = _read(PREDICTIONS_DIR / "holdout.parquet")
-    current = _read(current_path or PREDICTIONS_DIR / "current.parquet")
-    if not EVALUATE_METRICS.exists():
-        raise StageError(f"{EVALUATE_METRICS}: missing; run the evaluate stage first")
-    evaluation = json.loads(EVALUATE_METRICS.read_text())
+    current = _read(PREDICTIONS_DIR / "current.parquet")
+    evaluation = _evaluation()
     data, snapshot = compute_drift(reference, current, params.drift)
-    if current_path is None:
-        from stages.evaluate import load_trained_model
-        from stages.train import read_features
-
-        perf = performance_drift(evaluation, params.drift.performance_threshold)
-        gain = None
-        # A model that learned the current month (a retrain branch) has nothing to gain from it yet.
-        if params.months.current not in params.months.training_months:
-            champion, _ = load_trained_model()
-            gain = estimate_gain(champion, read_features("current"), params, params.months.current)
-        perf = {**perf, "expected_gain": gain and gain["expected_gain"], "gain": gain}
-        retrain, reason = decide(data, gain, params.drift.min_retrain_gain)
-        report_path, metrics_path = DRIFT_REPORT, DRIFT_METRICS
-        current_label = params.months.current
-    else:
-        perf = {"performance_drift": False, "performance_note": "no labels in the prediction log"}
-        retrain = data["data_drift"]
-        reason = (
-            f"prediction log: {len(data['drifted_columns'])} of {data['n_columns']} columns drifted "
-            f"(share {data['drifted_share']:.2f}, threshold {data['drift_share_threshold']})"
-            + (": retrain recommended" if retrain else ": no data drift")
-        )
-        report_path, metrics_path = SERVING_DRIFT_REPORT, SERVING_DRIFT_METRICS
-        current_label = str(current_path)
+    perf = performance_drift(evaluation, params.drift.performance_threshold)
+    gain = None
+    # A model that learned the current month (a retrain branch) has nothing to gain from it yet.
+    if params.months.current not in params.months.training_months:
+        champion, _ = load_trained_model()
+        gain = estimate_gain(champion, read_features("current"), params, params.months.current)
+    perf = {**perf, "expected_gain": gain and gain["expected_gain"], "gain": gain}
+    retrain, reason = decide(data, gain, params.drift.min_retrain_gain)
     result = {
         "reference_month": params.months.reference,
-        "current_month": current_label,
+        "current_month": params.months.current,
         "model_version": evaluation["model_version"],
         **data,
         **perf,
         "retrain_recommended": retrain,
         "reason": reason,
     }
-    write_text(_stable_ids(snapshot.get_html_str(as_iframe=False)), report_path)
-    write_json(result, metrics_path)
-    log.info(reason)
+    _publish(result, snapshot, DRIFT_REPORT, DRIFT_METRICS)
+    return result
+
+
+def check_prediction_log(
+    params: Params,
+    log_path: Path,
+    *,
+    reference_path: Path = PREDICTIONS_DIR / "holdout.parquet",
+    evaluation_path: Path = EVALUATE_METRICS,
+    report_path: Path = SERVING_DRIFT_REPORT,
+    metrics_path: Path = SERVING_DRIFT_METRICS,
+) -> dict[str, Any]:
+    """Data drift of the service's exported prediction log (python -m serve.export_log) against
+    the reference holdout.
+
+    The log has no labels yet, so only data drift can be judged; its results go to files of their
+    own, so the DVC-tracked outputs always describe the pipeline's month.
+    """
+    reference = _read(reference_path)
+    current = _read(log_path)
+    evaluation = _evaluation(evaluation_path)
+    data, snapshot = compute_drift(reference, current, params.drift)
+    retrain = data["data_drift"]
+    reason = (
+        f"prediction log: {len(data['drifted_columns'])} of {data['n_columns']} columns drifted "
+        f"(share {data['drifted_share']:.2f}, threshold {data['drift_share_threshold']})"
+        + (": retrain recommended" if retrain else ": no data drift")
+    )
+    result = {
+        "reference_month": params.months.reference,
+        "current_month": str(log_path),
+        "model_version": evaluation["model_version"],
+        **data,
+        "performance_drift": False,
+        "performance_note": "no labels in the prediction log",
+        "retrain_recommended": retrain,
+        "reason": reason,
+    }
+    _publish(result, snapshot, report_path, metrics_path)
     return result
 
 
@@ -185,17 +219,21 @@ def _read(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Data and performance drift (the DVC drift stage).")
-    parser.add_argument(
-        "--current",
-        type=Path,
-        help="parquet of served requests (python -m serve.export_log) to check instead of the month",
-    )
-    drift(load_params(), current_path=parser.parse_args().current)
+def main(
+    current: Annotated[
+        Path | None,
+        typer.Option(
+            "--current",
+            help="parquet of served requests (python -m serve.export_log) to check instead of the month",
+        ),
+    ] = None,
+) -> None:
+    """Data and performance drift (the DVC drift stage), or the drift of a prediction log."""
+    if current is None:
+        drift(load_params())
+    else:
+        check_prediction_log(load_params(), current)
 
 
 if __name__ == "__main__":
-    run_stage("drift", main)
+    run_stage("drift", lambda: typer.run(main))

@@ -20,12 +20,11 @@ from stages.io import StageError, atomic_dir, write_json, write_parquet, write_t
 from stages.metrics import regression_metrics
 from stages.model import CARD_FILE, MODEL_FILE, load_model, predict
 from stages.params import Params, load_params
+from stages.paths import EVALUATE_METRICS as METRICS_FILE
+from stages.paths import MODELS_DIR, PLOTS_DIR, PREDICTIONS_DIR
 from stages.runner import run_stage
-from stages.train import MODELS_DIR, read_features, xy
+from stages.train import read_features, xy
 
-METRICS_FILE = Path("reports/metrics/evaluate.json")
-PREDICTIONS_DIR = Path("data/predictions")
-PLOTS_DIR = Path("reports/plots")
 PREDICTION = "prediction"
 # Enough points for a readable scatter plot, few enough to keep the committed CSV small.
 SCATTER_POINTS = 1000

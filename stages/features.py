@@ -20,6 +20,9 @@ import numpy as np
 import pandas as pd
 
 TARGET = "duration_min"
+# Not a model feature: when the trip started, kept so a month can be split in time (the retrain
+# trigger fits on the month's first weeks and scores on its last, as the next month would).
+PICKUP_TIME = "pickup_time"
 
 # Raw (canonical-schema) columns the features are computed from. The first four are required;
 # the others are optional at serving time and mean "unknown" when absent.

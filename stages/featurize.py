@@ -13,17 +13,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from stages.features import TARGET, duration_minutes, feature_frame, filter_mask
-from stages.ingest import RAW_DIR, raw_path, read_parquet_file
+from stages.features import PICKUP_TIME, TARGET, duration_minutes, feature_frame, filter_mask
+from stages.ingest import raw_path, read_parquet_file
 from stages.io import StageError, atomic_dir, write_parquet
 from stages.months import month_bounds
 from stages.params import Params, load_params
+from stages.paths import FEATURES_DIR, RAW_DIR
 from stages.runner import run_stage
 
-FEATURES_DIR = Path("data/features")
-# Not a model feature: when the trip started, kept so a month can be split in time (the retrain
-# trigger fits on the month's first weeks and scores on its last, as the next month would).
-PICKUP_TIME = "pickup_time"
 log = logging.getLogger(__name__)
 
 

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 from stages import tlc
 from stages.io import StageError, atomic_dir, write_parquet
 from stages.params import DataParams, Params, load_params
+from stages.paths import RAW_DIR
 from stages.runner import run_stage
 from stages.schema import normalize
 
-RAW_DIR = Path("data/raw")
 log = logging.getLogger(__name__)
 
 

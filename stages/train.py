@@ -18,14 +18,13 @@ from threadpoolctl import threadpool_limits
 
 from stages import tracking
 from stages.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
-from stages.featurize import FEATURES_DIR
 from stages.io import StageError, file_sha256, write_json
 from stages.metrics import regression_metrics
 from stages.model import CARD_FILE, MODEL_FILE, SKOPS_TRUSTED_TYPES, build_model, predict, save_model
 from stages.params import Params, load_params
+from stages.paths import FEATURES_DIR, MODELS_DIR
 from stages.runner import run_stage
 
-MODELS_DIR = Path("models")
 # Written after registration; not a DVC output because its contents (run id, version number)
 # depend on the tracking store, not on the data, and would break reproducibility.
 REGISTRY_FILE = "registry.json"

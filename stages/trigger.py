@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.features import FEATURES, TARGET
-from stages.featurize import PICKUP_TIME
+from stages.features import FEATURES, PICKUP_TIME, TARGET
 from stages.io import StageError
 from stages.params import Params
 

@@ -293,8 +293,9 @@ def test_metrics(client: httpx.Client, models: Models) -> None:
 def test_prediction_log_exports_to_drift_input(
     client: httpx.Client, server: ServerProcess, models: Models
 ) -> None:
-    from stages.drift import compute_drift
-    from stages.params import DriftParams
+    from stages.drift import check_prediction_log
+    from stages.io import write_json
+    from stages.params import load_params
 
     client.post("/predict_batch", json={"trips": api_trips(MAX_BATCH, seed=4)})
     predicted = metric(client.get("/metrics").text, "autoops_predictions_total")
@@ -326,8 +327,24 @@ def test_prediction_log_exports_to_drift_input(
     assert set(served["model_version"]) == {models.v1.version}
     reference = features_with_target(random_trips(500, seed=8))
     reference["prediction"] = models.v1.estimator.predict(reference[list(FEATURES)].to_numpy())
-    summary, _ = compute_drift(reference, served, DriftParams(sample_rows=1000))
-    assert summary["n_columns"] == len(FEATURES) - len(optional) + 1
+    # What the drift stage would hold: the reference holdout's predictions and the model's evaluation.
+    reference.to_parquet(models.work / "holdout.parquet")
+    write_json({"model_version": models.v1.version}, models.work / "evaluate.json")
+    reports = models.work / "reports"
+    result = check_prediction_log(
+        load_params(ROOT / "params.yaml"),
+        out,
+        reference_path=models.work / "holdout.parquet",
+        evaluation_path=models.work / "evaluate.json",
+        report_path=reports / "serving_drift_report.html",
+        metrics_path=reports / "serving_drift.json",
+    )
+    assert result["n_columns"] == len(FEATURES) - len(optional) + 1
+    assert result["current_month"] == str(out) and result["model_version"] == models.v1.version
+    assert result["reason"].startswith(f"prediction log: {len(result['drifted_columns'])} of ")
+    assert result["retrain_recommended"] == result["data_drift"] and not result["performance_drift"]
+    assert orjson.loads((reports / "serving_drift.json").read_bytes())["reason"] == result["reason"]
+    assert "<html" in (reports / "serving_drift_report.html").read_text()[:2000].lower()
 
 
 def test_client_example_calls_every_endpoint(server: ServerProcess) -> None:

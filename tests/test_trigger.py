@@ -11,7 +11,8 @@ from threadpoolctl import threadpool_limits
 
 from autoops.backtest import load_with_overrides
 from autoops.backtest_data import build_month
-from stages.featurize import PICKUP_TIME, split_holdout
+from stages.features import PICKUP_TIME
+from stages.featurize import split_holdout
 from stages.io import StageError
 from stages.train import fit
 from stages.trigger import estimate_gain, time_split

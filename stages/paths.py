@@ -1,0 +1,36 @@
+"""Where the project keeps its files, relative to its root: one definition each.
+
+A leaf module (it imports nothing of the project), so a stage that only needs to know where an
+earlier stage wrote does not import that stage, and with it the earlier stage's code and
+dependencies (dvc.yaml lists every module a stage imports; tests/test_dvc_deps.py checks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS_FILE = Path("params.yaml")
+DVC_YAML = Path("dvc.yaml")
+DVC_LOCK = Path("dvc.lock")
+
+# Stage outputs, in pipeline order.
+RAW_DIR = Path("data/raw")
+FEATURES_DIR = Path("data/features")
+MODELS_DIR = Path("models")
+PREDICTIONS_DIR = Path("data/predictions")
+EVALUATE_METRICS = Path("reports/metrics/evaluate.json")
+PLOTS_DIR = Path("reports/plots")
+DRIFT_METRICS = Path("reports/metrics/drift.json")
+DRIFT_REPORT = Path("reports/drift_report.html")
+# The check of the service's prediction log (python -m stages.drift serving): not DVC outputs, so the
+# tracked ones always describe the pipeline's month.
+SERVING_DRIFT_METRICS = Path("reports/serving_drift.json")
+SERVING_DRIFT_REPORT = Path("reports/serving_drift_report.html")
+
+# The loop's files. Scratch space for one run (check result, champion snapshot, evidence for the CI
+# artifact): it ignores itself, so nothing in it is ever committed.
+WORK_DIR = Path(".autoops")
+RELEASE_DIR = WORK_DIR / "release"
+# The evidence a retrain PR commits.
+LOOP_DIR = Path("reports/loop")
+LOOP_REPORT = LOOP_DIR / "report.md"
