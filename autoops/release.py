@@ -7,7 +7,6 @@ labels say which model it serves.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,26 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from autoops.gitops import Git, LoopError
+from autoops.project import lock_outputs
 from stages import tracking
 from stages.features import FEATURES
-from stages.io import file_sha256, write_json
+from stages.io import file_md5, file_sha256, write_json
 from stages.model import CARD_FILE, MODEL_FILE, load_model, predict
+from stages.paths import DVC_LOCK as LOCK_FILE
+from stages.paths import MODELS_DIR
 
-MODELS_DIR = Path("models")
-LOCK_FILE = Path("dvc.lock")
-RELEASE_DIR = Path(".autoops/release")
 LABEL_PREFIX = "io.auto-ops.model"
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()  # what dvc.lock records for a file output
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locked_outputs(root: Path, rev: str = "HEAD") -> dict[str, str]:
@@ -53,12 +43,7 @@ def locked_outputs(root: Path, rev: str = "HEAD") -> dict[str, str]:
         raise LoopError(
             f"{LOCK_FILE}: missing in {rev}; a release needs the lock file the pipeline committed"
         )
-    lock = yaml.safe_load(text) or {}
-    return {
-        out["path"]: str(out.get("md5") or "")
-        for stage in (lock.get("stages") or {}).values()
-        for out in stage.get("outs", [])
-    }
+    return lock_outputs(text)
 
 
 def verify_model(root: Path, *, with_model: bool = True) -> dict[str, Any]:
@@ -198,6 +183,25 @@ def register_challenger(root: Path, branch: str, pr: str | None = None) -> dict[
         params = load_params(root / "params.yaml")
         version = register(params, model, card, 0.0, tags=tags, first_is_champion=False)["version"]
     return {"registered_model": name, "version": version, "model_version": card["version"], **tags}
+
+
+def retire_challenger(branch: str) -> bool:
+    """Take the ``challenger`` alias off the model of ``branch`` (its PR was closed unmerged)."""
+    mlflow = tracking.configure()
+    from mlflow.exceptions import MlflowException
+
+    from stages.params import load_params
+
+    client = mlflow.MlflowClient()
+    name = load_params().mlflow.registered_model
+    try:
+        version = client.get_model_version_by_alias(name, tracking.CHALLENGER)
+    except MlflowException:
+        return False
+    if (version.tags or {}).get("branch") != branch:
+        return False
+    client.delete_registered_model_alias(name, tracking.CHALLENGER)
+    return True
 
 
 def promote(root: Path, tracking_uri: str) -> dict[str, str]:

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_project, set_params, stage_env
+from tests.conftest import set_params, stage_env
+from tests.small_project import small_project
 
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 BUCKET = "auto-ops-dvc"
@@ -92,14 +93,8 @@ def _locked(project: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A person's `dvc repro train` on small months, committed: the model is registered (v1, champion)."""
-    project = copy_project(tmp_path_factory.mktemp("trained") / "project")
-    # Small months: the remotes are the point, not the model.
-    set_params(project, **{"synthetic.rows_per_month": 3000, "train.hist_gradient_boosting.max_iter": 20})
-    _run(project, "dvc", "repro", "train")
-    _run(project, *GIT, "add", "-A")
-    _run(project, *GIT, "commit", "-qm", "a model on small months")
-    return project
+    """A person's `dvc repro` on small months, committed: the model is registered (v1, champion)."""
+    return small_project(tmp_path_factory, tmp_path_factory.mktemp("trained") / "project")
 
 
 def _copy(project: Path, dest: Path) -> Path:

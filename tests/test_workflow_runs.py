@@ -162,3 +162,86 @@ def test_pr_report_comments_the_diff_without_uploading_anything(merged: dict[str
     assert "train.hist_gradient_boosting.max_iter" in comment and "301" in comment
     [call] = [c for c in json.loads("[" + ",".join(log.read_text().splitlines()) + "]") if c[0] == "comment"]
     assert "--publish=false" in call
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """main with the small pipeline run, its outputs in a DVC remote, pushed to a bare origin."""
+    from tests.small_project import small_project
+
+    root = tmp_path_factory.mktemp("watch")
+    project = small_project(tmp_path_factory, root / "project")
+    assert run_in(project, "dvc", "remote", "add", "-d", "storage", str(root / "dvc-remote")).returncode == 0
+    _git(project, "commit", "-qam", "DVC remote")
+    assert run_in(project, "dvc", "push").returncode == 0
+    origin = root / "origin.git"
+    _git(root, "clone", "-q", "--bare", str(project), str(origin))
+    # The MLflow "tracking server" the secrets point at: the store the first model was registered in.
+    shutil.copy2(project / "mlflow.db", root / "mlflow.db")
+    return {"root": root, "origin": origin, "mlflow": root / "mlflow.db"}
+
+
+@pytest.mark.slow
+def test_drift_watch_opens_one_pr_and_takes_no_for_an_answer(watched: dict[str, Path]) -> None:
+    """drift-watch's steps in order: a breach becomes a PR with the report; a closed PR is not reopened."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from tests.github_api import fake_github
+
+    root, uri = watched["root"], f"sqlite:///{watched['mlflow']}"
+    with fake_github() as gh:
+
+        def watch(name: str, event: str) -> dict:
+            log = root / f"{name}-cml.jsonl"
+            runner = Runner(
+                workflow=WORKFLOWS / "drift-watch.yml",
+                origin=watched["origin"],
+                workspace=root / name,
+                event_name=event,
+                # A scheduled run has no inputs; here it stands for the week 2024-05 was the newest month.
+                inputs={"month": "2024-05"},
+                secrets={"MLFLOW_TRACKING_URI": uri},
+                env={"GITHUB_API_URL": gh.url},
+                cml_log=log,
+            )
+            job = runner.run()["watch"]
+            assert job.result == "success", job.log()
+            return {"job": job, "cml": [json.loads(line) for line in log.read_text().splitlines()]}
+
+        first = watch("first", "workflow_dispatch")
+        propose = first["job"].step("Propose a retrain")
+        assert propose.outputs["proposed"] == "true", first["job"].log()
+        [pull] = gh.pulls
+        assert pull["head"]["ref"] == "retrain/2024-05" and pull["state"] == "open"
+        [comment] = gh.comments[pull["number"]]
+        head = _git(root, "--git-dir", str(watched["origin"]), "rev-parse", "retrain/2024-05").strip()
+        # Defect 8: images pinned to the branch's commit on GitHub, nothing uploaded elsewhere.
+        assert f"https://github.com/acme/auto-ops/raw/{head}/reports/loop/error_by_hour.png" in comment
+        assert "](../reports/loop/" not in comment
+        [update] = [c for c in first["cml"] if c[:2] == ["comment", "update"]]
+        assert "--publish=false" in update
+        author = _git(root, "--git-dir", str(watched["origin"]), "log", "-1", "--format=%an <%ae>", head)
+        assert author.strip() == "auto-ops[bot] <auto-ops-bot@users.noreply.github.com>"
+        # Defect 6: one new version, the proposed one, tagged with its branch and PR.
+        client = MlflowClient(tracking_uri=uri)
+        versions = {
+            str(v.version): v.tags for v in client.search_model_versions("name = 'green-taxi-duration'")
+        }
+        assert versions.keys() == {"1", "2"}, versions
+        assert versions["2"]["branch"] == "retrain/2024-05" and versions["2"]["pull_request"] == "1"
+        assert str(client.get_model_version_by_alias("green-taxi-duration", "champion").version) == "1"
+        assert str(client.get_model_version_by_alias("green-taxi-duration", "challenger").version) == "2"
+
+        # Defect 5: a person closes the PR unmerged; the next scheduled run leaves the month alone.
+        gh.close(pull["number"])
+        second = watch("second", "schedule")
+        propose = second["job"].step("Propose a retrain")
+        assert propose.outputs["proposed"] == "false" and "closed unmerged" in propose.outputs["reason"]
+        assert second["job"].step("Open or update the pull request").outcome == "skipped"
+        assert len(gh.pulls) == 1 and not [c for c in second["cml"] if c[:2] == ["pr", "create"]]
+        assert _git(root, "--git-dir", str(watched["origin"]), "rev-parse", "retrain/2024-05").strip() == head
+        # No open PR pins a challenger any more; main's model is still the champion.
+        with pytest.raises(MlflowException):
+            client.get_model_version_by_alias("green-taxi-duration", "challenger")
+        assert str(client.get_model_version_by_alias("green-taxi-duration", "champion").version) == "1"

@@ -1,0 +1,43 @@
+"""One small, fully run copy of the project per test session, shared by several test modules.
+
+A module-scoped fixture would run the pipeline once per module that uses it; this builds it once
+under pytest's base temp folder and hands out copies, which are cheap at this size.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import copy_project, set_params, stage_env
+
+GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+# Small months and a short fit: enough for drift (the 2024-05 shift is strong) and a real model.
+SMALL = {"synthetic.rows_per_month": 3000, "train.hist_gradient_boosting.max_iter": 20}
+
+
+def _run(cwd: Path, *args: str) -> None:
+    result = subprocess.run(list(args), cwd=cwd, env=stage_env(cwd), capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+
+
+def small_project(factory: pytest.TempPathFactory, dest: Path) -> Path:
+    """A copy (in ``dest``) of the project after a person's `dvc repro` on small months, committed.
+
+    That run registered its model in the copy's mlflow.db as version 1, alias champion.
+    """
+    base = factory.getbasetemp()
+    built = base / "small-project"
+    if not (built / ".built").exists():
+        shutil.rmtree(built, ignore_errors=True)
+        copy_project(built)
+        set_params(built, **SMALL)
+        _run(built, "dvc", "repro")
+        _run(built, *GIT, "add", "-A")
+        _run(built, *GIT, "commit", "-qm", "Pipeline run on small months")
+        (built / ".built").write_text("")
+    shutil.copytree(built, dest, symlinks=True, ignore=shutil.ignore_patterns(".built"))
+    return dest
