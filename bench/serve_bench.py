@@ -321,6 +321,182 @@ def micro(estimator: Any, compiled: Any, bodies: Bodies) -> dict[str, float]:
         }
 
 
+# --- where a batch's time goes inside the server (sampling profiler) --------------------------------------
+
+# Innermost matching frame wins: (category, file part, function names or None for any function).
+PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
+    ("trees (compiled library)", "serve/predictor.py", ("_predict_batch", "_predict_rows", "predict")),
+    ("trees (compiled library)", "tl2cgen/", None),
+    ("coordinates -> zones", "serve/zones.py", None),
+    ("features (stages.features)", "stages/features.py", None),
+    ("trips -> input columns", "serve/schemas.py", ("trip_columns", "locate_trips", "pickup_local")),
+    ("validate JSON body (pydantic)", "serve/schemas.py", None),  # its validators
+    ("validate JSON body (pydantic)", "serve/app.py", ("_parse",)),
+    ("prediction log: queue", "serve/prediction_log.py", ("append",)),
+    ("prediction log: SQLite writer thread", "serve/prediction_log.py", None),
+    ("metrics", "serve/metrics.py", None),
+    ("metrics", "prometheus_client", None),
+    ("response JSON", "serve/app.py", ("_json",)),
+    ("request handling (endpoint code)", "serve/app.py", None),
+]
+HTTP_STEP = "HTTP, ASGI and event loop (uvicorn, starlette, fastapi)"
+
+
+def profile_server(pid: int, seconds: float, out: Path) -> dict[str, float] | None:
+    """Share of the server's busy CPU samples per step, from py-spy on the live workers (None
+    without py-spy). Non-blocking sampling, so the server runs undisturbed."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        print("py-spy not installed: no in-server profile (pip install py-spy)")
+        return None
+    command = [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--rate", "250"]
+    command += ["--duration", str(max(1, round(seconds))), "--format", "raw", "--output", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0 or not out.exists():
+        print(f"py-spy failed ({run.returncode}): {run.stderr[-500:]}")
+        return None
+    counts: dict[str, float] = {}
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        if (step := classify(stack)) is not None:
+            counts[step] = counts.get(step, 0) + int(n)
+    total = sum(counts.values())
+    return {step: n / total for step, n in sorted(counts.items(), key=lambda kv: -kv[1])} if total else None
+
+
+# Threads waiting, not working (uvicorn's supervisor and its health pipe, idle writer threads):
+# py-spy cannot always tell, as they release the GIL in C.
+IDLE_FRAMES = ("Connection._recv", "Condition.wait", "Event.wait", "select", "sleep", "_poll", "accept")
+
+
+def classify(stack: str) -> str | None:
+    """The step a py-spy stack ("function (path/file.py:line);...", root first) belongs to."""
+    frames = stack.split(";")
+    leaf = frames[-1].partition(" (")[0]
+    if any(leaf == idle or leaf.endswith("." + idle) for idle in IDLE_FRAMES):
+        return None
+    for frame in reversed(frames):
+        qualified, _, location = frame.partition(" (")
+        function = qualified.rsplit(".", 1)[-1]  # methods come as Class.method
+        for step, file_part, functions in PROFILE_STEPS:
+            if file_part in location and (functions is None or function in functions):
+                return step
+    return HTTP_STEP
+
+
+# --- a hot swap under load ---------------------------------------------------------------------------------
+
+
+SWAP_LUA = """
+local threads = {}
+counts = {}  -- a global: done() reads each thread's copy with thread:get
+setup = function(thread) table.insert(threads, thread) end
+response = function(status, headers, body)
+  local version = status == 200 and string.match(body, '"model_version":"(%w+)"') or ("status" .. status)
+  local key = os.time() .. " " .. version
+  counts[key] = (counts[key] or 0) + 1
+end
+done = function(summary, latency, requests)
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    for key, n in pairs(thread:get("counts")) do merged[key] = (merged[key] or 0) + n end
+  end
+  for key, n in pairs(merged) do io.write("COUNT ", key, " ", n, "\\n") end
+end
+"""
+
+
+def swap_script(base: Path, directory: Path) -> Path:
+    script = directory / "wrk-swap.lua"
+    script.write_text(base.read_text() + SWAP_LUA)
+    return script
+
+
+def second_version(workdir: Path, seed_offset: int = 1) -> Path:
+    """A second model version for the swap: the train stage again with another seed (cached)."""
+    out = workdir / "models-bench-v2"
+    if (out / "model_card.json").exists():
+        return out
+    from stages.params import load_params
+    from stages.train import train
+
+    params = load_params(workdir / "params.yaml")
+    params = params.model_copy(
+        update={"train": params.train.model_copy(update={"seed": params.train.seed + seed_offset})}
+    )
+    with contextlib.chdir(workdir):
+        train(params, out_dir=out, use_mlflow=False)
+    return out
+
+
+def released(models_dir: Path, cache: Path) -> str:
+    """Compile (cached) and publish the library into models_dir, as a release does; its sha256."""
+    from serve.compile import publish_compiled
+    from serve.model_store import DirSource
+
+    artifact = DirSource(models_dir).resolve()
+    sha = str(artifact.card["model_sha256"])
+    compiled = compile_model(artifact.load_estimator(), sha, cache)
+    if compiled is None:
+        sys.exit(f"error: {models_dir} could not be compiled")
+    publish_compiled(artifact, compiled)
+    return sha
+
+
+def publish_version(source: Path, live: Path, sha: str) -> None:
+    """What a release leaves in a models folder: the library first, then model, then the card."""
+    target = live / "compiled" / sha
+    if not target.exists():
+        tmp = live / "compiled" / f".{sha}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source / "compiled" / sha, tmp)
+        os.replace(tmp, target)
+    for name in ("model.pkl", "model_card.json"):
+        shutil.copyfile(source / name, live / f".{name}.tmp")
+        os.replace(live / f".{name}.tmp", live / name)
+
+
+def swap_under_load(
+    server: Server, script: Path, publish: Any, connections: int, seconds: int, at: float
+) -> dict[str, Any]:
+    """wrk for ``seconds``; ``publish()`` after ``at`` s. Responses per second, per version."""
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script)]
+    proc = subprocess.Popen([*command, server.url], stdout=subprocess.PIPE, text=True)
+    time.sleep(at)
+    published = time.time()
+    publish()
+    out, _ = proc.communicate(timeout=seconds + 60)
+    per_second: dict[int, dict[str, int]] = {}
+    for line in out.splitlines():
+        if line.startswith("COUNT "):
+            _, second, version, n = line.split()
+            per_second.setdefault(int(second), {})[version] = int(n)
+    seconds_seen = sorted(per_second)[1:-1]  # the first and last seconds are partial
+    totals = [sum(per_second[s].values()) for s in seconds_seen]
+    versions = [v for v in {v for s in seconds_seen for v in per_second[s]} if not v.startswith("status")]
+    if len(versions) != 2:
+        raise RuntimeError(f"expected answers from two versions during the swap, got {versions}:\n{out}")
+    first_seen = {v: min(s for s in seconds_seen if v in per_second[s]) for v in versions}
+    swapped_at = max(first_seen.values())  # the second in which the new version first answered
+    before = [t for s, t in zip(seconds_seen, totals, strict=True) if s < int(published)]
+    window = [t for s, t in zip(seconds_seen, totals, strict=True) if int(published) <= s <= swapped_at + 5]
+    after = [t for s, t in zip(seconds_seen, totals, strict=True) if s > swapped_at + 5]
+    baseline = statistics.median(before)
+    return {
+        "per_second": [per_second[s] for s in seconds_seen],
+        "published_after_s": at,
+        "swap_delay_s": swapped_at - int(published),
+        "rps_before": baseline,
+        "rps_worst_second": min(window),
+        "rps_after": statistics.median(after) if after else None,
+        "worst_second_vs_before": min(window) / baseline,
+        "seconds_below_half": sum(t < baseline / 2 for t in window + after),
+        "failed": sum(n for s in seconds_seen for v, n in per_second[s].items() if v.startswith("status")),
+    }
+
+
 # --- the run -------------------------------------------------------------------------------------------
 
 
@@ -331,6 +507,19 @@ def running(*items: Server) -> Iterator[None]:
     finally:
         for server in items:
             server.stop()
+
+
+def save(results: dict[str, Any], out: Path) -> None:
+    """Write what has been measured so far, atomically: an interrupted run keeps its figures."""
+    runs = results.get("runs", {})
+    results["median"] = {
+        k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50_ms", "p99_ms", "errors")}
+        for k, v in runs.items()
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -344,6 +533,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=2, help="each round measures both, order alternated")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve.json")
+    parser.add_argument(
+        "--readme", type=Path, default=ROOT / "bench" / "README.md", help="rewrite its serving figures block"
+    )
     parser.add_argument("--micro-only", action="store_true", help="only the in-process timings")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -365,13 +557,16 @@ def main(argv: list[str] | None = None) -> None:
         "compile_seconds": compile_s,
         "workers": args.workers,
         "cpus": len(os.sched_getaffinity(0)),
+        "load_average_start": os.getloadavg()[0],
         "duration_s": args.duration,
         "rounds": args.rounds,
         "micro_ms": micro(estimator, compiled, bodies),
+        "runs": {},
     }
     print(f"model {card['version']}: {compiled.meta['num_tree']} trees, compiled in {compile_s:.0f} s")
     for name, ms in results["micro_ms"].items():
         print(f"  {name:38s} {ms:8.3f} ms")
+    save(results, args.out)
     if args.micro_only:
         return
 
@@ -379,6 +574,7 @@ def main(argv: list[str] | None = None) -> None:
     ours = pool[0]
     log_dir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     cold: dict[str, list[float]] = {server.name: [] for server in pool}
+    results["cold_start_s"] = cold
     with running(*pool):
         # Cold starts forwards then backwards; the last start of each stays up for the load.
         for server in [*pool, *reversed(pool)]:
@@ -386,7 +582,6 @@ def main(argv: list[str] | None = None) -> None:
             probe = bodies.ours_single[0] if server is ours else bodies.mlflow_single[0]
             cold[server.name].append(server.start(log_dir, probe))
             print(f"cold start {server.name}: {cold[server.name][-1]:.2f} s")
-        results["cold_start_s"] = cold
         # Identical inputs must give identical answers: check on the batch before timing.
         ours_pred = httpx.post(
             ours.url + "/predict_batch", content=bodies.ours_batch, headers=JSON, timeout=60
@@ -397,6 +592,7 @@ def main(argv: list[str] | None = None) -> None:
         diff = np.abs(np.array(ours_pred.json()["predictions"]) - np.array(ml_pred.json()["predictions"]))
         results["max_abs_diff_vs_mlflow"] = float(diff.max())
         print(f"max |ours - mlflow| over {BATCH_ROWS} trips: {results['max_abs_diff_vs_mlflow']:.2e} min")
+        save(results, args.out)
 
         scripts = {
             (ours.name, "single"): lua_script(ours.path, bodies.ours_single, log_dir),
@@ -406,7 +602,6 @@ def main(argv: list[str] | None = None) -> None:
             scripts[(server.name, "single")] = lua_script(server.path, bodies.mlflow_single, log_dir)
             scripts[(server.name, "batch")] = lua_script(server.path, [bodies.mlflow_batch], log_dir)
         scenarios = [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]
-        runs: dict[str, list[Run]] = {}
         for round_index in range(args.rounds):
             # A different server goes first every round, so drifting machine load hits all alike.
             order = pool[round_index % len(pool) :] + pool[: round_index % len(pool)]
@@ -415,58 +610,196 @@ def main(argv: list[str] | None = None) -> None:
                     script = scripts[(server.name, kind)]
                     wrk(server.url, script, connections, args.warmup)
                     run = wrk(server.url, script, connections, args.duration)
-                    runs.setdefault(f"{server.name} {kind} c={connections}", []).append(run)
+                    results["runs"].setdefault(f"{server.name} {kind} c={connections}", []).append(
+                        asdict(run)
+                    )
+                    save(results, args.out)
                     print(
                         f"round {round_index + 1} {server.name:14s} {kind:6s} c={connections:<2d} "
                         f"{run.rps:9.1f} req/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:8.2f} ms  "
                         f"errors {run.errors}"
                     )
-    results["runs"] = {k: [asdict(r) for r in v] for k, v in runs.items()}
-    results["median"] = {
-        k: {m: statistics.median(getattr(r, m) for r in v) for m in ("rps", "p50_ms", "p99_ms", "errors")}
-        for k, v in runs.items()
-    }
+        # Where a batch's time goes in the server, under the same load (a separate run: the
+        # figures above are unprofiled).
+        assert ours.proc is not None
+        profiled = wrk_in_background(
+            ours.url, scripts[(ours.name, "batch")], BATCH_CONCURRENCY, args.duration
+        )
+        time.sleep(1)
+        results["batch_profile"] = profile_server(ours.proc.pid, args.duration - 2, log_dir / "profile.txt")
+        profiled.wait()
+        save(results, args.out)
+        for step, share in (results["batch_profile"] or {}).items():
+            print(f"  batch profile: {share:6.1%}  {step}")
+
+    results["swap"] = run_swaps(workdir, args, bodies, log_dir, cache)
+    save(results, args.out)
     print(summary(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {args.out}")
+    update_readme(args.readme, summary(results))
+    print(f"results: {args.out}; figures: {args.readme}")
+
+
+def wrk_in_background(url: str, script: Path, connections: int, seconds: float) -> subprocess.Popen[bytes]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+
+SWAP_SECONDS = 24
+SWAP_AT_S = 8.0
+
+
+def run_swaps(
+    workdir: Path, args: argparse.Namespace, bodies: Bodies, log_dir: Path, cache: Path
+) -> list[dict[str, Any]]:
+    """A released version replacing the served one under single-trip load at concurrency 8, with
+    the library the release shipped (never compiled by the service): both ways, once per round."""
+    versions = [(workdir / "models", released(workdir / "models", cache))]
+    v2 = second_version(workdir)
+    versions.append((v2, released(v2, cache)))
+    live = workdir / "bench-live"
+    shutil.rmtree(live, ignore_errors=True)
+    (live / "compiled").mkdir(parents=True)
+    swap_cache = workdir / ".cache" / "serve" / "bench-swap"
+    shutil.rmtree(swap_cache, ignore_errors=True)
+    swap_cache.mkdir(parents=True)
+    publish_version(versions[0][0], live, versions[0][1])
+    server = servers(workdir, args.workers, swap_cache)[0]
+    server.env = {**server.env, "AUTOOPS_MODELS_DIR": str(live), "AUTOOPS_WATCH_INTERVAL_S": "1"}
+    script = swap_script(lua_script(server.path, bodies.ours_single, log_dir), log_dir)
+    swaps = []
+    with running(server):
+        server.start(log_dir, bodies.ours_single[0])
+        for round_index in range(max(1, args.rounds)):
+            source, sha = versions[(round_index + 1) % 2]
+            # The service has never seen this version: only the release's library can make it fast.
+            shutil.rmtree(swap_cache / sha, ignore_errors=True)
+            shutil.rmtree(live / "compiled" / sha, ignore_errors=True)
+            swap = swap_under_load(
+                server,
+                script,
+                lambda s=source, h=sha: publish_version(s, live, h),
+                8,
+                SWAP_SECONDS,
+                SWAP_AT_S,
+            )
+            swap["to_version"] = sha[:12]
+            swaps.append(swap)
+            print(
+                f"swap to {sha[:12]}: {swap['rps_before']:.0f} req/s before, worst second "
+                f"{swap['rps_worst_second']:.0f} ({swap['worst_second_vs_before']:.2f}x), after "
+                f"{swap['rps_after']}, {swap['seconds_below_half']} s below half, {swap['failed']} failed"
+            )
+    return swaps
+
+
+README_BEGIN = "<!-- serve_bench:begin -->"
+README_END = "<!-- serve_bench:end -->"
+NAMES = {
+    "ours": "this service",
+    "mlflow": "MLflow, as shipped",
+    "mlflow-matched": "MLflow, our worker settings",
+}
 
 
 def summary(results: dict[str, Any]) -> str:
+    """The figures block of bench/README.md, all from ``results`` (bench/results/serve.json)."""
     med = results["median"]
     names = list(results["cold_start_s"])
     lines = [
+        f"Generated by `bench/serve_bench.py` ({results['model']['model_type']} version "
+        f"{results['model']['version']}, {results['trees']} trees; {results['workers']} workers each; "
+        f"{results['cpus']} cores, load average {results['load_average_start']:.1f} at the start; "
+        f"{results['duration_s']:.0f} s per measurement, medians of {results['rounds']} rounds).",
         "",
-        "| Scenario | "
-        + " | ".join(f"{n} req/s, p50 / p99 ms" for n in names)
-        + " | ours vs "
-        + " / ".join(names[1:])
+        "| Requests/s; p50 / p99 latency (ms) | "
+        + " | ".join(NAMES.get(n, n) for n in names)
+        + " | this service vs "
+        + " / ".join(NAMES.get(n, n) for n in names[1:])
         + " |",
+        "|---|" + "---:|" * len(names) + "---:|",
     ]
-    lines.append("|---|" + "---:|" * len(names) + "---:|")
     for kind, connections in [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]:
-        cells, ours = [], med[f"{names[0]} {kind} c={connections}"]
-        for name in names:
-            m = med[f"{name} {kind} c={connections}"]
-            rate = f"{m['rps'] * BATCH_ROWS:,.0f} rows/s" if kind == "batch" else f"{m['rps']:,.0f}"
-            cells.append(f"{rate}, {m['p50_ms']:.2f} / {m['p99_ms']:.1f}")
+        keys = [f"{n} {kind} c={connections}" for n in names]
+        if not all(k in med for k in keys):
+            continue
+        cells = []
+        for key in keys:
+            m = med[key]
+            rate = f"{m['rps'] * BATCH_ROWS:,.0f}" if kind == "batch" else f"{m['rps']:,.0f}"
+            cells.append(f"{rate}; {m['p50_ms']:.2f} / {m['p99_ms']:.1f}")
+        ours = med[keys[0]]
         ratios = [
-            f"{ours['rps'] / med[f'{n} {kind} c={connections}']['rps']:.1f}x rate, "
-            f"p99 {ours['p99_ms'] / med[f'{n} {kind} c={connections}']['p99_ms']:.2f}x"
-            for n in names[1:]
+            f"{ours['rps'] / med[k]['rps']:.1f}x rate, {ours['p99_ms'] / med[k]['p99_ms']:.2f}x p99"
+            for k in keys[1:]
         ]
-        scenario = f"{BATCH_ROWS}-trip batches" if kind == "batch" else "single trip"
-        lines.append(
-            f"| {scenario}, c={connections} | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |"
+        scenario = (
+            f"{BATCH_ROWS}-trip batches, concurrency {connections} (trips/s)"
+            if kind == "batch"
+            else f"single trip, concurrency {connections}"
         )
+        lines.append(f"| {scenario} | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |")
     cold = results["cold_start_s"]
+    lines.append(
+        "| cold start: launch to first prediction (s) | "
+        + " | ".join(", ".join(f"{s:.2f}" for s in cold[n]) for n in names)
+        + " | "
+        + " / ".join(
+            f"{statistics.median(cold[names[0]]) / statistics.median(cold[n]):.2f}x" for n in names[1:]
+        )
+        + " |"
+    )
+    failed = sum(m["errors"] for m in med.values())
     lines += [
         "",
-        "Cold start (launch to first prediction): "
-        + "; ".join(f"{n} {', '.join(f'{s:.2f}' for s in cold[n])} s" for n in names)
-        + ".",
+        f"Failed requests over all runs (wrk: non-2xx and socket errors): {failed:.0f}. Largest difference "
+        f"between the two servers' predictions for the same {BATCH_ROWS} trips: "
+        f"{results.get('max_abs_diff_vs_mlflow', float('nan')):.1e} minutes.",
+        "",
+        "In-process timings, one thread, warm caches (`micro_ms`):",
+        "",
+        "| Step | ms |",
+        "|---|---:|",
+        *(f"| {step} | {ms:.3f} |" for step, ms in results["micro_ms"].items()),
     ]
+    if results.get("batch_profile"):
+        lines += [
+            "",
+            f"Where a batch's time goes in the server: py-spy samples of the workers while wrk sends "
+            f"{BATCH_ROWS}-trip batches at concurrency {BATCH_CONCURRENCY} (`batch_profile`, share of the "
+            "samples in which a worker was busy):",
+            "",
+            "| Step | share |",
+            "|---|---:|",
+            *(f"| {step} | {share:.1%} |" for step, share in results["batch_profile"].items()),
+        ]
+    if results.get("swap"):
+        lines += [
+            "",
+            "Hot swap under load: single trips at concurrency 8; a released version (its library "
+            f"shipped with it) is published {SWAP_AT_S:.0f} s in; requests per second (`swap`):",
+            "",
+            "| to version | before | worst second | worst / before | after | seconds below half | failed |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *(
+                f"| {s['to_version']} | {s['rps_before']:,.0f} | {s['rps_worst_second']:,.0f} | "
+                f"{s['worst_second_vs_before']:.2f} | {s['rps_after'] or 0:,.0f} | "
+                f"{s['seconds_below_half']} | {s['failed']} |"
+                for s in results["swap"]
+            ),
+        ]
     return "\n".join(lines)
+
+
+def update_readme(path: Path, block: str) -> None:
+    """Replace the generated block of ``path`` (between README_BEGIN and README_END)."""
+    text = path.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        sys.exit(f"error: {path} has no {README_BEGIN} ... {README_END} block to write the figures into")
+    new = text[: start + len(README_BEGIN)] + "\n" + block + "\n" + text[end:]
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

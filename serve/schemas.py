@@ -165,6 +165,20 @@ _TRIP_SCHEMA: dict[str, Any] = {
 }
 
 
+_PICKUP_TIME_MESSAGE = (
+    "give the pickup time either as pickup_datetime or as pickup_hour + pickup_dow "
+    "(+ optional pickup_month), not both and not neither"
+)
+
+
+def _zone_or_point(end: str, prefix: str, zone: int | None, lon: float | None, lat: float | None) -> None:
+    if (zone is None) == (lon is None or lat is None) or (lon is None) != (lat is None):
+        raise ValueError(
+            f"give the {end} either as {prefix}_location_id or as {end}_longitude + {end}_latitude, "
+            "not both and not neither"
+        )
+
+
 class Trip(BaseModel):
     """One trip, as known at pickup."""
 
@@ -226,35 +240,32 @@ class Trip(BaseModel):
     passenger_count: json_int(0, 9) | None = Field(None, description="Passengers (0-9); null = unknown")
 
     @model_validator(mode="after")
-    def _zone_or_coordinates(self) -> Trip:
-        for end, zone, lon, lat in (
-            ("pickup", self.pu_location_id, self.pickup_longitude, self.pickup_latitude),
-            ("dropoff", self.do_location_id, self.dropoff_longitude, self.dropoff_latitude),
+    def _consistent(self) -> Trip:
+        # One validator of plain comparisons: it runs for every trip of a batch.
+        if (
+            self.pu_location_id is None
+            or self.pickup_longitude is not None
+            or self.pickup_latitude is not None
         ):
-            prefix = "pu" if end == "pickup" else "do"
-            if (zone is None) == (lon is None or lat is None) or (lon is None) != (lat is None):
-                raise ValueError(
-                    f"give the {end} either as {prefix}_location_id or as {end}_longitude + {end}_latitude, "
-                    "not both and not neither"
-                )
+            _zone_or_point("pickup", "pu", self.pu_location_id, self.pickup_longitude, self.pickup_latitude)
+        if (
+            self.do_location_id is None
+            or self.dropoff_longitude is not None
+            or self.dropoff_latitude is not None
+        ):
+            _zone_or_point(
+                "dropoff", "do", self.do_location_id, self.dropoff_longitude, self.dropoff_latitude
+            )
+        if self.pickup_datetime is None:
+            if self.pickup_hour is None or self.pickup_dow is None:
+                raise ValueError(_PICKUP_TIME_MESSAGE)
+        elif self.pickup_hour is not None or self.pickup_dow is not None or self.pickup_month is not None:
+            raise ValueError(_PICKUP_TIME_MESSAGE)
         return self
 
     @property
     def has_coordinates(self) -> bool:
         return self.pickup_longitude is not None or self.dropoff_longitude is not None
-
-    @model_validator(mode="after")
-    def _one_pickup_time(self) -> Trip:
-        has_datetime = self.pickup_datetime is not None
-        has_parts = (
-            self.pickup_hour is not None or self.pickup_dow is not None or self.pickup_month is not None
-        )
-        if has_datetime == has_parts or (has_parts and (self.pickup_hour is None or self.pickup_dow is None)):
-            raise ValueError(
-                "give the pickup time either as pickup_datetime or as pickup_hour + pickup_dow "
-                "(+ optional pickup_month), not both and not neither"
-            )
-        return self
 
     def pickup_local(self) -> datetime:
         """The pickup as a naive New York timestamp, the form the features are computed from."""
