@@ -7,10 +7,12 @@ and these helpers do nothing, so the same command runs unchanged on a laptop.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
+from pathlib import Path
 
-from autoops.gitops import LoopError
+from autoops.gitops import Git, LoopError
 
 
 def write_outputs(values: Mapping[str, object]) -> None:
@@ -101,3 +103,35 @@ def pull_requests(branch: str, state: str = "all") -> list[dict]:
         )
         raise GitHubError(f"GitHub API {url}: HTTP {response.status_code} {message}".rstrip())
     return [p for p in response.json() if p.get("head", {}).get("ref") == branch]
+
+
+def comment_images(markdown: str, root: Path, out: Path, mode: str) -> str:
+    """Point the report's images at the PNGs committed on this branch, by a commit-pinned URL.
+
+    ``relative`` keeps the paths (what `cml comment --publish` needs to find and upload them);
+    ``commit`` pins them to HEAD on GitHub, so nothing leaves for a third-party host and the
+    comment keeps showing this commit's plots after the branch moves on; ``auto`` is ``commit``
+    in Actions and ``relative`` elsewhere.
+    """
+    server, repository = os.environ.get("GITHUB_SERVER_URL"), os.environ.get("GITHUB_REPOSITORY")
+    if mode == "auto":
+        mode = "commit" if server and repository else "relative"
+    if mode not in ("commit", "relative"):
+        raise LoopError(f"--images {mode!r}: expected auto, commit or relative")
+    if mode == "relative":
+        return markdown
+    if not (server and repository):
+        raise LoopError(
+            "--images commit needs GITHUB_SERVER_URL and GITHUB_REPOSITORY (set in GitHub Actions)"
+        )
+    sha = Git(root).run("rev-parse", "HEAD")
+
+    def pin(match: re.Match[str]) -> str:
+        target = (out.parent / match[2]).resolve()
+        if not target.is_relative_to(root.resolve()):
+            return match[0]
+        return (
+            f"![{match[1]}]({server}/{repository}/raw/{sha}/{target.relative_to(root.resolve()).as_posix()})"
+        )
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s:]+\.png)\)", pin, markdown)

@@ -61,12 +61,18 @@ def write_text(text: str, dest: Path | str) -> None:
         tmp.write_text(text)
 
 
-def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
     with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()
+
+
+def file_sha256(path: Path | str) -> str:
+    return file_digest(path, "sha256")
+
+
+def file_md5(path: Path | str) -> str:
+    # What dvc.lock records for a file output.
+    return file_digest(path, "md5")
 
 
 @contextlib.contextmanager

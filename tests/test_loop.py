@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from autoops import evidence, github, loop, release
+from autoops import branch, evidence, github, params_edit, propose, release, sources
 from autoops.cli import app
 from autoops.gitops import Git, LoopError
 from stages.features import FEATURES, TARGET
@@ -59,14 +59,14 @@ def test_set_months_changes_only_the_months(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     shutil.copy2(ROOT / "params.yaml", path)
     before = path.read_text().splitlines()
-    assert loop.set_months(path, reference="2024-05", current="2024-05")
+    assert params_edit.set_months(path, reference="2024-05", current="2024-05")
     after = path.read_text().splitlines()
     changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
     # Comments, order and quoting survive: only the two month lines differ.
     assert [b.strip() for _, b in changed] == ['reference: "2024-05"', 'current: "2024-05"']
     params = load_params(path)
     assert (params.months.reference, params.months.current) == ("2024-05", "2024-05")
-    assert not loop.set_months(path, current="2024-05")
+    assert not params_edit.set_months(path, current="2024-05")
 
 
 def test_set_months_refuses_an_impossible_combination(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_set_months_refuses_an_impossible_combination(tmp_path: Path) -> None:
     shutil.copy2(ROOT / "params.yaml", path)
     original = path.read_text()
     with pytest.raises(ParamsError, match=r"before months\.reference"):
-        loop.set_months(path, current="2020-01")
+        params_edit.set_months(path, current="2020-01")
     assert path.read_text() == original
 
 
@@ -83,8 +83,8 @@ def test_set_months_refuses_an_impossible_combination(tmp_path: Path) -> None:
 
 def test_latest_month_synthetic_is_the_last_complete_month(tmp_path: Path) -> None:
     params = load_params(ROOT / "params.yaml")
-    assert loop.latest_month(tmp_path, params, date(2024, 6, 15)) == "2024-05"
-    assert loop.latest_month(tmp_path, params, date(2025, 1, 1)) == "2024-12"
+    assert sources.latest_month(tmp_path, params, date(2024, 6, 15)) == "2024-05"
+    assert sources.latest_month(tmp_path, params, date(2025, 1, 1)) == "2024-12"
 
 
 def test_latest_month_dir_is_the_newest_file(tmp_path: Path) -> None:
@@ -95,14 +95,14 @@ def test_latest_month_dir_is_the_newest_file(tmp_path: Path) -> None:
     params = load_params(ROOT / "params.yaml").model_copy(
         update={"data": DataParams(source="dir", dir=str(folder))}
     )
-    assert loop.latest_month(tmp_path, params, date(2024, 6, 1)) == "2024-02"
+    assert sources.latest_month(tmp_path, params, date(2024, 6, 1)) == "2024-02"
     # A file from "the future" (relative to --as-of) is not yet published.
-    assert loop.latest_month(tmp_path, params, date(2023, 5, 1)) == "2023-01"
+    assert sources.latest_month(tmp_path, params, date(2023, 5, 1)) == "2023-01"
     empty = tmp_path / "empty"
     empty.mkdir()
     params = params.model_copy(update={"data": DataParams(source="dir", dir=str(empty))})
     with pytest.raises(LoopError, match="no green_tripdata"):
-        loop.latest_month(tmp_path, params, date(2024, 6, 1))
+        sources.latest_month(tmp_path, params, date(2024, 6, 1))
 
 
 def test_latest_month_tlc_walks_back_with_head_probes(
@@ -116,11 +116,11 @@ def test_latest_month_tlc_walks_back_with_head_probes(
 
     monkeypatch.setattr("stages.tlc.probe_month", probe)
     params = load_params(ROOT / "params.yaml").model_copy(update={"data": DataParams(source="tlc")})
-    assert loop.latest_month(tmp_path, params, date(2024, 6, 20)) == "2024-03"
+    assert sources.latest_month(tmp_path, params, date(2024, 6, 20)) == "2024-03"
     assert probed == ["2024-06", "2024-05", "2024-04", "2024-03"]
     monkeypatch.setattr("stages.tlc.probe_month", lambda month, params: False)
     with pytest.raises(LoopError, match="no month"):
-        loop.latest_month(tmp_path, params, date(2024, 6, 20))
+        sources.latest_month(tmp_path, params, date(2024, 6, 20))
 
 
 def test_latest_month_cli_writes_the_step_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,11 +192,11 @@ def test_pipeline_changes_do_not_count_as_dirty(tmp_path: Path) -> None:
     project = _mini_project(tmp_path / "p", git=True)
     git = Git(project)
     # What `autoops check` leaves behind: months.current moved, plus regenerated outputs.
-    loop.set_months(project / "params.yaml", current="2024-04")
-    loop.ensure_only_pipeline_changes(git)
-    loop.set_months(project / "params.yaml", reference="2024-02")
+    params_edit.set_months(project / "params.yaml", current="2024-04")
+    branch.ensure_only_pipeline_changes(git)
+    params_edit.set_months(project / "params.yaml", reference="2024-02")
     with pytest.raises(LoopError, match=r"uncommitted change to params\.yaml"):
-        loop.ensure_only_pipeline_changes(git)
+        branch.ensure_only_pipeline_changes(git)
 
 
 def test_propose_push_needs_a_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -447,10 +447,10 @@ def test_propose_keeps_edits_to_tracked_files_dvc_yaml_does_not_declare(tmp_path
     _git(project, "commit", "-qm", "a hand-written note beside the metrics")
     git = Git(project)
     (project / "reports/metrics/evaluate.json").write_text('{"mae": 1}\n')  # a declared output
-    loop.ensure_only_pipeline_changes(git)
+    branch.ensure_only_pipeline_changes(git)
     (project / "reports/notes.md").write_text("my analysis, not yet committed\n")
     with pytest.raises(LoopError, match=r"uncommitted change to reports/notes\.md"):
-        loop.ensure_only_pipeline_changes(git)
+        branch.ensure_only_pipeline_changes(git)
 
 
 @pytest.mark.parametrize("month", ["2030-01", "2099-12"])
@@ -468,24 +468,24 @@ def test_propose_refuses_a_month_the_source_has_not_published(
 def test_published_month_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     params = load_params(ROOT / "params.yaml")
     today = date(2024, 6, 15)
-    loop.ensure_published(tmp_path, params, "2024-05", today)  # synthetic: last complete month
+    sources.ensure_published(tmp_path, params, "2024-05", today)  # synthetic: last complete month
     with pytest.raises(LoopError, match=r"2024-06 is not published yet.*newest.*2024-05"):
-        loop.ensure_published(tmp_path, params, "2024-06", today)
+        sources.ensure_published(tmp_path, params, "2024-06", today)
     folder = tmp_path / "tlc"
     folder.mkdir()
     (folder / "green_tripdata_2024-02.parquet").write_text("x")
     in_dir = params.model_copy(update={"data": DataParams(source="dir", dir=str(folder))})
-    loop.ensure_published(tmp_path, in_dir, "2024-02", today)
+    sources.ensure_published(tmp_path, in_dir, "2024-02", today)
     with pytest.raises(LoopError, match=r"2024-03 is not published yet.*2024-02"):
-        loop.ensure_published(tmp_path, in_dir, "2024-03", today)
+        sources.ensure_published(tmp_path, in_dir, "2024-03", today)
     # TLC: one HEAD probe of that very month (the stand-in for TLC's website).
     monkeypatch.setattr("stages.tlc.probe_month", lambda month, data: month <= "2024-03")
     tlc = params.model_copy(update={"data": DataParams(source="tlc")})
-    loop.ensure_published(tmp_path, tlc, "2024-03", today)
+    sources.ensure_published(tmp_path, tlc, "2024-03", today)
     with pytest.raises(LoopError, match="2024-04 is not published yet"):
-        loop.ensure_published(tmp_path, tlc, "2024-04", today)
+        sources.ensure_published(tmp_path, tlc, "2024-04", today)
     with pytest.raises(LoopError, match="2024-07 is not published yet"):  # after today, never probed
-        loop.ensure_published(tmp_path, tlc, "2024-07", today)
+        sources.ensure_published(tmp_path, tlc, "2024-07", today)
 
 
 def _project_with_origin(tmp_path: Path) -> tuple[Path, Path]:
@@ -502,7 +502,7 @@ def _retrain_commit(project: Path, month: str) -> None:
     (project / "reports").mkdir(exist_ok=True)
     (project / "reports" / f"retrain-{month}.txt").write_text(month)
     _git(project, "add", "reports")
-    _git(project, "commit", "-qm", f"Retrain on {month}", "-m", f"{loop.PROPOSED_TRAILER}: {month}")
+    _git(project, "commit", "-qm", f"Retrain on {month}", "-m", f"{branch.PROPOSED_TRAILER}: {month}")
 
 
 def test_propose_never_drops_a_reviewers_commit_when_main_moved(
@@ -540,13 +540,13 @@ def test_propose_may_rebuild_a_branch_only_it_committed_to(tmp_path: Path) -> No
     git = Git(project)
     base = git.rev("main")
     assert base
-    start = loop.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    start = branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
     assert start.start == base and start.rebuilt and start.remote_sha
     # Unchanged base: continue the branch as it is.
     _git(project, "checkout", "-q", "retrain/2024-05")
     _git(project, "merge", "-q", "main")
     _git(project, "push", "-q", "origin", "retrain/2024-05")
-    start = loop.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    start = branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
     assert start.start == git.rev("retrain/2024-05") and not start.rebuilt
 
 
@@ -571,15 +571,15 @@ def test_a_month_whose_pr_was_closed_unmerged_is_not_proposed_again(
         assert any(r.startswith("GET /repos/acme/auto-ops/pulls?") for r in gh.requests)
         assert _git(project, "branch", "--list", "retrain/*") == ""
         # A newer month is a new question ...
-        assert loop.closed_pull_request("retrain/2024-06") is None
+        assert propose.closed_pull_request("retrain/2024-06") is None
         # ... and a person can ask again for this one (drift-watch run by hand for the month).
         code, text = _cli(project, monkeypatch, "propose", "--month", "2024-05", "--reopen")
         assert "closed unmerged" not in text
         # Reopened on GitHub: it is open again, so it is not an answer any more.
         gh.pulls[0]["state"] = "open"
-        assert loop.closed_pull_request("retrain/2024-05") is None
+        assert propose.closed_pull_request("retrain/2024-05") is None
     monkeypatch.delenv("GITHUB_REPOSITORY")
-    assert loop.closed_pull_request("retrain/2024-05") is None  # not on GitHub: nothing to ask
+    assert propose.closed_pull_request("retrain/2024-05") is None  # not on GitHub: nothing to ask
 
 
 def test_fetch_model_without_a_remote_accepts_only_a_byte_identical_rebuild(
@@ -621,13 +621,13 @@ def test_report_images_point_at_the_branch_commit_not_an_upload(
     markdown = "![MAE by pickup hour](../reports/loop/error_by_hour.png)\n\n[a link](../reports/loop/x.csv)\n"
     monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.com")
     monkeypatch.setenv("GITHUB_REPOSITORY", "acme/auto-ops")
-    pinned = loop.comment_images(markdown, project, out, "auto")
+    pinned = github.comment_images(markdown, project, out, "auto")
     url = f"https://github.com/acme/auto-ops/raw/{sha}/reports/loop/error_by_hour.png"
     assert pinned == markdown.replace("../reports/loop/error_by_hour.png", url)
     # Opt-in upload (CML's --publish): the paths stay relative, for CML to find the files.
-    assert loop.comment_images(markdown, project, out, "relative") == markdown
+    assert github.comment_images(markdown, project, out, "relative") == markdown
     # On a laptop there is no repository URL: relative, as in reports/loop/report.md.
     monkeypatch.delenv("GITHUB_REPOSITORY")
-    assert loop.comment_images(markdown, project, out, "auto") == markdown
+    assert github.comment_images(markdown, project, out, "auto") == markdown
     with pytest.raises(LoopError, match="needs GITHUB_SERVER_URL and GITHUB_REPOSITORY"):
-        loop.comment_images(markdown, project, out, "commit")
+        github.comment_images(markdown, project, out, "commit")

@@ -1,0 +1,205 @@
+"""`autoops propose`: on the check's breach, retrain on branch retrain/<month> and commit the evidence.
+
+Champion vs challenger on the same rows, the report, commit, `dvc push`, `git push`, and only
+then the MLflow `challenger` alias. Idempotent: one branch per month, reruns commit nothing new.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from autoops import github
+from autoops.branch import PROPOSED_TRAILER, branch_start, ensure_only_pipeline_changes, switch
+from autoops.check import run_check
+from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
+from autoops.params_edit import params_at, set_months
+from autoops.project import BRANCH_PREFIX, dvc_outputs, lock_outputs, read_json, to_month
+from autoops.sources import ensure_published
+from stages.io import file_md5, write_text
+from stages.months import month_index
+from stages.paths import (
+    DRIFT_METRICS,
+    DVC_LOCK,
+    EVALUATE_METRICS,
+    FEATURES_DIR,
+    LOOP_DIR,
+    LOOP_REPORT,
+    MODELS_DIR,
+    PARAMS_FILE,
+    PREDICTIONS_DIR,
+    WORK_DIR,
+)
+
+# The base branch's model, kept aside before the working tree moves to the challenger.
+CHAMPION_DIR = WORK_DIR / "champion"
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def snapshot_champion(root: Path, git: Git, base_sha: str, base: str) -> None:
+    """Keep the base branch's model aside before the working tree moves to the challenger."""
+    folder = root / CHAMPION_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in ("model.pkl", "model_card.json"):
+        source = root / MODELS_DIR / name
+        if not source.exists():
+            raise LoopError(f"{source.relative_to(root)}: missing after the check; run `dvc repro train`")
+        shutil.copy2(source, folder / name)
+    # The champion must be the model the base branch pins, not whatever the working tree held.
+    lock = git.show(base_sha, DVC_LOCK.as_posix())
+    if lock is not None:
+        expected = lock_outputs(lock).get("models/model.pkl")
+        if expected and file_md5(folder / "model.pkl") != expected:
+            raise LoopError(
+                f"models/model.pkl is not the model {base}'s dvc.lock pins; run `dvc pull` "
+                "(or `dvc checkout`) on the base branch and retry"
+            )
+
+
+def read_trigger_predictions(root: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    from stages.evaluate import PREDICTION
+    from stages.features import TARGET
+
+    columns = ["pickup_hour", TARGET, PREDICTION]
+    return {
+        name: pd.read_parquet(root / PREDICTIONS_DIR / f"{name}.parquet", columns=columns)
+        for name in ("holdout", "current")
+    }
+
+
+def closed_pull_request(branch: str) -> dict[str, Any] | None:
+    """The pull request a person closed unmerged for ``branch``, unless one is open for it now."""
+    pulls = github.pull_requests(branch)
+    if any(p["state"] == "open" for p in pulls):
+        return None
+    closed = [p for p in pulls if p["state"] == "closed" and not p.get("merged_at")]
+    return max(closed, key=lambda p: p["number"]) if closed else None
+
+
+def run_propose(
+    root: Path,
+    month: str,
+    base: str = "main",
+    remote: str = "origin",
+    push: bool = True,
+    force: bool = False,
+    reopen: bool = False,
+) -> dict[str, Any]:
+    from autoops import evidence
+
+    git = Git.discover(root)
+    month = to_month(month)
+    branch = f"{BRANCH_PREFIX}{month}"
+    has_remote = git.has_remote(remote)
+    if push and not has_remote:
+        raise LoopError(f"no git remote {remote!r} to push {branch} to: add one, or pass --no-push")
+    ensure_only_pipeline_changes(git)
+    base_checkout, base_sha = git.resolve_base(base, remote if has_remote else None)
+    base_params = params_at(git, base_sha, base)
+    base_reference = base_params.months.reference
+    if month_index(month) <= month_index(base_reference):
+        raise LoopError(
+            f"the model on {base} already learned {base_reference}; nothing to retrain for {month}"
+        )
+    ensure_published(root, base_params, month)
+    outcome: dict[str, Any] = {"month": month, "branch": branch, "base": base, "proposed": False}
+    # A person closing the month's PR unmerged answered it; asking again every week is noise.
+    if not reopen and (closed := closed_pull_request(branch)):
+        outcome["reason"] = (
+            f"{branch} was closed unmerged ({closed['html_url']}): that is the answer for {month} until a "
+            f"newer month breaches; run drift-watch by hand with month {month} to propose it again"
+        )
+        from autoops.release import retire_challenger
+
+        # `challenger` names an open PR's model; this one's PR is closed.
+        outcome["challenger_retired"] = retire_challenger(branch)
+        return outcome
+    # Decided before any work: a branch that cannot be continued stops propose here, untouched.
+    branch_plan = branch_start(git, remote, branch, base_sha, base, has_remote=has_remote)
+
+    # 1. The verdict, from the base branch's own model and params.
+    switch(git, base_checkout)
+    checked = run_check(root, month)
+    outcome["check"] = checked
+    if not checked["breach"] and not force:
+        outcome["reason"] = f"no breach for {month}: {checked['reason']}"
+        return outcome
+    snapshot_champion(root, git, base_sha, base)
+    trigger_drift = read_json(root / DRIFT_METRICS)
+    trigger_eval = read_json(root / EVALUATE_METRICS)
+    trigger_predictions = read_trigger_predictions(root)
+
+    # 2. The branch: continue an existing retrain/<month> that already contains the base, else
+    # start it afresh from the base (see branch_start). Reruns land on the same branch.
+    start, rebuilt, remote_sha, local_sha = branch_plan
+    switch(git, start, branch=branch)
+
+    # 3. Retrain on the new month and compare on the same rows.
+    set_months(root / PARAMS_FILE, reference=month, current=month)
+    err_console.print(f"[bold]retraining on {month} (branch {branch})[/bold]")
+    dvc(root, "repro")
+    # No second gate here: whether to retrain was decided once, by the check's trigger (which
+    # already pitted a challenger against the champion, out of time). This comparison is the
+    # evidence the PR shows: the champion and the new model on the rows the new model never saw.
+    holdout = root / FEATURES_DIR / "holdout.parquet"
+    comparison, scored = evidence.compare(root / CHAMPION_DIR, root / MODELS_DIR, holdout, trigger_eval)
+    outcome["comparison"] = comparison
+
+    # 4. The evidence and the report, committed with the params and the lock.
+    evidence.write_evidence(comparison, scored, trigger_drift, trigger_predictions)
+    plots = evidence.render_plots(root / LOOP_DIR)
+    markdown = evidence.render_markdown(root, base, root / LOOP_REPORT, plots=plots)
+    write_text(markdown, root / LOOP_REPORT)
+    _commit(git, root, month, trigger_drift, comparison)
+    head = git.rev("HEAD")
+
+    # 5. Data before code: the branch must never point at outputs the DVC remote lacks.
+    pushed = False
+    if push:
+        if dvc_remote_configured(root):
+            dvc(root, "push")
+        if head != remote_sha:
+            lease = [f"--force-with-lease=refs/heads/{branch}:{remote_sha}"] if rebuilt and remote_sha else []
+            git.run("push", "--quiet", *lease, remote, f"refs/heads/{branch}:refs/heads/{branch}")
+            pushed = True
+    # 6. Only now, proposed, does the challenger enter the MLflow registry (alias `challenger`).
+    from autoops.release import register_challenger
+
+    outcome["mlflow"] = register_challenger(root, branch)
+    champ, chall = comparison["champion"]["metrics"], comparison["challenger"]["metrics"]
+    outcome.update(
+        proposed=True,
+        updated=head != (remote_sha or local_sha),
+        pushed=pushed,
+        commit=head,
+        report=LOOP_REPORT.as_posix(),
+        title=f"Retrain on {month}: MAE {champ['mae']:.2f} -> {chall['mae']:.2f} on the new month",
+        reason=trigger_drift["reason"],
+    )
+    return outcome
+
+
+def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison: dict[str, Any]) -> bool:
+    """Commit exactly the pipeline's small files and the evidence; False when nothing changed."""
+    cached, uncached = dvc_outputs(root)
+    paths = {PARAMS_FILE.as_posix(), DVC_LOCK.as_posix(), *uncached, LOOP_DIR.as_posix()}
+    # DVC keeps cached outputs out of git with a .gitignore beside each; on a repository that
+    # never ran the pipeline before, those files are new and belong in the same commit.
+    paths |= {(Path(p).parent / ".gitignore").as_posix() for p in cached}
+    git.run("add", "--", *sorted(p for p in paths if (root / p).exists()))
+    if git.ok("diff", "--cached", "--quiet"):
+        return False
+    body = (
+        f"{drift['reason']}\n\n{comparison['verdict']}.\n\n"
+        "Proposed by `autoops propose`; the evidence is in reports/loop/.\n\n"
+        f"{PROPOSED_TRAILER}: {month}"
+    )
+    title = f"Retrain on {month} (the model was trained on {drift['reference_month']})"
+    git.run("commit", "--quiet", "-m", title, "-m", body)
+    return True
