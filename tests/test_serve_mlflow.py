@@ -4,6 +4,9 @@ registry filled by the pipeline's train stage, following the alias when it moves
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -11,8 +14,9 @@ import numpy as np
 import pytest
 
 from serve.model_store import DirSource, MlflowSource
+from serve.predictor import find_compiler
 from serve.schemas import Trip, trip_columns
-from serve.testing import ServerProcess, features_with_target, random_trips, train_model_dir
+from serve.testing import ROOT, ServerProcess, features_with_target, random_trips, train_model_dir
 from stages.features import feature_matrix
 from stages.model import MODEL_FILE, load_model
 
@@ -104,3 +108,38 @@ def test_serves_the_champion_and_follows_the_alias(registry: dict[str, Any]) -> 
         assert served["model_version"] == v2["card"]["version"]
         np.testing.assert_allclose(served["predictions"], expected(v2["estimator"]), atol=1e-6, rtol=0)
         assert httpx.get(f"{server.url}/model/info").json()["registry_version"] == "2"
+
+
+def test_a_version_published_compiled_is_served_compiled(registry: dict[str, Any]) -> None:
+    """The release logs the library into the version's run (`serve.compile --publish`); a service
+    with an empty cache serves that version compiled from its first request, compiling nothing."""
+    if find_compiler() is None:
+        pytest.skip("no C compiler")
+    v2 = registry["versions"][1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_TRACKING_URI": registry["tracking_uri"],
+        "AUTOOPS_COMPILED_CACHE": str(registry["work"] / "release-build"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "serve.compile", "--model-uri", "models:/green-taxi-duration/2", "--publish"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"runs:/{v2['registry']['run_id']}/compiled/{v2['card']['model_sha256']}" in run.stdout
+    serve_env = {
+        "AUTOOPS_MODEL_URI": "models:/green-taxi-duration/2",
+        "MLFLOW_TRACKING_URI": registry["tracking_uri"],
+        "AUTOOPS_COMPILED_CACHE": str(registry["work"] / "empty-cache"),
+        "AUTOOPS_PREDICTION_LOG": "off",
+        "AUTOOPS_WATCH_INTERVAL_S": "0",
+    }
+    with ServerProcess(cwd=registry["work"], env=serve_env, args=("--workers", "1")) as server:
+        assert httpx.get(f"{server.url}/health").json()["predictor"] == "compiled"
+        served = httpx.post(f"{server.url}/predict_batch", json={"trips": TRIPS}).json()
+        np.testing.assert_allclose(served["predictions"], expected(v2["estimator"]), atol=1e-6, rtol=0)
+        assert "release compiled" in server.log() and "compile-" not in server.log()
