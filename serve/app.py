@@ -118,18 +118,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     holder = ModelHolder(
         make_source(settings), settings, on_swap=metrics.model_swapped, on_error=metrics.model_load_failed
     )
+    # The shared PostgreSQL log (several replicas) when configured, else the embedded SQLite file.
+    log_url = settings.prediction_log_url
+    log_target = log_url.get_secret_value() if log_url else settings.prediction_log
     prediction_log = (
         PredictionLog(
-            settings.prediction_log,
+            log_target,
             max_rows=settings.log_max_rows,
             flush_rows=settings.log_flush_rows,
             flush_interval_s=settings.log_flush_interval_s,
             max_pending_rows=settings.log_max_pending_rows,
             on_rows=lambda outcome, n: metrics.log_rows.labels(outcome).inc(n),
+            on_up=lambda up: metrics.log_up.set(1 if up else 0),
         )
-        if settings.prediction_log
+        if log_target
         else None
     )
+    if prediction_log is not None:
+        metrics.log_up.set(1)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -214,6 +220,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # monitor that wants to know that a new version did not arrive reads these.
                 "stale": holder.stale,
                 "last_error": holder.last_error,
+                # Still 200: a log sink that is down costs monitoring data, never a prediction.
+                "prediction_log": prediction_log.status() if prediction_log is not None else None,
             }
         )
 

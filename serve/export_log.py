@@ -6,6 +6,9 @@ The parquet has the model's FEATURES columns (less any no request carried) and `
 
     python -m serve.export_log served.parquet --since 2021-02-01
 
+The log is the SQLite file (``AUTOOPS_PREDICTION_LOG``) or, with several replicas, the shared
+PostgreSQL log (``AUTOOPS_PREDICTION_LOG_URL``, or ``--log postgresql://...``): everything served.
+
 and then, in Python, ``stages.drift.drift(load_params(), current_path=Path("served.parquet"))``.
 """
 
@@ -21,30 +24,47 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from serve.prediction_log import BLOB_DTYPE, PREDICTION, TABLE, connect
+from serve.prediction_log import (
+    BLOB_DTYPE,
+    PREDICTION,
+    TABLE,
+    connect,
+    connect_postgres,
+    describe,
+    is_postgres,
+)
 from serve.settings import Settings
 from stages.features import FEATURES
 from stages.io import write_parquet
 
 
 def read_log(
-    path: Path, *, since: datetime | None = None, model_version: str | None = None, limit: int | None = None
+    path: Path | str,
+    *,
+    since: datetime | None = None,
+    model_version: str | None = None,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """Logged predictions, one row per trip, oldest first (the newest ``limit`` rows when given)."""
-    if not path.exists():
+    postgres = is_postgres(path)
+    if not postgres and not Path(path).exists():
         raise FileNotFoundError(f"{path}: no prediction log here (is AUTOOPS_PREDICTION_LOG set elsewhere?)")
-    where, args = ["1"], []
+    where, args = ["1 = 1"], []
     if since is not None:
         where.append("ts >= ?")
         args.append((since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp())
     if model_version is not None:
         where.append("model_version = ?")
         args.append(model_version)
-    with contextlib.closing(connect(path, readonly=True)) as conn:
+    opened = connect_postgres(str(path), readonly=True) if postgres else connect(Path(path), readonly=True)
+    with contextlib.closing(opened) as conn:
+        # psycopg's placeholder is %s, sqlite3's is ?; the statements are otherwise the same.
+        mark = "%s" if postgres else "?"
+        where = [w.replace("?", mark) for w in where]
         if limit is not None:
             # Requests are numbered by their last row: the newest `limit` rows are one range.
             newest = conn.execute(f"SELECT MAX(last_row) FROM {TABLE}").fetchone()[0] or 0
-            where.append("last_row > ?")
+            where.append(f"last_row > {mark}")
             args.append(newest - limit)
         records = conn.execute(
             f"SELECT ts, model_version, n_rows, features, predictions FROM {TABLE} "
@@ -52,9 +72,13 @@ def read_log(
             args,
         ).fetchall()
     counts = np.array([r[2] for r in records], dtype=np.int64)
-    features = np.frombuffer(b"".join(r[3] for r in records), dtype=BLOB_DTYPE).reshape(-1, len(FEATURES))
+    features = np.frombuffer(b"".join(bytes(r[3]) for r in records), dtype=BLOB_DTYPE).reshape(
+        -1, len(FEATURES)
+    )
     frame = pd.DataFrame(features.astype(np.float64), columns=list(FEATURES))
-    frame[PREDICTION] = np.frombuffer(b"".join(r[4] for r in records), dtype=BLOB_DTYPE).astype(np.float64)
+    frame[PREDICTION] = np.frombuffer(b"".join(bytes(r[4]) for r in records), dtype=BLOB_DTYPE).astype(
+        np.float64
+    )
     frame.insert(0, "model_version", np.repeat(np.array([r[1] for r in records], dtype=object), counts))
     frame.insert(
         0, "timestamp", pd.to_datetime(np.repeat([r[0] for r in records], counts), unit="s", utc=True)
@@ -63,7 +87,7 @@ def read_log(
 
 
 def export(
-    path: Path,
+    path: Path | str,
     out: Path,
     *,
     since: datetime | None = None,
@@ -86,7 +110,11 @@ def export(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m serve.export_log", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="parquet file to write")
-    parser.add_argument("--log", type=Path, help="the SQLite log (default: AUTOOPS_PREDICTION_LOG)")
+    parser.add_argument(
+        "--log",
+        help="the SQLite log or a postgresql:// URL "
+        "(default: AUTOOPS_PREDICTION_LOG_URL, else AUTOOPS_PREDICTION_LOG)",
+    )
     parser.add_argument(
         "--since", type=datetime.fromisoformat, help="only rows from then on (ISO; UTC if no offset)"
     )
@@ -94,7 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, help="only the newest N rows")
     parser.add_argument("--keep-empty", action="store_true", help="keep features no request carried")
     args = parser.parse_args(argv)
-    log_path = args.log or Settings.from_env().prediction_log
+    log_path: Path | str | None = args.log
+    if log_path is None:
+        settings = Settings.from_env()
+        url = settings.prediction_log_url
+        log_path = url.get_secret_value() if url is not None else settings.prediction_log
+    elif not is_postgres(log_path):
+        log_path = Path(log_path)
     if log_path is None:
         sys.exit("error: the prediction log is off (AUTOOPS_PREDICTION_LOG); pass --log PATH")
     try:
@@ -108,6 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     except FileNotFoundError as exc:
         sys.exit(f"error: {exc}")
+    except Exception as exc:
+        import psycopg
+
+        if not isinstance(exc, psycopg.Error):
+            raise
+        sys.exit(f"error: prediction log {describe(str(log_path))}: {' '.join(str(exc).split())}")
     print(f"{rows} predictions -> {args.out}")
     if empty:
         print(f"left out (no request carried them, nothing to test for drift): {', '.join(empty)}")

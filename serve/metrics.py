@@ -76,6 +76,13 @@ class ServiceMetrics:
             ["outcome"],
             registry=reg,
         )
+        # "livemin" across workers: 0 as soon as one live worker cannot write to its log sink.
+        self.log_up = Gauge(
+            "autoops_prediction_log_up",
+            "1 while the prediction log sink accepts writes (0: down; rows wait, bounded, in memory)",
+            multiprocess_mode="livemin",
+            registry=reg,
+        )
         if not multiprocess_mode():
             ProcessCollector(registry=reg)
 

@@ -402,6 +402,15 @@ class BatchPrediction(BaseModel):
     )
 
 
+class PredictionLogHealth(BaseModel):
+    sink: Literal["sqlite", "postgresql"] = Field(description="sqlite: this host's file; postgresql: shared")
+    up: bool = Field(description="The sink accepts writes (false: rows wait in memory, bounded, and retry)")
+    error: str | None = Field(None, description="Why the last write failed (null while it writes)")
+    pending_rows: int = Field(description="Rows waiting to be written by this worker")
+    written_rows: int = Field(description="Rows this worker wrote")
+    dropped_rows: int = Field(description="Rows this worker could not keep (queue full or write failed)")
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model_loaded: bool = Field(description="Ready: a model is loaded and /predict answers")
@@ -416,6 +425,9 @@ class Health(BaseModel):
     )
     last_error: str | None = Field(
         None, description="Why the source's current model was not loaded (null: it was)"
+    )
+    prediction_log: PredictionLogHealth | None = Field(
+        None, description="This worker's prediction log (null: logging is off)"
     )
 
 

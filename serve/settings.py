@@ -45,6 +45,11 @@ class Settings(BaseModel):
     prediction_log: Path | None = Field(
         Path("serve_logs/predictions.sqlite"), description="SQLite prediction log (off: no log)"
     )
+    prediction_log_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://...) of a log shared by several replicas; "
+        "replaces the SQLite file",
+    )
     log_max_rows: int = Field(1_000_000, ge=100, description="oldest rows are deleted beyond this")
     log_flush_rows: int = Field(2000, ge=1, description="write as soon as this many rows wait")
     log_flush_interval_s: float = Field(1.0, gt=0, description="... or after this long")
@@ -54,10 +59,17 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(default_factory=_cpu_count, ge=1, le=64)
 
-    @field_validator("model_uri", "admin_token", "prediction_log", mode="before")
+    @field_validator("model_uri", "admin_token", "prediction_log", "prediction_log_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in _OFF else value
+
+    @field_validator("prediction_log_url")
+    @classmethod
+    def _postgres_only(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql:// URL")
+        return value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

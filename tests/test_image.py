@@ -69,15 +69,26 @@ def test_dockerfile_shape() -> None:
     assert "gcc" not in runtime  # the compiler stays in the build stage
 
 
-def test_compose_has_the_api_and_an_mlflow_server() -> None:
+def test_compose_has_replicas_behind_a_balancer_mlflow_and_postgres() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    api, mlflow = compose["services"]["api"], compose["services"]["mlflow"]
-    assert api["build"]["context"] == "." and "8000:8000" in api["ports"]
+    services = compose["services"]
+    api, mlflow, postgres, lb = (services[name] for name in ("api", "mlflow", "postgres", "lb"))
+    assert api["build"]["context"] == "." and "ports" not in api  # replicas cannot share a host port
+    assert int(api["deploy"]["replicas"].removeprefix("${AUTOOPS_REPLICAS:-").rstrip("}")) >= 2
+    assert "8000:8000" in lb["ports"] and "server api:8000" in compose["configs"]["nginx"]["content"]
     assert api["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # Every replica logs to the one PostgreSQL table, and MLflow's registry lives there too.
+    assert api["environment"]["AUTOOPS_PREDICTION_LOG_URL"].startswith("postgresql://autoops:")
+    assert api["environment"]["AUTOOPS_PREDICTION_LOG_URL"].endswith("@postgres:5432/predictions")
+    assert {"mlflow", "postgres"} <= set(api["depends_on"]) and "postgres" in mlflow["depends_on"]
     assert "5000:5000" in mlflow["ports"]
     command = " ".join(mlflow["command"])
-    assert "sqlite:////mlflow/" in command and any(v.startswith("mlflow:/mlflow") for v in mlflow["volumes"])
-    assert set(compose["volumes"]) >= {"mlflow"}
+    assert "--backend-store-uri=postgresql+psycopg://" in command and "@postgres:5432/mlflow" in command
+    assert "psycopg[binary]==" in mlflow["build"]["dockerfile_inline"]
+    assert "CREATE DATABASE mlflow" in compose["configs"]["postgres-init"]["content"]
+    assert postgres["image"].startswith("postgres:") and "pg_isready" in postgres["healthcheck"]["test"]
+    assert any(v.startswith("mlflow:/mlflow") for v in mlflow["volumes"])
+    assert set(compose["volumes"]) >= {"mlflow", "postgres"}
 
 
 # --- the real image ----------------------------------------------------------------------------------
