@@ -116,12 +116,10 @@ class SourceMonths:
         """The months the dir source has (None for sources that cannot list theirs)."""
         if self._params.data.source != "dir":
             return None
-        from stages.tlc import _FILE_RE
+        from stages.tlc import months_in
 
         folder = Path(self._params.data.dir)
-        if not folder.is_dir():
-            return []
-        return sorted(m.group(1) for p in folder.iterdir() if (m := _FILE_RE.match(p.name)))
+        return months_in(folder) if folder.is_dir() else []
 
     # -- identity ---------------------------------------------------------------------------
 

@@ -22,16 +22,12 @@ def latest_month(root: Path, params: Params, as_of: date | None = None) -> str:
         # The generator can make any month; "published" means complete, i.e. last month.
         return add_months(today_month, -1)
     if source == "dir":
-        from stages.tlc import _FILE_RE
+        from stages.tlc import months_in
 
         folder = (root / params.data.dir).resolve()
         if not folder.is_dir():
             raise LoopError(f"data.dir {params.data.dir} ({folder}) is not a folder")
-        months = sorted(
-            m.group(1)
-            for p in folder.iterdir()
-            if (m := _FILE_RE.match(p.name)) and month_index(m.group(1)) <= month_index(today_month)
-        )
+        months = [m for m in months_in(folder) if month_index(m) <= month_index(today_month)]
         if not months:
             raise LoopError(f"no green_tripdata_YYYY-MM.parquet files in {folder}")
         return months[-1]

@@ -2,9 +2,9 @@
 
 The TLC site is a CloudFront bucket: a month that is not published yet answers 403 (S3 hides
 missing keys behind AccessDenied) or 404, and big files occasionally stall or arrive cut short.
-So every download is retried with backoff, verified (length and parquet footer) and only then
-moved into the cache: a file in the cache is always a complete one, and a cache hit needs no
-network at all.
+So every download is retried with backoff (tenacity; a server's Retry-After is obeyed), verified
+(length and parquet footer) and only then moved into the cache: a file in the cache is always a
+complete one, and a cache hit needs no network at all.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import NoReturn, TypeVar
 
 import pyarrow.parquet as pq
 import requests
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
 from stages.io import StageError, atomic_path
@@ -124,6 +125,11 @@ def probe_month(month: str, params: DataParams) -> bool:
     return _with_retries(attempt, url=url, params=params, what="check")
 
 
+def months_in(folder: Path | str) -> list[str]:
+    """The months a folder holds TLC files for (``green_tripdata_YYYY-MM.parquet``), oldest first."""
+    return sorted(m.group(1) for p in Path(folder).iterdir() if (m := _FILE_RE.match(p.name)))
+
+
 def read_month_dir(month: str, folder: Path | str) -> Path:
     """The ``dir`` source: ``folder/green_tripdata_<month>.parquet``, or an error listing what is there."""
     month = _month(month)
@@ -133,7 +139,7 @@ def read_month_dir(month: str, folder: Path | str) -> Path:
         return path
     if not folder.is_dir():
         raise StageError(f"no file for {month} in {folder} (the folder does not exist; check data.dir)")
-    present = sorted(m.group(1) for p in folder.iterdir() if (m := _FILE_RE.match(p.name)))
+    present = months_in(folder)
     have = ", ".join(present) if present else "no green_tripdata_YYYY-MM.parquet files"
     raise StageError(f"no file for {month} in {folder} (have: {have})")
 
@@ -152,22 +158,37 @@ def _timeouts(params: DataParams) -> tuple[float, float]:
     return (min(params.timeout_s, CONNECT_TIMEOUT_MAX_S), params.timeout_s)
 
 
+def _backoff(state: RetryCallState) -> float:
+    """Exponential backoff, stretched to a server's Retry-After (up to RETRY_AFTER_MAX_S)."""
+    delay = min(BACKOFF_BASE_S * 2 ** (state.attempt_number - 1), BACKOFF_MAX_S)
+    retry_after = getattr(state.outcome.exception() if state.outcome else None, "retry_after", None)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
+    return delay
+
+
 def _with_retries(attempt: Callable[[], T], *, url: str, params: DataParams, what: str) -> T:
     attempts = params.retries + 1
-    reason = "unknown error"
-    for number in range(1, attempts + 1):
-        try:
-            return attempt()
-        except _Transient as exc:
-            reason, retry_after = exc.reason, exc.retry_after
-        if number < attempts:
-            delay = min(BACKOFF_BASE_S * 2 ** (number - 1), BACKOFF_MAX_S)
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
-            log.warning(
-                "%s of %s failed (%s); attempt %d/%d in %.1fs", what, url, reason, number + 1, attempts, delay
-            )
-            time.sleep(delay)
+
+    def log_retry(state: RetryCallState) -> None:
+        reason = state.outcome.exception().reason if state.outcome else "unknown error"
+        number, delay = state.attempt_number + 1, state.upcoming_sleep
+        log.warning(
+            "%s of %s failed (%s); attempt %d/%d in %.1fs", what, url, reason, number, attempts, delay
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(_Transient),
+        stop=stop_after_attempt(attempts),
+        wait=_backoff,
+        before_sleep=log_retry,
+        # Looked up at call time, so a test can record the sleeps instead of waiting.
+        sleep=lambda seconds: time.sleep(seconds),
+    )
+    try:
+        return retrying(attempt)
+    except RetryError as exc:
+        reason = exc.last_attempt.exception().reason
     tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
     raise StageError(f"cannot {what} {url}: {reason} (gave up after {tries}); {ALTERNATIVES}")
 

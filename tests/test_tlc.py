@@ -425,5 +425,5 @@ def test_read_month_dir_real_folder() -> None:
     if not REAL_DIR.is_dir():
         pytest.skip(f"{REAL_DIR} not available")
     assert tlc.read_month_dir("2021-01", REAL_DIR).is_file()
-    with pytest.raises(StageError, match=r"have: 2021-01, 2021-02, .*2025-01\)"):
+    with pytest.raises(StageError, match=r"have: 2021-01, 2021-02, .*\)"):
         tlc.read_month_dir("2099-01", REAL_DIR)
