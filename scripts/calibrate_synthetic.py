@@ -39,14 +39,17 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stages.features import ZONE_ID_RANGE, filter_mask
 from stages.io import write_text
+from stages.months import month_bounds
+from stages.params import FilterParams
 from stages.schema import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TLC_DIR = ROOT.parent / "shared" / "data" / "tlc"
 DEFAULT_OUT = ROOT / "stages" / "resources" / "synthetic_calibration.json"
 
-N_ZONES = 265
+N_ZONES = ZONE_ID_RANGE[1]
 # Log-distance bins of the duration model's distance curve (miles); the generator interpolates
 # between bin centres, so the curve is smooth rather than a staircase.
 DIST_EDGES = np.exp(np.linspace(np.log(0.05), np.log(60.0), 25))
@@ -129,16 +132,16 @@ def load_months(folder: Path) -> pd.DataFrame:
 
 
 def clean_mask(df: pd.DataFrame) -> pd.Series:
-    # The same filters the pipeline applies (stages.features.filter_mask) plus valid zones.
-    in_month = df["lpep_pickup_datetime"].dt.strftime("%Y-%m") == df["month"]
-    return (
-        in_month
-        & df["duration"].between(1, 60)
-        & (df["trip_distance"] > 0)
-        & (df["trip_distance"] <= 100)
-        & df["PULocationID"].between(1, N_ZONES)
-        & df["DOLocationID"].between(1, N_ZONES)
-    )
+    """The pipeline's own filters (stages.features.filter_mask), month by month.
+
+    With FilterParams' defaults (params.yaml's values), not params.yaml itself: the calibration
+    describes real months, and a user's filter experiment must not change the generator.
+    """
+    mask = pd.Series(False, index=df.index)
+    for month, rows in df.groupby("month").groups.items():
+        start, end = month_bounds(month)
+        mask[rows] = filter_mask(df.loc[rows], start, end, FilterParams())
+    return mask
 
 
 def zone_boroughs(folder: Path) -> tuple[list[str], np.ndarray]:
