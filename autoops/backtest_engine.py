@@ -17,7 +17,6 @@ shared machine).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,17 +35,17 @@ from autoops.backtest_data import MissingMonthError, MonthData, SourceMonths, bu
 from stages.drift import compute_drift, performance_drift
 from stages.evaluate import PREDICTION, with_predictions
 from stages.features import FEATURES, TARGET
+from stages.host import usable_cpus
 from stages.io import StageError, atomic_dir, write_json, write_parquet
 from stages.metrics import regression_metrics
 from stages.model import MODEL_FILE, load_model, predict, save_model
 from stages.months import month_index
-from stages.params import DriftParams, MonthParams, Params
+from stages.params import DriftParams, MonthParams, Params, policy_spec
 from stages.trigger import decide as trigger_decision
 from stages.trigger import fit_challenger, gain_record, mae, time_split
 
 PolicyKind = Literal["static", "periodic", "data_drift", "performance", "auto"]
 BASELINE = "periodic_k1"
-POLICY_SPECS = "static, periodic, periodic:K, data_drift, performance or auto"
 STATIC = "static"
 # The calendar frontier: retrain every K months for K = 1..6, always replayed so that any trigger
 # is judged against the habit it must beat at the same number of retrains.
@@ -104,17 +103,15 @@ def parse_policies(specs: list[str], periodic_every: int) -> list[Policy]:
     for k in CALENDAR:
         policies[f"periodic_k{k}"] = Policy(f"periodic_k{k}", "periodic", k)
     for spec in specs:
-        kind, _, arg = spec.strip().partition(":")
+        try:
+            kind, every = policy_spec(spec)
+        except ValueError as exc:
+            raise StageError(str(exc)) from exc
         if kind == "periodic":
-            every = int(arg) if arg else periodic_every
-            name = f"periodic_k{arg}" if arg else "periodic"
-            policy = Policy(name, "periodic", every)
-        elif kind in ("static", "data_drift", "performance", "auto") and not arg:
-            policy = Policy(kind, kind)  # type: ignore[arg-type]
+            name = f"periodic_k{every}" if every else "periodic"
+            policy = Policy(name, "periodic", every or periodic_every)
         else:
-            raise StageError(f"unknown policy {spec!r}: expected {POLICY_SPECS}")
-        if policy.kind == "periodic" and policy.every < 1:
-            raise StageError(f"policy {spec!r}: K must be a whole number of months >= 1")
+            policy = Policy(kind, kind)  # type: ignore[arg-type]
         policies.setdefault(policy.name, policy)
     return list(policies.values())
 
@@ -299,8 +296,7 @@ def default_jobs(requested: int) -> int:
     if requested > 0:
         return requested
     # The cores this process may use (a container's CPU set), not the machine's.
-    affinity = getattr(os, "sched_getaffinity", None)
-    return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
+    return usable_cpus()
 
 
 # ------------------------------------------------------------------------------------------------

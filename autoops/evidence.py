@@ -19,7 +19,7 @@ from autoops.gitops import LoopError, dvc
 from stages.evaluate import PREDICTION, load_trained_model
 from stages.features import TARGET
 from stages.io import StageError, file_sha256, write_json, write_text
-from stages.metrics import regression_metrics
+from stages.metrics import mae_by_hour, regression_metrics
 from stages.train import xy
 
 LOOP_DIR = Path("reports/loop")
@@ -115,9 +115,9 @@ def write_evidence(
     write_json(comparison, COMPARISON)
     by_hour = pd.DataFrame(
         {
-            "champion_reference_holdout_mae": _mae_by_hour(trigger_predictions["holdout"], PREDICTION),
-            "champion_mae": _mae_by_hour(scored, "champion"),
-            "challenger_mae": _mae_by_hour(scored, "challenger"),
+            "champion_reference_holdout_mae": mae_by_hour(trigger_predictions["holdout"], PREDICTION, TARGET),
+            "champion_mae": mae_by_hour(scored, "champion", TARGET),
+            "challenger_mae": mae_by_hour(scored, "challenger", TARGET),
         }
     ).reindex(range(24))
     by_hour.index.name = "hour"
@@ -132,11 +132,6 @@ def write_evidence(
         counts, _ = np.histogram(trigger_predictions[frame][TARGET], bins=DURATION_BINS)
         hist[label] = (counts / max(1, counts.sum())).round(5)
     write_text(hist.to_csv(index=False), DURATION_HIST)
-
-
-def _mae_by_hour(frame: pd.DataFrame, column: str) -> pd.Series:
-    err = (frame[column] - frame[TARGET]).abs()
-    return err.groupby(frame["pickup_hour"].astype(int)).mean()
 
 
 # --- plots -------------------------------------------------------------------------------------

@@ -13,15 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from stages.host import usable_cpus
+
 ENV_PREFIX = "AUTOOPS_"
 # The models/ folder `dvc repro` writes (stages.train.MODELS_DIR); relative to the working directory.
 DEFAULT_MODELS_DIR = Path("models")
 _OFF = {"", "0", "off", "none", "false", "no"}
-
-
-def _cpu_count() -> int:
-    # Respects taskset/cgroup CPU affinity, unlike os.cpu_count().
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Settings(BaseModel):
@@ -57,7 +54,7 @@ class Settings(BaseModel):
     startup_timeout_s: float = Field(60.0, ge=0, description="wait this long for the first model")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(default_factory=_cpu_count, ge=1, le=64)
+    workers: int = Field(default_factory=usable_cpus, ge=1, le=64)
 
     @field_validator("model_uri", "admin_token", "prediction_log", "prediction_log_url", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from stages.features import TARGET
 from stages.io import StageError, atomic_dir, write_json, write_parquet, write_text
-from stages.metrics import regression_metrics
+from stages.metrics import mae_by_hour, regression_metrics
 from stages.model import CARD_FILE, MODEL_FILE, load_model, predict
 from stages.params import Params, load_params
 from stages.paths import EVALUATE_METRICS as METRICS_FILE
@@ -53,8 +53,7 @@ def error_by_hour(holdout: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
     """MAE per pickup hour, one column per dataset (the shape DVC's linear template wants)."""
     columns = {}
     for label, frame in (("reference_holdout_mae", holdout), ("current_mae", current)):
-        err = (frame[PREDICTION] - frame[TARGET]).abs()
-        columns[label] = err.groupby(frame["pickup_hour"].astype(int)).mean().round(4)
+        columns[label] = mae_by_hour(frame, PREDICTION, TARGET).round(4)
     table = pd.DataFrame(columns).reindex(range(24))
     table.index.name = "hour"
     return table.reset_index()

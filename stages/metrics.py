@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
 
@@ -13,3 +14,9 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "r2": round(float(r2_score(y_true, y_pred)), 6),
         "rows": len(y_true),
     }
+
+
+def mae_by_hour(frame: pd.DataFrame, prediction: str, target: str) -> pd.Series:
+    """Mean absolute error per pickup hour (the ``pickup_hour`` feature)."""
+    err = (frame[prediction] - frame[target]).abs()
+    return err.groupby(frame["pickup_hour"].astype(int)).mean()

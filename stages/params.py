@@ -17,6 +17,16 @@ from stages.months import add_months, month_index, validate_month
 
 PARAMS_FILE = Path("params.yaml")
 _POLICY_RE = re.compile(r"^(static|periodic(:[1-9][0-9]*)?|data_drift|performance|auto)$")
+POLICY_SPECS = "static, periodic, periodic:K, data_drift, performance or auto"
+
+
+def policy_spec(spec: str) -> tuple[str, int | None]:
+    """``(kind, K)`` of a backtest policy spec (``periodic:6`` -> ``("periodic", 6)``); ValueError if bad."""
+    spec = spec.strip()
+    if not _POLICY_RE.match(spec):
+        raise ValueError(f"unknown policy {spec!r}: expected {POLICY_SPECS}")
+    kind, _, every = spec.partition(":")
+    return kind, int(every) if every else None
 
 
 class _Strict(BaseModel):
@@ -137,10 +147,8 @@ class BacktestParams(_Strict):
     def _policies(cls, value: list[str]) -> list[str]:
         bad = [p for p in value if not _POLICY_RE.match(p)]
         if bad:
-            raise ValueError(
-                f"unknown polic{'y' if len(bad) == 1 else 'ies'} {', '.join(bad)}: "
-                "expected static, periodic, periodic:K, data_drift, performance or auto"
-            )
+            noun = "policy" if len(bad) == 1 else "policies"
+            raise ValueError(f"unknown {noun} {', '.join(bad)}: expected {POLICY_SPECS}")
         return value
 
 
