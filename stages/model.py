@@ -35,26 +35,17 @@ SKOPS_TRUSTED_TYPES = [
 
 def build_model(params: TrainParams) -> HistGradientBoostingRegressor | RandomForestRegressor:
     if params.model == "hist_gradient_boosting":
-        hgb = params.hist_gradient_boosting
+        # params.yaml names each hyper-parameter as scikit-learn does, so they pass through as they are.
         return HistGradientBoostingRegressor(
-            max_iter=hgb.max_iter,
-            learning_rate=hgb.learning_rate,
-            max_leaf_nodes=hgb.max_leaf_nodes,
-            min_samples_leaf=hgb.min_samples_leaf,
-            l2_regularization=hgb.l2_regularization,
+            **params.hist_gradient_boosting.model_dump(),
             categorical_features=[f in CATEGORICAL_FEATURES for f in FEATURES],
             # A fixed number of iterations (no early stopping) keeps results independent of any
             # internal validation split and identical from run to run.
             early_stopping=False,
             random_state=params.seed,
         )
-    rf = params.random_forest
     return RandomForestRegressor(
-        n_estimators=rf.n_estimators,
-        max_depth=rf.max_depth,
-        min_samples_leaf=rf.min_samples_leaf,
-        max_features=rf.max_features,
-        n_jobs=rf.n_jobs,
+        **params.random_forest.model_dump(),
         random_state=params.seed,
     )
 
