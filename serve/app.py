@@ -58,7 +58,8 @@ bearer = HTTPBearer(auto_error=False, description="AUTOOPS_ADMIN_TOKEN")
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
-    # orjson straight to bytes: FastAPI's response_model path would validate what we just built.
+    # orjson straight to bytes: FastAPI's response_model path would validate what we just built, and
+    # its ORJSONResponse, which did exactly this, is deprecated (FastAPI 0.165: a FastAPIDeprecationWarning).
     return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
 
 
