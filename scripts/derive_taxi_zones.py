@@ -6,7 +6,7 @@ a 1e-7 degree grid (about 1 cm; the source's own vertices are reprojected floats
 grid), delta-encoded int32 in shapely's ragged-array layout, compressed. Zones that share a
 boundary in the source share it exactly here too: both quantize the same source vertex.
 
-    python scripts/derive_taxi_zones.py [../shared/data/tlc/taxi_zones.geojson] [serve/resources/taxi_zones.npz]
+    python scripts/derive_taxi_zones.py [GEOJSON (default ../shared/data/tlc/taxi_zones.geojson)] [OUT]
 """
 
 from __future__ import annotations
