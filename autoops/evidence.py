@@ -37,12 +37,12 @@ DURATION_BINS = np.arange(0, 62, 2)
 # --- champion vs challenger --------------------------------------------------------------------
 
 
-def load_card_and_model(models_dir: Path) -> tuple[dict[str, Any], Any]:
+def load_model_and_card(models_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """``stages.evaluate.load_trained_model`` (same order), its failures as the loop's errors."""
     try:
-        model, card = load_trained_model(models_dir)
+        return load_trained_model(models_dir)
     except (StageError, ValueError) as exc:  # ValueError: the model does not match its card
         raise LoopError(str(exc)) from exc
-    return card, model
 
 
 def compare(
@@ -55,8 +55,8 @@ def compare(
 
     Returns the comparison and the holdout with both models' predictions (for the plots).
     """
-    champion_card, champion = load_card_and_model(champion_dir)
-    challenger_card, challenger = load_card_and_model(challenger_dir)
+    champion, champion_card = load_model_and_card(champion_dir)
+    challenger, challenger_card = load_model_and_card(challenger_dir)
     if not holdout_path.exists():
         raise LoopError(f"{holdout_path}: missing; run `dvc repro featurize`")
     holdout = pd.read_parquet(holdout_path)

@@ -207,7 +207,8 @@ def retire_challenger(branch: str) -> bool:
 def promote(root: Path, tracking_uri: str) -> dict[str, str]:
     """Point the registered model's ``champion`` alias at the version that is on main now."""
     card = verify_model(root, with_model=False)
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    # The client below is given the server; nothing is set process-wide (a later caller, or test,
+    # would inherit it).
     tracking.configure()
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException

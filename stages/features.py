@@ -55,7 +55,6 @@ FEATURES = (
 # Categorical features are small integer codes (HistGradientBoosting's native categorical
 # support needs codes below 255; there are 265 taxi zones, hence the "other" bucket).
 CATEGORICAL_FEATURES = ("pu_zone", "do_zone", "pu_borough", "do_borough")
-NUMERIC_FEATURES = tuple(f for f in FEATURES if f not in CATEGORICAL_FEATURES)
 MAX_ZONE_CODES = 254
 ZONE_ID_RANGE = (1, 265)
 

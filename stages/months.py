@@ -6,7 +6,8 @@ import re
 from datetime import date
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
-# TLC's Green Taxi records start in August 2013; nothing before can exist.
+# TLC's first Green Taxi month. Not a bound on months (an earlier one is simply not published): the
+# synthetic generator walks its slow zone drift from here, so every month's state is reproducible.
 FIRST_TLC_MONTH = "2013-08"
 
 

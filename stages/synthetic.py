@@ -72,11 +72,6 @@ NEGATIVE_DURATION_SHARE = 0.0002
 _SEGMENTS = ("S", "M", "L")  # street hail, "missing block" (app/flex rows), long-trip mix
 
 
-def raw_schema(month: str) -> pa.Schema:
-    """The schema TLC published the Green Taxi file of ``month`` in (column order and types)."""
-    return tlc_raw_schema(month)
-
-
 # ---------------------------------------------------------------------------------------------
 # Calibration tables, turned once into arrays that vectorised sampling can index.
 
@@ -705,7 +700,7 @@ def generate_month(month: str, params: SyntheticParams) -> pa.Table:
     # Real files list the fully-populated rows first and the missing block after, each by pickup.
     order = np.lexsort((trips.pu, pickup, minute_rows))
 
-    schema = raw_schema(month)
+    schema = tlc_raw_schema(month)
     old_era = schema.field("RatecodeID").type == pa.float64()
 
     def code(values: np.ndarray) -> pa.Array:

@@ -94,6 +94,7 @@ def register(
     """Log the run and register a new model version; returns what identifies it in MLflow."""
     mlflow = tracking.configure()
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
     mlflow.set_experiment(params.mlflow.experiment)
@@ -124,7 +125,7 @@ def register(
     client.set_registered_model_alias(name, tracking.CHALLENGER, version)
     try:
         client.get_model_version_by_alias(name, tracking.CHAMPION)
-    except Exception:
+    except MlflowException:  # no version holds the alias yet
         # The very first model has nothing to beat: it serves until a merge promotes another.
         if first_is_champion:
             client.set_registered_model_alias(name, tracking.CHAMPION, version)
