@@ -5,7 +5,6 @@ Options override the matching ``AUTOOPS_*`` environment variables (serve/README.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
@@ -13,6 +12,9 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from serve.metrics import MULTIPROC_ENV
 from serve.settings import STARTUP_FAILURE_ENV, Settings, SettingsError
@@ -21,31 +23,28 @@ from serve.settings import STARTUP_FAILURE_ENV, Settings, SettingsError
 STARTUP_FAILURE_EXIT = 3
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__)
-    parser.add_argument("--host", help="bind address (AUTOOPS_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (AUTOOPS_PORT, default 8000)")
-    parser.add_argument("--workers", type=int, help="worker processes (AUTOOPS_WORKERS, default: cores)")
-    parser.add_argument("--models-dir", type=Path, help="models/ folder (AUTOOPS_MODELS_DIR)")
-    parser.add_argument(
-        "--model-uri", help="MLflow model URI instead, e.g. models:/green-taxi-duration@champion"
-    )
-    parser.add_argument("--log-level", default=os.environ.get("AUTOOPS_LOG_LEVEL", "info"))
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def run(
+    host: Annotated[str | None, typer.Option(help="bind address (AUTOOPS_HOST, default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (AUTOOPS_PORT, default 8000)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="worker processes (AUTOOPS_WORKERS, default: cores)")
+    ] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="models/ folder (AUTOOPS_MODELS_DIR)")] = None,
+    model_uri: Annotated[
+        str | None, typer.Option(help="MLflow model URI instead, e.g. models:/green-taxi-duration@champion")
+    ] = None,
+    log_level: Annotated[str, typer.Option(envvar="AUTOOPS_LOG_LEVEL")] = "info",
+) -> None:
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         settings = Settings.from_env(
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            models_dir=args.models_dir,
-            model_uri=args.model_uri,
+            host=host,
+            port=port,
+            workers=workers,
+            models_dir=models_dir,
+            model_uri=model_uri,
         )
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("serve", "stages"):
         log_config["loggers"][name] = {
             "handlers": ["default"],
-            "level": args.log_level.upper(),
+            "level": log_level.upper(),
             "propagate": False,
         }
     failure = ""
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
-            log_level=args.log_level.lower(),
+            log_level=log_level.lower(),
             log_config=log_config,
             # Per-request access lines would cost more than a compiled prediction; /metrics counts them.
             access_log=False,
@@ -100,6 +99,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: the service did not start: {failure.splitlines()[0]}", file=sys.stderr)
     if failure:
         sys.exit(STARTUP_FAILURE_EXIT)
+
+def main(argv: list[str] | None = None) -> None:
+    app = typer.Typer(add_completion=False, help=__doc__)
+    app.command()(run)
+    app(args=argv, prog_name="python -m serve")
+
 
 if __name__ == "__main__":
     main()

@@ -5,13 +5,12 @@ A starting point for a real client: plain httpx, one keep-alive connection, expl
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 
 TRIP: dict[str, Any] = {
     "pu_location_id": 74,  # East Harlem North
@@ -57,19 +56,24 @@ def call_all(url: str, token: str | None = None, out: Any = sys.stdout) -> dict[
     return responses
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m serve.client", description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=os.environ.get("AUTOOPS_URL", "http://127.0.0.1:8000"))
-    parser.add_argument("--token", default=os.environ.get("AUTOOPS_ADMIN_TOKEN"), help="for /admin/reload")
-    args = parser.parse_args(argv)
+def run(
+    url: Annotated[str, typer.Option(envvar="AUTOOPS_URL")] = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option(envvar="AUTOOPS_ADMIN_TOKEN", help="for /admin/reload")] = None,
+) -> None:
     try:
-        responses = call_all(args.url, args.token)
+        responses = call_all(url, token)
     except httpx.HTTPError as exc:
-        sys.exit(f"error: {args.url}: {exc}")
+        sys.exit(f"error: {url}: {exc}")
     # The admin call may legitimately be refused (no token); everything else must have worked.
     failed = [name for name, r in responses.items() if name != "admin_reload" and r.status_code != 200]
     if failed:
         sys.exit(f"error: {', '.join(failed)} failed")
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+    app.command()(run)
+    app(args=argv, prog_name="python -m serve.client")
 
 
 if __name__ == "__main__":

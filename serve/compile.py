@@ -12,7 +12,6 @@ The release calls :func:`publish_compiled` (or runs this with ``--publish``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import logging
@@ -22,6 +21,9 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from serve.model_store import RELEASE_COMPILED_DIR, ModelArtifact, ModelLoadError, make_source
 from serve.predictor import COMPILED_LIB, COMPILED_META, CompiledPredictor, compile_model
@@ -91,45 +93,58 @@ def _run_id(artifact: ModelArtifact) -> str:
     return str(MlflowClient().get_model_version(name, version).run_id)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m serve.compile", description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", type=Path, help="models/ folder (AUTOOPS_MODELS_DIR, default models)")
-    parser.add_argument("--model-uri", help="an MLflow model URI instead (AUTOOPS_MODEL_URI)")
-    parser.add_argument("--cache", type=Path, help="where compiled models go (AUTOOPS_COMPILED_CACHE)")
-    parser.add_argument("--require", action="store_true", help="exit 1 if the model could not be compiled")
-    parser.add_argument(
-        "--publish", action="store_true", help="ship the library with the model version (a release)"
-    )
+def run(
+    models_dir: Annotated[
+        Path | None, typer.Option(help="models/ folder (AUTOOPS_MODELS_DIR, default models)")
+    ] = None,
+    model_uri: Annotated[
+        str | None, typer.Option(help="an MLflow model URI instead (AUTOOPS_MODEL_URI)")
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="where compiled models go (AUTOOPS_COMPILED_CACHE)")
+    ] = None,
+    require: Annotated[
+        bool, typer.Option("--require", help="exit 1 if the model could not be compiled")
+    ] = False,
+    publish: Annotated[
+        bool, typer.Option("--publish", help="ship the library with the model version (a release)")
+    ] = False,
     # Used by the service for its background compiles.
-    parser.add_argument("--expect-sha256", help=argparse.SUPPRESS)
-    parser.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    expect_sha256: Annotated[str | None, typer.Option(hidden=True)] = None,
+    work_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
+) -> None:
     logging.basicConfig(level=logging.INFO, format="[compile] %(message)s")
-    if args.work_dir is not None:
+    if work_dir is not None:
         _as_service_child()
         # tl2cgen writes its C sources to a temporary folder: inside the one the service removes.
-        tempfile.tempdir = str(args.work_dir)
+        tempfile.tempdir = str(work_dir)
     try:
         settings = Settings.from_env(
-            models_dir=args.models_dir, model_uri=args.model_uri, compiled_cache=args.cache
+            models_dir=models_dir, model_uri=model_uri, compiled_cache=cache
         )
         artifact = make_source(settings).resolve()
         sha = str(artifact.card["model_sha256"])
-        if args.expect_sha256 and sha != args.expect_sha256:
-            raise ModelLoadError(f"the source now holds model {sha[:12]}, not {args.expect_sha256[:12]}")
+        if expect_sha256 and sha != expect_sha256:
+            raise ModelLoadError(f"the source now holds model {sha[:12]}, not {expect_sha256[:12]}")
         estimator = artifact.load_estimator()
     except (SettingsError, ModelLoadError, ValueError) as exc:
         sys.exit(f"error: {exc}")
-    compiled = compile_model(estimator, sha, settings.compiled_cache, work_dir=args.work_dir)
+    compiled = compile_model(estimator, sha, settings.compiled_cache, work_dir=work_dir)
     if compiled is None:
         message = f"model {sha[:12]} not compiled: the service will serve the sklearn estimator"
-        if args.require or args.publish:
+        if require or publish:
             sys.exit(f"error: {message}")
         print(message)
         return
     print(f"model {sha[:12]} compiled: {compiled.lib_dir}")
-    if args.publish:
+    if publish:
         print(f"model {sha[:12]} published: {publish_compiled(artifact, compiled)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+    app.command()(run)
+    app(args=argv, prog_name="python -m serve.compile")
 
 
 if __name__ == "__main__":
