@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.schema import CANONICAL_SCHEMA, SchemaError, normalize
-from tests.conftest import run_in, set_params
+from tests.conftest import ROOT, set_params
 
 REAL_MONTHS = ["2021-01", "2021-02", "2022-01", "2023-01", "2023-02", "2025-01"]
 
@@ -40,6 +41,31 @@ def _write_month(folder: Path, month: str, table: pa.Table) -> Path:
     return path
 
 
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working directory of an in-process stage run: all the ingest stage reads is params.yaml."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "params.yaml", project / "params.yaml")
+    monkeypatch.chdir(project)
+    # run_stage sets these for the process (setdefault); set here, they are undone after the test.
+    telemetry = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "EVIDENTLY_DISABLE_TELEMETRY": "1"}
+    for name, value in {**telemetry, "DVC_NO_ANALYTICS": "1", "GIT_PYTHON_REFRESH": "quiet"}.items():
+        monkeypatch.setenv(name, value)
+    return project
+
+
+def _run_ingest(capsys: pytest.CaptureFixture[str]) -> str:
+    """`python -m stages.ingest`, in this process: exit status 1 and its stderr."""
+    from stages.ingest import main
+    from stages.runner import run_stage
+
+    with pytest.raises(SystemExit) as exited:
+        run_stage("ingest", main)
+    assert exited.value.code == 1
+    return capsys.readouterr().err
+
+
 def _tiny_month(rows: int = 50) -> pa.Table:
     start = 1_704_067_200_000_000  # 2024-01-01 in microseconds
     pickups = [start + i * 60_000_000 for i in range(rows)]
@@ -56,7 +82,7 @@ def _tiny_month(rows: int = 50) -> pa.Table:
 
 
 def _ingest_with_bad_month(
-    project: Path, tmp_path: Path, table_or_bytes: pa.Table | bytes
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], table_or_bytes: pa.Table | bytes
 ) -> tuple[str, Path]:
     folder = tmp_path / "tlc"
     _write_month(folder, "2024-01", _tiny_month())
@@ -66,47 +92,47 @@ def _ingest_with_bad_month(
     else:
         _write_month(folder, "2024-02", table_or_bytes)
     set_params(project, **{"data.source": "dir", "data.dir": str(folder)})
-    result = run_in(project, "python", "-m", "stages.ingest")
-    assert result.returncode == 1, result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
-    assert len(error_lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    stderr = _run_ingest(capsys)
+    error_lines = [line for line in stderr.splitlines() if line.startswith("error")]
+    assert len(error_lines) == 1, stderr
     # Nothing half-written: the output folder was never published, and no temp folder is left.
     assert not (project / "data" / "raw").exists()
     assert not list(project.glob("data/.raw*"))
     return error_lines[0], bad
 
 
-def test_truncated_parquet_fails_cleanly(project: Path, tmp_path: Path) -> None:
+def test_truncated_parquet_fails_cleanly(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = tmp_path / "good.parquet"
     pq.write_table(_tiny_month(), good)
     data = good.read_bytes()
-    line, bad = _ingest_with_bad_month(project, tmp_path, data[: len(data) // 2])
+    line, bad = _ingest_with_bad_month(project, tmp_path, capsys, data[: len(data) // 2])
     assert str(bad) in line and "truncated or corrupt" in line
 
 
-def test_missing_pickup_column_fails_cleanly(project: Path, tmp_path: Path) -> None:
+def test_missing_pickup_column_fails_cleanly(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     line, bad = _ingest_with_bad_month(
-        project, tmp_path, _tiny_month().drop_columns(["lpep_pickup_datetime"])
+        project, tmp_path, capsys, _tiny_month().drop_columns(["lpep_pickup_datetime"])
     )
     assert str(bad) in line and "lpep_pickup_datetime" in line
 
 
-def test_empty_month_fails_cleanly(project: Path, tmp_path: Path) -> None:
-    line, bad = _ingest_with_bad_month(project, tmp_path, _tiny_month().slice(0, 0))
+def test_empty_month_fails_cleanly(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line, bad = _ingest_with_bad_month(project, tmp_path, capsys, _tiny_month().slice(0, 0))
     assert str(bad) in line and "empty" in line
 
 
-def test_invalid_month_in_params_fails_cleanly(project: Path) -> None:
+def test_invalid_month_in_params_fails_cleanly(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     set_params(project, **{"months.current": "2023-13"})
-    result = run_in(project, "python", "-m", "stages.ingest")
-    assert result.returncode == 1
-    assert "months.current" in result.stderr and "2023-13" in result.stderr
-    assert "Traceback" not in result.stderr
+    stderr = _run_ingest(capsys)
+    assert "months.current" in stderr and "2023-13" in stderr
     assert not (project / "data" / "raw").exists()
 
 
-def test_unreachable_tlc_host_fails_cleanly(project: Path) -> None:
+def test_unreachable_tlc_host_fails_cleanly(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     set_params(
         project,
         **{
@@ -117,9 +143,7 @@ def test_unreachable_tlc_host_fails_cleanly(project: Path) -> None:
             "data.timeout_s": 2,
         },
     )
-    result = run_in(project, "python", "-m", "stages.ingest")
-    assert result.returncode == 1
-    line = next(x for x in result.stderr.splitlines() if x.startswith("error"))
+    line = next(x for x in _run_ingest(capsys).splitlines() if x.startswith("error"))
     assert "cannot download" in line and "synthetic" in line
     assert not (project / "data" / "raw").exists()
     assert not list(project.glob(".cache/**/*.parquet")) and not list(project.glob(".cache/**/.*.tmp"))
