@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -184,18 +182,6 @@ def test_shift_slows_every_trip_by_the_speed_factor() -> None:
     street = before.between(1, 60)
     ratio = (after[street] / before[street]).median()
     assert ratio == pytest.approx(1 / slow.shift_speed_factor, rel=0.02)
-
-
-def test_a_month_generates_well_under_a_second() -> None:
-    generate_month("2024-01", PARAMS)  # loads the calibration once
-    best = min(_timed(lambda: generate_month("2024-06", PARAMS)) for _ in range(3))
-    assert best < 1.0, f"{best:.2f}s for {PARAMS.rows_per_month} rows"
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def test_calibration_is_a_small_statistics_file() -> None:
