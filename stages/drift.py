@@ -19,23 +19,25 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 import typer
 
 from stages.evaluate import PREDICTION
 from stages.features import CATEGORICAL_FEATURES, FEATURES
-from stages.io import StageError, write_json, write_text
+from stages.io import StageError, open_parquet, read_rows, write_json, write_text
 from stages.params import DriftParams, Params, load_params
 from stages.paths import (
     DRIFT_METRICS,
     DRIFT_REPORT,
     EVALUATE_METRICS,
+    FEATURES_DIR,
     PREDICTIONS_DIR,
     SERVING_DRIFT_METRICS,
     SERVING_DRIFT_REPORT,
 )
 from stages.runner import run_stage
-from stages.trigger import decide, estimate_gain
+from stages.trigger import decide, estimate_gain_from_file
 
 DRIFT_COLUMNS = [*FEATURES, PREDICTION]
 # Evidently stamps random ids into the HTML on every run; they are renumbered in order of
@@ -147,10 +149,9 @@ def _publish(result: dict[str, Any], snapshot: Any, report_path: Path, metrics_p
 def drift(params: Params) -> dict[str, Any]:
     """The DVC stage: the current month against the reference holdout, and the retrain verdict."""
     from stages.evaluate import load_trained_model
-    from stages.train import read_features
 
-    reference = _read(PREDICTIONS_DIR / "holdout.parquet")
-    current = _read(PREDICTIONS_DIR / "current.parquet")
+    reference = _read(PREDICTIONS_DIR / "holdout.parquet", params.drift.sample_rows)
+    current = _read(PREDICTIONS_DIR / "current.parquet", params.drift.sample_rows)
     evaluation = _evaluation()
     data, snapshot = compute_drift(reference, current, params.drift)
     perf = performance_drift(evaluation, params.drift.performance_threshold)
@@ -158,7 +159,8 @@ def drift(params: Params) -> dict[str, Any]:
     # A model that learned the current month (a retrain branch) has nothing to gain from it yet.
     if params.months.current not in params.months.training_months:
         champion, _ = load_trained_model()
-        gain = estimate_gain(champion, read_features("current"), params, params.months.current)
+        current_features = FEATURES_DIR / "current.parquet"
+        gain = estimate_gain_from_file(champion, current_features, params, params.months.current)
     perf = {**perf, "expected_gain": gain and gain["expected_gain"], "gain": gain}
     retrain, reason = decide(data, gain, params.drift.min_retrain_gain)
     result = {
@@ -189,8 +191,8 @@ def check_prediction_log(
     The log has no labels yet, so only data drift can be judged; its results go to files of their
     own, so the DVC-tracked outputs always describe the pipeline's month.
     """
-    reference = _read(reference_path)
-    current = _read(log_path)
+    reference = _read(reference_path, params.drift.sample_rows)
+    current = _read(log_path, params.drift.sample_rows)
     evaluation = _evaluation(evaluation_path)
     data, snapshot = compute_drift(reference, current, params.drift)
     retrain = data["data_drift"]
@@ -213,10 +215,23 @@ def check_prediction_log(
     return result
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path, rows: int) -> pd.DataFrame:
+    """The drift columns of ``path``, sampled as :func:`_sample` would, reading only the sample.
+
+    A month of any size costs ``rows`` rows of memory, and the sample is the very one a whole-file
+    read followed by :func:`_sample` gives (same positions, same index), so the report is too.
+    """
     if not path.exists():
         raise StageError(f"{path}: missing; run the evaluate stage first (dvc repro evaluate)")
-    return pd.read_parquet(path)
+    handle = open_parquet(path)
+    columns = [c for c in DRIFT_COLUMNS if c in handle.schema_arrow.names]
+    total = handle.metadata.num_rows
+    if total <= rows:
+        return pd.read_parquet(path, columns=columns)
+    positions = np.sort(np.random.RandomState(0).choice(total, size=rows, replace=False))
+    frame = read_rows(path, positions, columns=columns).to_pandas()
+    frame.index = pd.Index(positions)
+    return frame
 
 
 def main(

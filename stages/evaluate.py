@@ -2,28 +2,30 @@
 
 Labels arrive with the month, so the current month's MAE is the model's live accuracy. Writes
 DVC metrics (reports/metrics/evaluate.json), the predictions the drift stage compares, and the
-data behind the DVC plots declared in dvc.yaml.
+data behind the DVC plots declared in dvc.yaml. Files are scored one row group at a time; only
+the target, prediction and hour of each row stay in memory, for exact metrics and plots.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from stages.features import TARGET
-from stages.io import StageError, atomic_dir, write_json, write_parquet, write_text
+from stages.io import FrameWriter, StageError, atomic_dir, write_json, write_text
 from stages.metrics import mae_by_hour, regression_metrics
 from stages.model import CARD_FILE, MODEL_FILE, load_model, predict
 from stages.params import Params, load_params
 from stages.paths import EVALUATE_METRICS as METRICS_FILE
 from stages.paths import MODELS_DIR, PLOTS_DIR, PREDICTIONS_DIR
 from stages.runner import run_stage
-from stages.train import read_features, xy
+from stages.train import iter_features, xy
 
 PREDICTION = "prediction"
 # Enough points for a readable scatter plot, few enough to keep the committed CSV small.
@@ -59,16 +61,58 @@ def error_by_hour(holdout: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+class _Scored:
+    """What the metrics and plots need of a scored file, kept in memory: 17 bytes a row."""
+
+    def __init__(self) -> None:
+        self.truth: list[np.ndarray] = []
+        self.predicted: list[np.ndarray] = []
+        self.hour: list[np.ndarray] = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        self.truth.append(frame[TARGET].to_numpy(dtype=np.float64))
+        self.predicted.append(frame[PREDICTION].to_numpy(dtype=np.float64))
+        self.hour.append(frame["pickup_hour"].to_numpy().astype(np.int8))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                TARGET: np.concatenate(self.truth),
+                PREDICTION: np.concatenate(self.predicted),
+                "pickup_hour": np.concatenate(self.hour),
+            }
+        )
+
+
+def _score(model: object, name: str, dest: Path, stack: contextlib.ExitStack, keep: Any = None) -> _Scored:
+    """Predict a features file row group by row group, writing the predictions to ``dest``."""
+    scored, writer = _Scored(), FrameWriter(dest, stack)
+    for frame in iter_features(name):
+        if keep is not None:
+            frame = frame[keep(frame)]
+        out = with_predictions(model, frame)
+        writer.add(out)
+        scored.add(out)
+    writer.flush()
+    return scored
+
+
 def evaluate(params: Params) -> dict:
     model, card = load_trained_model()
-    holdout = with_predictions(model, read_features("holdout"))
-    current = with_predictions(model, read_features("current"))
     scope = "month"
-    if params.months.current in params.months.training_months:
-        # The model trained on most of this month (a retrain branch): only the month's holdout rows
-        # are out of sample, so they alone may stand for "current" (in a PR's metrics diff, say).
-        current = holdout[holdout["month"] == params.months.current]
-        scope = "holdout"
+    with atomic_dir(PREDICTIONS_DIR) as tmp, contextlib.ExitStack() as stack:
+        holdout_scored = _score(model, "holdout", tmp / "holdout.parquet", stack)
+        if params.months.current in params.months.training_months:
+            # The model trained on most of this month (a retrain branch): only the month's holdout rows
+            # are out of sample, so they alone may stand for "current" (in a PR's metrics diff, say).
+            month = params.months.current
+            current_scored = _score(
+                model, "holdout", tmp / "current.parquet", stack, keep=lambda f: f["month"] == month
+            )
+            scope = "holdout"
+        else:
+            current_scored = _score(model, "current", tmp / "current.parquet", stack)
+    holdout, current = holdout_scored.frame(), current_scored.frame()
     metrics = {
         "model_version": card["version"],
         "reference_month": params.months.reference,
@@ -77,9 +121,6 @@ def evaluate(params: Params) -> dict:
         "reference_holdout": regression_metrics(holdout[TARGET].to_numpy(), holdout[PREDICTION].to_numpy()),
         "current": regression_metrics(current[TARGET].to_numpy(), current[PREDICTION].to_numpy()),
     }
-    with atomic_dir(PREDICTIONS_DIR) as tmp:
-        for name, frame in (("holdout", holdout), ("current", current)):
-            write_parquet(pa.Table.from_pandas(frame, preserve_index=False), tmp / f"{name}.parquet")
     sample = current.sample(n=min(SCATTER_POINTS, len(current)), random_state=np.random.RandomState(0))
     scatter = pd.DataFrame(
         {"actual": sample[TARGET].round(3), "predicted": sample[PREDICTION].round(3)}

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -96,3 +98,89 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
             os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Rows a stage reads (and computes on) at a time, and the row groups it writes: the pandas
+# intermediates of a batch (filters, features, predictions) stay at a few hundred MB. Below it a
+# file is one row group, byte for byte what a whole-table write gives (the default 60k-row run).
+BATCH_ROWS = 1 << 18
+ROW_GROUP_ROWS = BATCH_ROWS
+
+
+@contextlib.contextmanager
+def parquet_writer(dest: Path | str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A parquet file written batch by batch, with :func:`write_parquet`'s options, published atomically."""
+    with atomic_path(dest) as tmp:
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True, store_schema=True)
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
+def open_parquet(path: Path | str) -> pq.ParquetFile:
+    """Open a parquet file; a truncated or corrupt one is a one-line error naming it."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StageError(f"{path}: not a readable parquet file (truncated or corrupt?): {exc}") from exc
+
+
+def iter_row_groups(path: Path | str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The file in consecutive batches of at most :data:`BATCH_ROWS` rows, whatever its size."""
+    handle = open_parquet(path)
+    try:
+        for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            yield pa.Table.from_batches([batch])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StageError(f"{path}: unreadable (truncated or corrupt?): {exc}") from exc
+
+
+def read_rows(path: Path | str, positions: np.ndarray | None, columns: list[str] | None = None) -> pa.Table:
+    """The rows at the sorted ``positions`` (every row when None), one row group in memory at a time."""
+    handle = open_parquet(path)
+    if positions is None:
+        return handle.read(columns=columns)
+    parts, start = [], 0
+    for i in range(handle.num_row_groups):
+        rows = handle.metadata.row_group(i).num_rows
+        lo, hi = np.searchsorted(positions, [start, start + rows])
+        if hi > lo:
+            group = handle.read_row_group(i, columns=columns)
+            parts.append(group.take(pa.array(positions[lo:hi] - start)))
+        start += rows
+    if not parts:
+        return handle.schema_arrow.empty_table().select(columns or handle.schema_arrow.names)
+    return pa.concat_tables(parts)
+
+
+class FrameWriter:
+    """Appends frames to a parquet file in row groups of :data:`ROW_GROUP_ROWS` rows.
+
+    A file below that size is one write of one table, byte for byte what a whole-frame write gives.
+    """
+
+    def __init__(self, dest: Path, stack: contextlib.ExitStack) -> None:
+        self.dest, self.stack = dest, stack
+        self.buffer: list[pd.DataFrame] = []
+        self.buffered = self.rows = 0
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if self.buffer and frame.empty:
+            return
+        self.buffer.append(frame)
+        self.buffered += len(frame)
+        if self.buffered >= ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        frame = self.buffer[0] if len(self.buffer) == 1 else pd.concat(self.buffer, ignore_index=True)
+        table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        if self.writer is None:
+            self.writer = self.stack.enter_context(parquet_writer(self.dest, table.schema))
+        self.writer.write_table(table)
+        self.rows += len(frame)
+        self.buffer, self.buffered = [], 0

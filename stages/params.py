@@ -68,7 +68,7 @@ class MonthParams(_Strict):
 
 class SyntheticParams(_Strict):
     seed: int = 42
-    rows_per_month: int = Field(60000, ge=100, le=5_000_000)
+    rows_per_month: int = Field(60000, ge=100, le=200_000_000)
     shift_month: str = "2024-05"
     shift_speed_factor: float = Field(0.7, gt=0.1, le=2.0)
     shift_long_trip_share: float = Field(0.35, ge=0.0, le=1.0)
@@ -106,6 +106,8 @@ class RFParams(_Strict):
 class TrainParams(_Strict):
     model: Literal["hist_gradient_boosting", "random_forest"] = "hist_gradient_boosting"
     seed: int = 42
+    # Training rows beyond this are sampled (stages.train.sample_positions): bounds memory and time.
+    max_rows: int = Field(500_000, ge=1000)
     hist_gradient_boosting: HGBParams = HGBParams()
     random_forest: RFParams = RFParams()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import calendar
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -636,16 +637,49 @@ def _fares(
     return out
 
 
+# A month above this many rows is generated in chunks of at most this size, each from its own
+# random stream, so memory stays bounded at any month size (about 0.5 GB per million rows while a
+# chunk is built). A month at or below it is one chunk, drawn exactly as before chunking existed.
+CHUNK_ROWS = 1_000_000
+
+
 def generate_month(month: str, params: SyntheticParams) -> pa.Table:
     """One synthetic Green Taxi month in TLC's raw schema for that month; deterministic."""
+    return pa.concat_tables(generate_month_chunks(month, params))
+
+
+def generate_month_chunks(month: str, params: SyntheticParams) -> Iterator[pa.Table]:
+    """The month as consecutive tables of at most :data:`CHUNK_ROWS` rows; deterministic.
+
+    Each chunk is ordered as a real file is (full rows first, then the missing block, by pickup); a
+    chunked month is those chunks one after the other.
+    """
     year, mon = parse_month(month)
     cal = _calibration()
     anchors = _Anchors(cal, month)
     season = _season(cal, month)
     rng = np.random.default_rng([params.seed, year, mon])
-    shifted = month_index(month) >= month_index(params.shift_month)
-
     n = _row_count(rng, params, season, year, mon)
+    if n <= CHUNK_ROWS:
+        yield _generate(rng, n, month, params, cal, anchors, season)
+        return
+    chunks = -(-n // CHUNK_ROWS)
+    for i in range(chunks):
+        size = n // chunks + (1 if i < n % chunks else 0)
+        chunk_rng = np.random.default_rng([params.seed, year, mon, i + 1])
+        yield _generate(chunk_rng, size, month, params, cal, anchors, season)
+
+
+def _generate(
+    rng: np.random.Generator,
+    n: int,
+    month: str,
+    params: SyntheticParams,
+    cal: _Calibration,
+    anchors: _Anchors,
+    season: _Season,
+) -> pa.Table:
+    shifted = month_index(month) >= month_index(params.shift_month)
     long_share = params.shift_long_trip_share if shifted else 0.0
     missing_share = anchors.value("missing_share")
     u = rng.random(n)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from stages import tracking
 from stages.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
-from stages.io import StageError, file_sha256, write_json
+from stages.io import StageError, file_sha256, iter_row_groups, open_parquet, read_rows, write_json
 from stages.metrics import regression_metrics
 from stages.model import CARD_FILE, MODEL_FILE, SKOPS_TRUSTED_TYPES, build_model, predict, save_model
 from stages.params import Params, load_params
@@ -42,6 +43,23 @@ def read_features(name: str, folder: Path = FEATURES_DIR) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def sample_positions(n_rows: int, max_rows: int, seed: int) -> np.ndarray | None:
+    """Sorted positions of the deterministic training sample, or None when all rows fit.
+
+    The one sampling rule for every fit (train, the drift stage's challenger, the backtest): the same
+    row count and seed always give the same rows, so the model's bytes stay reproducible at any size.
+    Sorted, so a file can be read once, front to back, taking these rows.
+    """
+    if n_rows <= max_rows:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=max_rows, replace=False))
+
+
+def sample_frame(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    positions = sample_positions(len(frame), max_rows, seed)
+    return frame if positions is None else frame.iloc[positions]
+
+
 def xy(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return frame[list(FEATURES)].to_numpy(dtype=np.float64), frame[TARGET].to_numpy(dtype=np.float64)
 
@@ -57,6 +75,36 @@ def fit(params: Params, train: pd.DataFrame) -> tuple[Any, float]:
     with threadpool_limits(limits=1, user_api="openmp"):
         model.fit(x, y)
     return model, time.perf_counter() - started
+
+
+def read_training_sample(params: Params, folder: Path = FEATURES_DIR) -> tuple[pd.DataFrame, int]:
+    """The training rows (at most ``train.max_rows``, a deterministic sample) and how many there are."""
+    path = folder / "train.parquet"
+    if not path.exists():
+        raise StageError(f"{path}: missing; run the featurize stage first (dvc repro featurize)")
+    available = open_parquet(path).metadata.num_rows
+    positions = sample_positions(available, params.train.max_rows, params.train.seed)
+    if positions is None:
+        return read_features("train", folder), available
+    return read_rows(path, positions, columns=[*FEATURES, TARGET]).to_pandas(), available
+
+
+def iter_features(name: str, folder: Path = FEATURES_DIR) -> Iterator[pd.DataFrame]:
+    """A features file one row group at a time (bounded memory, whatever the month's size)."""
+    path = folder / f"{name}.parquet"
+    if not path.exists():
+        raise StageError(f"{path}: missing; run the featurize stage first (dvc repro featurize)")
+    for table in iter_row_groups(path):
+        yield table.to_pandas()
+
+
+def holdout_metrics_of(model: Any, folder: Path = FEATURES_DIR) -> dict:
+    truth, predicted = [], []
+    for frame in iter_features("holdout", folder):
+        x, y = xy(frame)
+        truth.append(y)
+        predicted.append(predict(model, x))
+    return regression_metrics(np.concatenate(truth), np.concatenate(predicted))
 
 
 def model_card(params: Params, model_sha: str, train: pd.DataFrame, holdout_metrics: dict) -> dict:
@@ -101,7 +149,10 @@ def register(
     name = params.mlflow.registered_model
     example = np.zeros((2, len(FEATURES)))
     with mlflow.start_run(run_name=f"train-{params.months.reference}") as run:
-        mlflow.log_params({"model": params.train.model, "seed": params.train.seed, **card["model_params"]})
+        mlflow.log_params(
+            {"model": params.train.model, "seed": params.train.seed, "max_rows": params.train.max_rows}
+        )
+        mlflow.log_params(card["model_params"])
         months = ",".join(card["training_months"])
         mlflow.log_params({"training_months": months, "source": card["data_source"]})
         mlflow.log_metrics({f"holdout_{k}": v for k, v in card["holdout_metrics"].items()})
@@ -139,15 +190,17 @@ def register(
 
 
 def train(params: Params, out_dir: Path = MODELS_DIR, *, use_mlflow: bool = True) -> dict:
-    train_frame = read_features("train")
-    holdout = read_features("holdout")
+    train_frame, available = read_training_sample(params)
     model, fit_seconds = fit(params, train_frame)
-    x_hold, y_hold = xy(holdout)
-    holdout_metrics = regression_metrics(y_hold, predict(model, x_hold))
+    holdout_metrics = holdout_metrics_of(model)
     # Each file is written atomically; the card goes last and carries the model's sha256, so a
     # reader can never pair a card with a model it does not describe.
     model_sha = save_model(model, out_dir / MODEL_FILE)
     card = model_card(params, model_sha, train_frame, holdout_metrics)
+    if available > len(train_frame):
+        # Only when sampled, so a month below train.max_rows keeps the card (and its hash) it had.
+        card["training_rows_available"] = available
+        card["train_max_rows"] = params.train.max_rows
     write_json(card, out_dir / CARD_FILE)
     log.info(
         "%s on %s: %d rows in %.1f s, holdout MAE %.3f",

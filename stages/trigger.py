@@ -18,13 +18,15 @@ retrain when Evidently sees data drift (abrupt change) or when ``expected_gain``
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from stages.features import FEATURES, PICKUP_TIME, TARGET
-from stages.io import StageError
+from stages.io import StageError, iter_row_groups, open_parquet, read_rows
+from stages.model import predict
 from stages.params import Params
 
 # Below this many trips on either side of the cut, the estimate is noise: say so instead.
@@ -53,7 +55,7 @@ def mae(model: Any, frame: pd.DataFrame) -> float:
 
 def fit_challenger(frame: pd.DataFrame, params: Params, month: str) -> tuple[Any, dict[str, Any]]:
     """The challenger fitted on ``month``'s first weeks, and what it scored on the last ones."""
-    from stages.train import fit
+    from stages.train import fit, sample_frame
 
     early, late = time_split(frame, params.drift.late_fraction)
     if min(len(early), len(late)) < MIN_SPLIT_ROWS:
@@ -61,6 +63,8 @@ def fit_challenger(frame: pd.DataFrame, params: Params, month: str) -> tuple[Any
             f"{month}: {len(frame)} trips are too few to estimate what a retrain buys "
             f"(need {MIN_SPLIT_ROWS} on each side of the time cut)"
         )
+    # The same bounded, deterministic sample as the train stage takes of a big month.
+    early = sample_frame(early, params.train.max_rows, params.train.seed)
     challenger, seconds = fit(params, early)
     facts = {
         "month": month,
@@ -89,6 +93,58 @@ def estimate_gain(champion: Any, frame: pd.DataFrame, params: Params, month: str
     _, facts = fit_challenger(frame, params, month)
     _, late = time_split(frame, params.drift.late_fraction)
     return gain_record(facts, mae(champion, late), params.drift.min_retrain_gain)
+
+
+def estimate_gain_from_file(champion: Any, path: Path, params: Params, month: str) -> dict[str, Any]:
+    """:func:`estimate_gain` on a features file of any size, in bounded memory, with the same result.
+
+    Only the pickup times (8 bytes a row), the challenger's training sample (at most
+    ``train.max_rows``) and one row group at a time are in memory.
+    """
+    from stages.train import fit, sample_positions
+
+    handle = open_parquet(path)
+    if PICKUP_TIME not in handle.schema_arrow.names:
+        raise StageError(f"the month's features have no {PICKUP_TIME} column; rerun `dvc repro featurize`")
+    times = read_rows(path, None, columns=[PICKUP_TIME]).column(0).to_numpy().astype("datetime64[us]")
+    ticks = times.astype(np.int64)
+    del times
+    cut = np.sort(ticks)[min(len(ticks) - 1, int(len(ticks) * (1.0 - params.drift.late_fraction)))]
+    late = ticks >= cut
+    del ticks
+    early_positions = np.flatnonzero(~late)
+    n_late = int(late.sum())
+    if min(len(early_positions), n_late) < MIN_SPLIT_ROWS:
+        raise StageError(
+            f"{month}: {len(late)} trips are too few to estimate what a retrain buys "
+            f"(need {MIN_SPLIT_ROWS} on each side of the time cut)"
+        )
+    sample = sample_positions(len(early_positions), params.train.max_rows, params.train.seed)
+    fit_positions = early_positions if sample is None else early_positions[sample]
+    early = read_rows(path, fit_positions, columns=[*FEATURES, TARGET]).to_pandas()
+    challenger, seconds = fit(params, early)
+    log.info("%s: challenger fitted on %d trips in %.1f s", month, len(early), seconds)
+    del early
+    errors: dict[str, list[np.ndarray]] = {"challenger": [], "champion": []}
+    start = 0
+    for table in iter_row_groups(path, columns=[*FEATURES, TARGET]):
+        mask = late[start : start + table.num_rows]
+        start += table.num_rows
+        if not mask.any():
+            continue
+        frame = table.to_pandas()[mask]
+        x, y = frame[list(FEATURES)].to_numpy(dtype=np.float64), frame[TARGET].to_numpy(dtype=np.float64)
+        for name, model in (("challenger", challenger), ("champion", champion)):
+            errors[name].append(np.abs(predict(model, x) - y))
+    facts = {
+        "month": month,
+        "challenger_late_mae": round(float(np.mean(np.concatenate(errors["challenger"]))), 6),
+        "early_rows": len(fit_positions),
+        "late_rows": n_late,
+        "cut": pd.Timestamp(np.datetime64(int(cut), "us")).strftime("%Y-%m-%d %H:%M"),
+    }
+    champion_mae = float(np.mean(np.concatenate(errors["champion"])))
+    return gain_record(facts, champion_mae, params.drift.min_retrain_gain)
 
 
 def gain_sentence(gain: dict[str, Any]) -> str:
