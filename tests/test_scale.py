@@ -155,3 +155,12 @@ def test_generator_chunks_are_deterministic_and_a_small_month_is_one_chunk(
     assert len(chunks) >= 3 and max(t.num_rows for t in chunks) <= 1000
     assert sum(t.num_rows for t in chunks) == whole.num_rows
     assert all(a.equals(b) for a, b in zip(chunks, generate_month_chunks("2024-03", params), strict=True))
+
+
+def test_scale_figures_are_rendered_from_their_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bench scripts run as `python -m bench.X` from the root; import them the same way.
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.scale import render
+
+    assert render() == (ROOT / "bench/README.md").read_text(), "run `python -m bench.scale --render`"

@@ -1,0 +1,217 @@
+"""Scale benchmark: the pipeline's stages on synthetic months of 60k to 20M rows, time and peak memory.
+
+Each size runs in a scratch folder (params.yaml with ``synthetic.rows_per_month`` set, the rest as
+committed), each stage as its own process exactly as DVC runs it (``python -m stages.<stage>``),
+one after the other. Wall time is measured around the process; peak RSS is the process's own
+``ru_maxrss`` from ``wait4`` (the kernel's high-water mark, sampled by nothing). MLflow
+registration is off (``AUTOOPS_MLFLOW_REGISTER=0``): its cost does not depend on the month.
+
+    python -m bench.scale --rows 60000 1000000 3000000   # run these sizes, merge into the results
+    python -m bench.scale --rows 20000000                 # the big month on its own (~20 min)
+    python -m bench.scale --render                        # only rewrite bench/README.md's table
+
+Results: bench/results/scale.json (one entry per size, re-running a size replaces it); the block
+between the ``scale`` markers in bench/README.md is rendered from it and from
+bench/results/sample_size.json (``python -m bench.sample_size``), never typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+SAMPLE_SIZE = ROOT / "bench" / "results" / "sample_size.json"
+README = ROOT / "bench" / "README.md"
+STAGES = ["ingest", "featurize", "train", "evaluate", "drift"]
+BEGIN, END = "<!-- scale:begin (python -m bench.scale) -->", "<!-- scale:end -->"
+# The target of issue 11: a 20M-row month through every stage under this peak RSS.
+TARGET_PEAK_MB = 2048
+
+
+def run_stage(stage: str, cwd: Path) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "AUTOOPS_MLFLOW_REGISTER": "0",
+        # One OpenMP thread per stage: training already uses one, and prediction with two threads on
+        # two shared cores collapses whenever another process runs (barriers wait on descheduled threads).
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+    }
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {stage} failed with exit code {proc.returncode} in {cwd}")
+    # ru_maxrss is in KiB on Linux.
+    return {"seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def run_size(rows: int, keep: bool = False) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"autoops-scale-{rows}-"))
+    try:
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["synthetic"]["rows_per_month"] = rows
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        result: dict[str, Any] = {"rows_per_month": rows, "stages": {}}
+        # The machine is shared: the load beside the run says how far the times are from an idle one.
+        loads = [os.getloadavg()[0]]
+        for stage in STAGES:
+            result["stages"][stage] = run_stage(stage, work)
+            loads.append(os.getloadavg()[0])
+            print(rows, stage, result["stages"][stage], flush=True)
+        card = json.loads((work / "models" / "model_card.json").read_text())
+        result["training_rows"] = card["training_rows"]
+        result["raw_rows"] = sum(_parquet_rows(p) for p in sorted((work / "data" / "raw").glob("*.parquet")))
+        result["current_rows"] = _parquet_rows(work / "data" / "features" / "current.parquet")
+        result["load_average"] = round(float(np.mean(loads)), 1)
+        result["total_seconds"] = round(sum(s["seconds"] for s in result["stages"].values()), 1)
+        result["peak_rss_mb"] = max(s["peak_rss_mb"] for s in result["stages"].values())
+        return result
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def load_results() -> dict[str, Any]:
+    if RESULTS.exists():
+        return json.loads(RESULTS.read_text())
+    return {"machine": {}, "sizes": {}}
+
+
+def slopes(sizes: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds per million rows of the month, per stage and in all: a least-squares line through
+    the sizes of 1M rows and more (60k is dominated by start-up)."""
+    big = [s for s in sizes if s["rows_per_month"] >= 1_000_000]
+    if len(big) < 2:
+        return {}
+    x = np.array([s["rows_per_month"] / 1e6 for s in big])
+    out = {}
+    for stage in [*STAGES, "total"]:
+        y = np.array([s["total_seconds"] if stage == "total" else s["stages"][stage]["seconds"] for s in big])
+        out[stage] = round(float(np.polyfit(x, y, 1)[0]), 2)
+    return out
+
+
+def _millions(rows: int) -> str:
+    return f"{rows / 1e6:g}M" if rows >= 1_000_000 else f"{rows / 1e3:g}k"
+
+
+def render_block() -> str:
+    results = load_results()
+    sizes = sorted(results["sizes"].values(), key=lambda s: s["rows_per_month"])
+    lines = [BEGIN, ""]
+    if sizes:
+        machine = results.get("machine", {})
+        lines += [
+            f"Measured on {machine.get('cpus', '?')} shared cores, {machine.get('python', '?')}; each stage "
+            "run as its own process, one after the other. Cells: wall seconds / peak RSS (MB) of the "
+            "stage's process. *load*: the machine's 1-minute load average during the run (other jobs "
+            "shared the cores; on an idle machine the times are several times shorter, the memory is not).",
+            "",
+            "| month (rows) | " + " | ".join(STAGES) + " | total (s) | peak RSS (MB) | trained on | load |",
+            "|---|" + "---:|" * (len(STAGES) + 4),
+        ]
+        for s in sizes:
+            cells = [
+                f"{s['stages'][st]['seconds']:g} / {s['stages'][st]['peak_rss_mb']:.0f}" for st in STAGES
+            ]
+            lines.append(
+                f"| {_millions(s['rows_per_month'])} | "
+                + " | ".join(cells)
+                + f" | {s['total_seconds']:g} | {s['peak_rss_mb']:.0f} | {s['training_rows']:,} rows"
+                + f" | {s.get('load_average', 'not recorded')} |"
+            )
+        slope = slopes(sizes)
+        if slope:
+            per_stage = ", ".join(f"{st} {slope[st]:g}" for st in STAGES)
+            lines += [
+                "",
+                f"**Slope** (least squares over the months of 1M rows and more): **{slope['total']:g} s per "
+                f"million rows** of the month in all ({per_stage}). Ingest generates two months (the "
+                "training month and the current one), so its slope covers two million rows per million.",
+            ]
+        biggest = sizes[-1]
+        verdict = "under" if biggest["peak_rss_mb"] < TARGET_PEAK_MB else "OVER"
+        lines += [
+            "",
+            f"Largest month measured: {_millions(biggest['rows_per_month'])} rows, peak RSS "
+            f"{biggest['peak_rss_mb']:.0f} MB ({verdict} the {TARGET_PEAK_MB} MB target), "
+            f"{biggest['total_seconds'] / 60:.1f} min in all.",
+        ]
+    if SAMPLE_SIZE.exists():
+        curve = json.loads(SAMPLE_SIZE.read_text())
+        lines += [
+            "",
+            "### Training sample size (`train.max_rows`)",
+            "",
+            "`python -m bench.sample_size`: the default model fitted on deterministic samples of "
+            f"{', '.join(curve['pool'])} (real, {curve['pool_rows']:,} trips), "
+            f"tested on real {curve['test']}.",
+            "",
+            "| training rows | RMSE | MAE | R² | fit (s, one thread) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in curve["results"]:
+            lines.append(
+                f"| {r['rows']:,} | {r['rmse']:.3f} | {r['mae']:.3f} | {r['r2']:.3f} | {r['fit_seconds']:g} |"
+            )
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def render(readme: Path = README) -> str:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme}: no {BEGIN} ... {END} block to fill")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + render_block() + tail
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="*", default=[], help="month sizes to run")
+    parser.add_argument("--render", action="store_true", help="only render bench/README.md")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folders")
+    args = parser.parse_args()
+    if not args.render:
+        results = load_results()
+        results["machine"] = {
+            "cpus": len(os.sched_getaffinity(0)),
+            "python": f"Python {platform.python_version()}",
+        }
+        for rows in args.rows or [60_000, 1_000_000, 3_000_000, 20_000_000]:
+            size = run_size(rows, keep=args.keep)
+            # Re-read before writing: another invocation may have added a size meanwhile.
+            results = {**load_results(), "machine": results["machine"]}
+            results["sizes"][str(rows)] = size
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    README.write_text(render())
+
+
+if __name__ == "__main__":
+    main()
