@@ -161,6 +161,7 @@ def test_scale_figures_are_rendered_from_their_results(monkeypatch: pytest.Monke
     # The bench scripts run as `python -m bench.X` from the root; import them the same way.
     monkeypatch.chdir(ROOT)
     monkeypatch.syspath_prepend(str(ROOT))
-    from bench.scale import render
+    from bench.scale import render, render_docs
 
     assert render() == (ROOT / "bench/README.md").read_text(), "run `python -m bench.scale --render`"
+    assert render_docs() == (ROOT / "docs/scale.md").read_text(), "run `python -m bench.scale --render`"
