@@ -50,3 +50,15 @@ def test_the_verdict_says_dominates_only_when_no_calendar_beats_it() -> None:
     result = {"summary": summary, "versus_calendar": versus_calendar(summary)}
     assert result["versus_calendar"]["beaten_by"] == ["periodic_k3"]
     assert "does not dominate" in verdict_line(result)
+
+
+def test_serving_figures_match_their_results() -> None:
+    """The serving block is bench/serve_bench.py's summary of bench/results/serve.json."""
+    import json
+
+    from bench.serve_bench import README_BEGIN, README_END, summary
+
+    results = json.loads((ROOT / "bench/results/serve.json").read_text())
+    text = (ROOT / "bench/README.md").read_text()
+    block = text[text.index(README_BEGIN) + len(README_BEGIN) : text.index(README_END)]
+    assert block.strip() == summary(results).strip(), "run bench/serve_bench.py (it rewrites the block)"
