@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,10 @@ def test_fresh_clone_reproduces_the_committed_lock(pipeline_run: PipelineRun) ->
 
 
 @pytest.mark.slow
-def test_dvc_notices_a_month_bump_without_retraining(project: Path) -> None:
-    assert run_in(project, "dvc", "repro").returncode == 0
+def test_dvc_notices_a_month_bump_without_retraining(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    # A copy of the shared run (its DVC cache and MLflow store included): one full repro per session.
+    assert pipeline_run.repro.returncode == 0
+    project = shutil.copytree(pipeline_run.project, tmp_path / "project", symlinks=True)
     set_params(project, **{"months.current": "2024-03"})
     status = run_in(project, "dvc", "status", "--json")
     changed = set(json.loads(status.stdout))
