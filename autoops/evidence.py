@@ -20,15 +20,15 @@ from stages.evaluate import PREDICTION, load_trained_model
 from stages.features import TARGET
 from stages.io import StageError, file_sha256, write_json, write_text
 from stages.metrics import mae_by_hour, regression_metrics
+from stages.paths import LOOP_DIR, LOOP_REPORT
 from stages.train import xy
 
-LOOP_DIR = Path("reports/loop")
 TRIGGER_DRIFT = LOOP_DIR / "drift.json"
 COMPARISON = LOOP_DIR / "comparison.json"
 ERROR_BY_HOUR = LOOP_DIR / "error_by_hour.csv"
 PRED_VS_ACTUAL = LOOP_DIR / "predicted_vs_actual.csv"
 DURATION_HIST = LOOP_DIR / "duration_distribution.csv"
-REPORT = LOOP_DIR / "report.md"
+REPORT = LOOP_REPORT
 # Enough points to see the shape of each model's errors, few enough for a small committed CSV.
 SCATTER_POINTS = 1000
 DURATION_BINS = np.arange(0, 62, 2)
@@ -137,95 +137,6 @@ def write_evidence(
 # --- plots -------------------------------------------------------------------------------------
 
 
-def render_plots(folder: Path = LOOP_DIR) -> list[tuple[str, Path]]:
-    """PNG files next to their CSVs, as ``(title, path)``; reruns on the same CSVs give equal bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on CI runners
-    import matplotlib.pyplot as plt
-
-    comparison = json.loads((folder / COMPARISON.name).read_text())
-    month = comparison["month"]
-    ref = comparison["champion"]["reference_month"]
-    made: list[tuple[str, Path]] = []
-
-    by_hour = pd.read_csv(folder / ERROR_BY_HOUR.name)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(
-        by_hour["hour"],
-        by_hour["champion_reference_holdout_mae"],
-        ":",
-        color="grey",
-        label=f"champion on {ref} holdout (before)",
-    )
-    ax.plot(
-        by_hour["hour"], by_hour["champion_mae"], "-o", color="tab:red", ms=3, label=f"champion on {month}"
-    )
-    ax.plot(
-        by_hour["hour"],
-        by_hour["challenger_mae"],
-        "-o",
-        color="tab:green",
-        ms=3,
-        label=f"challenger on {month}",
-    )
-    ax.set(xlabel="pickup hour", ylabel="MAE (minutes)", title=f"MAE by pickup hour, {month} holdout")
-    ax.set_xticks(range(0, 24, 3))
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    # Below the axes: inside, it would hide the morning peak the plot is about.
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False, fontsize="small")
-    made.append(("MAE by pickup hour", _save(fig, folder / "error_by_hour.png")))
-
-    scatter = pd.read_csv(folder / PRED_VS_ACTUAL.name)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
-    top = float(np.nanmax(scatter[["actual", "champion", "challenger"]].to_numpy()))
-    for ax, name, colour in zip(axes, ("champion", "challenger"), ("tab:red", "tab:green"), strict=True):
-        ax.scatter(scatter["actual"], scatter[name], s=4, alpha=0.4, color=colour)
-        ax.plot([0, top], [0, top], "k--", lw=1)
-        mae = comparison[name]["metrics"]["mae"]
-        ax.set(title=f"{name} (MAE {mae:.2f})", xlabel="actual duration (min)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("predicted duration (min)")
-    fig.suptitle(f"Predicted vs actual on the {month} holdout")
-    made.append(("Predicted vs actual", _save(fig, folder / "predicted_vs_actual.png")))
-
-    hist = pd.read_csv(folder / DURATION_HIST.name)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = float(DURATION_BINS[1] - DURATION_BINS[0])
-    ax.bar(
-        hist["bin_start_min"],
-        hist["reference_share"],
-        width=width,
-        align="edge",
-        alpha=0.5,
-        color="grey",
-        label=f"{ref} (reference holdout)",
-    )
-    ax.bar(
-        hist["bin_start_min"],
-        hist["current_share"],
-        width=width,
-        align="edge",
-        alpha=0.5,
-        color="tab:blue",
-        label=f"{month}",
-    )
-    ax.set(xlabel="trip duration (minutes)", ylabel="share of trips", title="Trip durations: then and now")
-    ax.legend()
-    made.append(("Trip duration distribution", _save(fig, folder / "duration_distribution.png")))
-    plt.close("all")
-    return made
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    # No "Software" stamp (and Agg writes no date): identical data give identical PNG bytes,
-    # so a rerun for the same month has nothing new to commit.
-    fig.savefig(path, dpi=90, bbox_inches="tight", metadata={"Software": None})
-    return path
-
-
 # --- markdown ----------------------------------------------------------------------------------
 
 
@@ -308,7 +219,10 @@ def render_markdown(
             raise LoopError(f"{needed}: missing; `autoops report` describes a branch `autoops propose` made")
     drift = json.loads((root / TRIGGER_DRIFT).read_text())
     comp = json.loads((root / COMPARISON).read_text())
-    plots = plots if plots is not None else render_plots(folder)
+    if plots is None:
+        from autoops.evidence_plots import render_plots  # it imports this module's file names
+
+        plots = render_plots(folder)
     diffs = dvc_diffs(root, base)
     month, ref = comp["month"], comp["champion"]["reference_month"]
     champ, chall, change = comp["champion"], comp["challenger"], comp["change"]

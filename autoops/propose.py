@@ -92,6 +92,7 @@ def run_propose(
     reopen: bool = False,
 ) -> dict[str, Any]:
     from autoops import evidence
+    from autoops.evidence_plots import render_plots
 
     git = Git.discover(root)
     month = to_month(month)
@@ -153,7 +154,7 @@ def run_propose(
 
     # 4. The evidence and the report, committed with the params and the lock.
     evidence.write_evidence(comparison, scored, trigger_drift, trigger_predictions)
-    plots = evidence.render_plots(root / LOOP_DIR)
+    plots = render_plots(root / LOOP_DIR)
     markdown = evidence.render_markdown(root, base, root / LOOP_REPORT, plots=plots)
     write_text(markdown, root / LOOP_REPORT)
     _commit(git, root, month, trigger_drift, comparison)

@@ -88,7 +88,7 @@ def test_dvc_plots_draw_every_plot_offline(browser: Browser, pipeline: Path, tmp
 
 def _pr_report_plots(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The PR report's PNGs, drawn by autoops.evidence from small made-up evidence."""
-    from autoops import evidence
+    from autoops import evidence, evidence_plots
     from stages.evaluate import PREDICTION
     from stages.features import TARGET
 
@@ -110,7 +110,7 @@ def _pr_report_plots(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path
     trigger = {"holdout": scored.assign(**{PREDICTION: scored["champion"] * 0.8}), "current": scored}
     monkeypatch.chdir(folder)  # evidence writes to reports/loop/ under the working directory
     evidence.write_evidence(comparison, scored, {}, trigger)
-    return [path for _, path in evidence.render_plots(folder / evidence.LOOP_DIR)]
+    return [path for _, path in evidence_plots.render_plots(folder / evidence.LOOP_DIR)]
 
 
 def test_report_pngs_load(browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from autoops import branch, evidence, github, params_edit, propose, release, sources
+from autoops import branch, evidence, evidence_plots, github, params_edit, propose, release, sources
 from autoops.cli import app
 from autoops.gitops import Git, LoopError
 from stages.features import FEATURES, TARGET
@@ -337,7 +337,7 @@ def test_report_markdown_reads_on_its_own(tmp_path: Path, monkeypatch: pytest.Mo
     assert "[this workflow run](https://ci.example/runs/7)" in markdown
     # Same inputs, same bytes: what makes a rerun of propose a no-op.
     pngs = {p.name: p.read_bytes() for p in (tmp_path / "reports/loop").glob("*.png")}
-    evidence.render_plots(tmp_path / "reports/loop")
+    evidence_plots.render_plots(tmp_path / "reports/loop")
     assert pngs == {p.name: p.read_bytes() for p in (tmp_path / "reports/loop").glob("*.png")}
 
 
