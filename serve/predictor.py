@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from stages.features import FEATURES, INPUT_COLUMNS, ZONE_ID_RANGE, feature_matrix
+from stages.host import usable_cpus
 
 COMPILED_LIB = "predictor.so"
 COMPILED_META = "compiled.json"
@@ -346,6 +347,33 @@ def remove_abandoned_lock(cache_dir: Path, model_sha256: str) -> None:
     os.close(fd)
 
 
+def _export_library(tl_model: Any, libpath: Path, compiler: str, nthread: int | None) -> None:
+    import tl2cgen
+
+    units = max(1, math.ceil(tl_model.num_tree / TREES_PER_UNIT))
+    tl2cgen.export_lib(
+        tl_model,
+        toolchain=compiler,
+        libpath=libpath,
+        params={**COMPILER_PARAMS, "parallel_comp": units},
+        options=list(COMPILER_OPTIONS),
+        nthread=nthread or usable_cpus(),
+    )
+
+
+def _parity_diff(compiled: CompiledPredictor, reference: SklearnPredictor, probe: np.ndarray) -> float:
+    """Largest difference from scikit-learn, through both ways of calling the library: the batch
+    runtime and the per-row entry point."""
+    small = probe[: 50 * DIRECT_ROWS]
+    by_rows = np.concatenate(
+        [compiled.predict(small[i : i + DIRECT_ROWS]) for i in range(0, len(small), DIRECT_ROWS)]
+    )
+    return max(
+        max_abs_diff(compiled, reference, probe),
+        float(np.max(np.abs(by_rows - reference.predict(small)), initial=0.0)),
+    )
+
+
 def compile_model(
     estimator: Any,
     model_sha256: str,
@@ -382,15 +410,7 @@ def compile_model(
         try:
             started = time.perf_counter()
             tl_model = treelite.sklearn.import_model(estimator)
-            units = max(1, math.ceil(tl_model.num_tree / TREES_PER_UNIT))
-            tl2cgen.export_lib(
-                tl_model,
-                toolchain=compiler,
-                libpath=tmp / COMPILED_LIB,
-                params={**COMPILER_PARAMS, "parallel_comp": units},
-                options=list(COMPILER_OPTIONS),
-                nthread=nthread or os.cpu_count() or 1,
-            )
+            _export_library(tl_model, tmp / COMPILED_LIB, compiler, nthread)
             meta: dict[str, Any] = {
                 "model_sha256": model_sha256,
                 "n_features": len(FEATURES),
@@ -406,16 +426,7 @@ def compile_model(
             }
             _write_meta(tmp, meta)
             probe = probe_features() if parity_features is None else parity_features
-            compiled, reference = CompiledPredictor(tmp), SklearnPredictor(estimator)
-            # Both ways of calling the library: the batch runtime and the per-row entry point.
-            small = probe[: 50 * DIRECT_ROWS]
-            by_rows = np.concatenate(
-                [compiled.predict(small[i : i + DIRECT_ROWS]) for i in range(0, len(small), DIRECT_ROWS)]
-            )
-            diff = max(
-                max_abs_diff(compiled, reference, probe),
-                float(np.max(np.abs(by_rows - reference.predict(small)), initial=0.0)),
-            )
+            diff = _parity_diff(CompiledPredictor(tmp), SklearnPredictor(estimator), probe)
             if not diff <= PARITY_TOLERANCE:
                 log.warning(
                     "compiled model %s differs from sklearn by %.3g min (> %g): serving sklearn",
