@@ -6,6 +6,9 @@ MLflow server is needed), or an MLflow model URI such as ``models:/green-taxi-du
 A swap builds the complete new :class:`ServedModel` (card + predictor) off the request path and
 then replaces one reference. A request reads that reference once and uses only what it got, so
 no request fails or mixes two models during a swap; each response names the version that answered.
+
+Size (~500 lines): the two sources share the artifact checks (card, sha256, staleness) the holder's
+swap relies on; the MLflow source alone would be a module of helpers that only make sense here.
 """
 
 from __future__ import annotations

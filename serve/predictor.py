@@ -9,6 +9,9 @@ background thread the first time a version is served) and the library is cached 
 
 A compiled library is only ever used after a parity check against sklearn on probe rows that
 cover every category code and missing values (tolerance :data:`PARITY_TOLERANCE` minutes).
+
+Size (~450 lines): one concern, the compiled library's whole life (compile, cache layout and lock,
+load, parity); split, the cache's file format and its locking would be spread over two modules.
 """
 
 from __future__ import annotations
