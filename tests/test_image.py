@@ -60,13 +60,33 @@ def test_dockerfile_is_hadolint_clean() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def _dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile as stages of ``(INSTRUCTION, arguments)``, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    stages: list[list[tuple[str, str]]] = [[]]
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, args = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((instruction.upper(), args.strip()))
+    return stages
+
+
 def test_dockerfile_shape() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=python:3.11-slim\n" in text
-    assert text.count("FROM ${BASE_IMAGE}") == 2  # multi-stage: build, then runtime
-    runtime = text.split("FROM ${BASE_IMAGE}\n")[1]
-    assert "USER 10001" in runtime and "HEALTHCHECK" in runtime
-    assert "gcc" not in runtime  # the compiler stays in the build stage
+    preamble, build, runtime = _dockerfile_stages()  # multi-stage: build, then runtime
+    assert preamble == [("ARG", "BASE_IMAGE=python:3.11-slim")]
+    assert build[0] == ("FROM", "${BASE_IMAGE} AS build") and runtime[0] == ("FROM", "${BASE_IMAGE}")
+    # The compiler stays in the build stage, which compiles the model once, at build time.
+    assert any("gcc" in args for op, args in build if op == "RUN")
+    assert any(op == "RUN" and "serve.compile" in args and "--require" in args for op, args in build)
+    assert not any("gcc" in args or "apt-get" in args for op, args in runtime if op == "RUN")
+    assert ("COPY", "--from=build /opt/autoops /opt/autoops") in runtime
+    last = dict(runtime)  # the last of each instruction is the one that counts
+    assert last["USER"] == "10001:10001"
+    assert last["HEALTHCHECK"].endswith('CMD ["python", "-m", "serve.healthcheck"]')
+    assert json.loads(last["CMD"]) == ["python", "-m", "serve"]
 
 
 def test_compose_has_replicas_behind_a_balancer_mlflow_and_postgres() -> None:

@@ -39,8 +39,28 @@ def _steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
     return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
 
 
-def test_the_four_workflows_exist() -> None:
-    assert {"drift-watch", "ci", "pr-report", "release"} <= NAMES
+# What each workflow is for, as the `autoops` commands its steps run, in order (and CI's test run).
+LOOP_COMMANDS = {
+    "ci": [],
+    "drift-watch": ["pull", "check", "propose", "register", "report"],
+    "pr-report": ["diff"],
+    "release": ["fetch-model", "release-artifact", "promote"],
+}
+
+
+def _autoops_commands(workflow: dict[Any, Any]) -> list[str]:
+    runs = [step.get("run", "") for step in _steps(workflow)]
+    return [m for run in runs for m in re.findall(r"\bautoops ([a-z][a-z-]*)", run)]
+
+
+def test_each_workflow_runs_its_part_of_the_loop() -> None:
+    workflows = {name: _load(WORKFLOWS_DIR / f"{name}.yml") for name in LOOP_COMMANDS}
+    assert {name: _autoops_commands(w) for name, w in workflows.items()} == LOOP_COMMANDS
+    # CI is the test suite; the release runs it (a reusable workflow) before shipping anything.
+    assert any("./test.sh" in step.get("run", "") for step in _steps(workflows["ci"]))
+    release_jobs = workflows["release"]["jobs"].values()
+    assert any(job.get("uses") == "./.github/workflows/ci.yml" for job in release_jobs)
+    assert "workflow_call" in _on(workflows["ci"])
 
 
 # --- the linters ----------------------------------------------------------------------------------
