@@ -35,6 +35,7 @@ def run(
     ] = None,
     log_level: Annotated[str, typer.Option(envvar="AUTOOPS_LOG_LEVEL")] = "info",
 ) -> None:
+    """Serve the model on uvicorn; options override the matching AUTOOPS_* variables."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -100,11 +101,6 @@ def run(
     if failure:
         sys.exit(STARTUP_FAILURE_EXIT)
 
-def main(argv: list[str] | None = None) -> None:
-    app = typer.Typer(add_completion=False, help=__doc__)
-    app.command()(run)
-    app(args=argv, prog_name="python -m serve")
-
 
 if __name__ == "__main__":
-    main()
+    typer.run(run)

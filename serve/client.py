@@ -60,6 +60,7 @@ def run(
     url: Annotated[str, typer.Option(envvar="AUTOOPS_URL")] = "http://127.0.0.1:8000",
     token: Annotated[str | None, typer.Option(envvar="AUTOOPS_ADMIN_TOKEN", help="for /admin/reload")] = None,
 ) -> None:
+    """Call every endpoint once and print the answers (exit 1 if one failed)."""
     try:
         responses = call_all(url, token)
     except httpx.HTTPError as exc:
@@ -70,11 +71,5 @@ def run(
         sys.exit(f"error: {', '.join(failed)} failed")
 
 
-def main(argv: list[str] | None = None) -> None:
-    app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
-    app.command()(run)
-    app(args=argv, prog_name="python -m serve.client")
-
-
 if __name__ == "__main__":
-    main()
+    typer.run(run)

@@ -113,6 +113,7 @@ def run(
     expect_sha256: Annotated[str | None, typer.Option(hidden=True)] = None,
     work_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
+    """Compile the served model's trees to a native library, cached by the model's sha256."""
     logging.basicConfig(level=logging.INFO, format="[compile] %(message)s")
     if work_dir is not None:
         _as_service_child()
@@ -141,11 +142,5 @@ def run(
         print(f"model {sha[:12]} published: {publish_compiled(artifact, compiled)}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
-    app.command()(run)
-    app(args=argv, prog_name="python -m serve.compile")
-
-
 if __name__ == "__main__":
-    main()
+    typer.run(run)
