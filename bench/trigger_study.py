@@ -157,8 +157,8 @@ BEGIN, END = "<!-- trigger-study:begin (python -m bench.trigger_study) -->", "<!
 
 
 def render_block(results: dict[str, dict[str, Any]]) -> str:
-    """One row per signal and threshold; a cell per sequence: retrains, and `beaten` if a calendar
-    with no more retrains has a lower mean MAE."""
+    """One row per signal and threshold; a cell per sequence: retrains / mean MAE, and `beaten` if
+    a calendar with no more retrains has a lower mean MAE."""
     names = [n for r in results.values() for n in next(iter(next(iter(r["study"].values())).values()))]
     lines = [
         BEGIN,
@@ -173,7 +173,7 @@ def render_block(results: dict[str, dict[str, Any]]) -> str:
                 for cell in r["study"][signal][f"{t:.2f}"].values():
                     beaten = bool(cell["beaten_by_k"])
                     lost += beaten
-                    cells.append(f"{cell['retrains']}{' beaten' if beaten else ''}")
+                    cells.append(f"{cell['retrains']} / {cell['mean_mae']:.3f}{' beaten' if beaten else ''}")
             lines.append(f"| {signal} | {t:.0%} | " + " | ".join(cells) + f" | {lost} |")
     return "\n".join([*lines, "", END])
 
