@@ -102,7 +102,7 @@ def holdout_metrics_of(model: Any, folder: Path = FEATURES_DIR) -> dict:
     truth, predicted = [], []
     for frame in iter_features("holdout", folder):
         x, y = xy(frame)
-        truth.append(y)
+        truth.append(y.copy())  # a view would keep the batch's whole block of columns alive
         predicted.append(predict(model, x))
     return regression_metrics(np.concatenate(truth), np.concatenate(predicted))
 
