@@ -109,6 +109,8 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
 
 
 @pytest.mark.slow
+# Five `dvc repro`s in a row: minutes on an idle 2-core runner, far more on a shared, loaded one.
+@pytest.mark.timeout(1800)
 def test_the_whole_loop(loop: Loop) -> None:
     main_sha = loop.remote_heads()["main"]
     summary = loop.root / "step_summary.md"
