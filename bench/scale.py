@@ -217,7 +217,14 @@ def render_docs_block() -> str:
             f"shared 2-core machine): **{slope['total']:g} s per million rows** of the month (evaluate "
             f"{slope['evaluate']:g}, drift {slope['drift']:g}, ingest {slope['ingest']:g}, featurize "
             f"{slope['featurize']:g}, train {slope['train']:g}; train fits a bounded sample, so its share "
-            "is the load changing between runs). Peak memory grows only by the per-row arrays above.",
+            "is the load changing between runs).",
+        ]
+    if sizes:
+        peak = sizes[-1]["peak_rss_mb"]
+        lines += [
+            "",
+            f"Peak RSS of the largest month ({_millions(sizes[-1]['rows_per_month'])} rows): {peak:.0f} MB, "
+            f"{'under' if peak < TARGET_PEAK_MB else 'over'} the {TARGET_PEAK_MB} MB target.",
         ]
     lines += ["", END]
     return "\n".join(lines)
