@@ -332,12 +332,15 @@ def test_image_serves_the_baked_in_model(container: str, model_dir: Path) -> Non
     assert run("sh", "-c", "command -v gcc cc").returncode != 0  # no compiler at runtime
     card = DirSource(model_dir).resolve().card
     with serving(container) as (url, health):
-        assert health == {
+        expected = {
             "status": "ok",
             "model_loaded": True,
             "model_version": card["version"],
             "predictor": "compiled",
         }
+        assert {k: health.get(k) for k in expected} == expected, health
+        # /health also says whether the served version is current and the prediction log is up.
+        assert health["stale"] is False and health["last_error"] is None, health
         response = httpx.post(f"{url}/predict", json=TRIP, timeout=10)
         assert response.status_code == 200
         assert response.json()["duration_min"] == pytest.approx(expected_duration(model_dir), abs=1e-6)
