@@ -254,12 +254,12 @@ def split_gains(
     model_dirs: list[str], frame: pd.DataFrame, params: Params, month: str, facts_file: str
 ) -> dict[str, dict[str, Any]]:
     """The trigger's estimate at ``month`` for each deployed model: one challenger, fitted once."""
-    _, late = time_split(frame, params.drift.late_fraction)
     path = Path(facts_file)
     if path.exists():
         facts = json.loads(path.read_text())
+        _, late = time_split(frame, params.drift.late_fraction)
     else:
-        _, facts = fit_challenger(frame, params, month)
+        _, facts, late = fit_challenger(frame, params, month)
         write_json(facts, path)
     min_gain = params.drift.min_retrain_gain
     return {d: gain_record(facts, mae(load_model(Path(d) / MODEL_FILE), late), min_gain) for d in model_dirs}

@@ -35,19 +35,13 @@ from joblib import Parallel, delayed
 
 from autoops.backtest import load_with_overrides
 from autoops.backtest_data import SourceMonths
-from stages.features import FEATURES, TARGET
 from stages.featurize import split_holdout
 from stages.months import month_index, month_range
 from stages.params import Params
-from stages.trigger import time_split
+from stages.trigger import mae, time_split
 
 OUT_DIR = Path("bench/results")
 README = Path("bench/README.md")
-
-
-def _mae(model: Any, frame: pd.DataFrame) -> float:
-    pred = model.predict(frame[list(FEATURES)].to_numpy(dtype=np.float64))
-    return float(np.mean(np.abs(pred - frame[TARGET].to_numpy(dtype=np.float64))))
 
 
 def _fit_and_score(params: Params, month: str, frames: dict[str, pd.DataFrame], later: list[str]) -> dict:
@@ -63,14 +57,14 @@ def _fit_and_score(params: Params, month: str, frames: dict[str, pd.DataFrame], 
         split_model, _ = fit(params, early)
         out = {
             "month": month,
-            "holdout_mae": _mae(full, holdout),
-            "split": {"early_model_late_mae": _mae(split_model, late)},
+            "holdout_mae": mae(full, holdout),
+            "split": {"early_model_late_mae": mae(split_model, late)},
             "mae": {},
             "late_mae": {},
         }
         for other in later:
-            out["mae"][other] = _mae(full, frames[other])
-            out["late_mae"][other] = _mae(full, time_split(frames[other], params.drift.late_fraction)[1])
+            out["mae"][other] = mae(full, frames[other])
+            out["late_mae"][other] = mae(full, time_split(frames[other], params.drift.late_fraction)[1])
     return out
 
 

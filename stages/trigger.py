@@ -38,12 +38,18 @@ def time_split(frame: pd.DataFrame, late_fraction: float) -> tuple[pd.DataFrame,
     """The month's trips before and from the ``1 - late_fraction`` quantile of pickup time."""
     if PICKUP_TIME not in frame:
         raise StageError(f"the month's features have no {PICKUP_TIME} column; rerun `dvc repro featurize`")
-    times = frame[PICKUP_TIME].to_numpy(dtype="datetime64[us]")
-    # Sorting the raw int64 is exact and independent of pandas' quantile interpolation.
-    order = np.sort(times.astype(np.int64))
-    cut = order[min(len(order) - 1, int(len(order) * (1.0 - late_fraction)))]
-    late = times.astype(np.int64) >= cut
+    late, _ = late_mask(frame[PICKUP_TIME].to_numpy(dtype="datetime64[us]").astype(np.int64), late_fraction)
     return frame[~late], frame[late]
+
+
+def late_mask(ticks: np.ndarray, late_fraction: float) -> tuple[np.ndarray, int]:
+    """Which trips (pickup times as int64 microseconds) are in the late part, and the cut.
+
+    Sorting the raw int64 is exact and independent of pandas' quantile interpolation.
+    """
+    order = np.sort(ticks)
+    cut = int(order[min(len(order) - 1, int(len(order) * (1.0 - late_fraction)))])
+    return ticks >= cut, cut
 
 
 def mae(model: Any, frame: pd.DataFrame) -> float:
@@ -53,8 +59,11 @@ def mae(model: Any, frame: pd.DataFrame) -> float:
     return float(np.mean(np.abs(pred - frame[TARGET].to_numpy(dtype=np.float64))))
 
 
-def fit_challenger(frame: pd.DataFrame, params: Params, month: str) -> tuple[Any, dict[str, Any]]:
-    """The challenger fitted on ``month``'s first weeks, and what it scored on the last ones."""
+def fit_challenger(
+    frame: pd.DataFrame, params: Params, month: str
+) -> tuple[Any, dict[str, Any], pd.DataFrame]:
+    """The challenger fitted on ``month``'s first weeks, what it scored on the last ones, and
+    those last trips (for scoring the champion on the same rows)."""
     from stages.train import fit, sample_frame
 
     early, late = time_split(frame, params.drift.late_fraction)
@@ -75,7 +84,7 @@ def fit_challenger(frame: pd.DataFrame, params: Params, month: str) -> tuple[Any
     }
     # The fit time is logged, not returned: the facts land in drift.json, whose bytes must not vary.
     log.info("%s: challenger fitted on %d trips in %.1f s", month, len(early), seconds)
-    return challenger, facts
+    return challenger, facts, late
 
 
 def gain_record(challenger: dict[str, Any], champion_late_mae: float, min_gain: float) -> dict[str, Any]:
@@ -90,8 +99,7 @@ def gain_record(challenger: dict[str, Any], champion_late_mae: float, min_gain: 
 
 def estimate_gain(champion: Any, frame: pd.DataFrame, params: Params, month: str) -> dict[str, Any]:
     """What a retrain on ``month`` should buy the ``champion``'s successor next month."""
-    _, facts = fit_challenger(frame, params, month)
-    _, late = time_split(frame, params.drift.late_fraction)
+    _, facts, late = fit_challenger(frame, params, month)
     return gain_record(facts, mae(champion, late), params.drift.min_retrain_gain)
 
 
@@ -109,8 +117,7 @@ def estimate_gain_from_file(champion: Any, path: Path, params: Params, month: st
     times = read_rows(path, None, columns=[PICKUP_TIME]).column(0).to_numpy().astype("datetime64[us]")
     ticks = times.astype(np.int64)
     del times
-    cut = np.sort(ticks)[min(len(ticks) - 1, int(len(ticks) * (1.0 - params.drift.late_fraction)))]
-    late = ticks >= cut
+    late, cut = late_mask(ticks, params.drift.late_fraction)
     del ticks
     early_positions = np.flatnonzero(~late)
     n_late = int(late.sum())
