@@ -1,4 +1,5 @@
-"""The backtest and trigger-study figures in bench/README.md are exactly what their results render.
+"""The model-quality, backtest, trigger-study and serving figures in bench/README.md are exactly
+what their committed results render.
 
 Nothing is re-run here (that takes minutes): the committed JSON under bench/results/ is rendered
 and compared with the committed text, so a figure copied or edited by hand fails the suite.
@@ -6,6 +7,7 @@ and compared with the committed text, so a figure copied or edited by hand fails
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,6 +37,21 @@ def test_trigger_study_table_matches_its_results() -> None:
     assert render() == (ROOT / "bench/README.md").read_text(), "run `python -m bench.trigger_study --render`"
 
 
+def test_model_quality_table_matches_its_results() -> None:
+    from bench.model_quality import BEGIN, END, RESULTS, render
+
+    assert RESULTS.exists()
+    text = (ROOT / "bench/README.md").read_text()
+    assert render() == text, "run `python -m bench.model_quality --render`"
+    # Nothing outside the block states a figure of the benchmark's own: they all come from RESULTS.
+    outside = text.split(BEGIN, 1)[0] + text.split(END, 1)[1].split("## Backtest", 1)[0]
+    results = json.loads(RESULTS.read_text())
+    for model in results["models"]:
+        for key in ("rmse", "mae", "r2"):
+            assert f"{model[key]:.3f}" not in outside, (model["name"], key)
+    assert str(results["targets"]["rmse"]) not in outside
+
+
 def test_the_verdict_says_dominates_only_when_no_calendar_beats_it() -> None:
     from autoops.backtest_report import verdict_line, versus_calendar
 
@@ -54,8 +71,6 @@ def test_the_verdict_says_dominates_only_when_no_calendar_beats_it() -> None:
 
 def test_serving_figures_match_their_results() -> None:
     """The serving block is bench/serve_bench.py's summary of bench/results/serve.json."""
-    import json
-
     from bench.serve_bench import README_BEGIN, README_END, summary
 
     results = json.loads((ROOT / "bench/results/serve.json").read_text())
