@@ -20,54 +20,23 @@ from stages.synthetic import CALIBRATION_FILE, _calibration, _season, _zone_drif
 
 PARAMS = SyntheticParams()  # the defaults params.yaml ships: 60k rows, shift from 2024-05
 
-_COMMON = [
-    ("trip_distance", pa.float64()),
-    ("fare_amount", pa.float64()),
-    ("extra", pa.float64()),
-    ("mta_tax", pa.float64()),
-    ("tip_amount", pa.float64()),
-    ("tolls_amount", pa.float64()),
-]
-# Written out by hand from the real files (not derived from the generator), so a regression in
-# either the generator or its era table is caught.
-OLD_ERA = pa.schema(
-    [
-        ("VendorID", pa.int64()),
-        ("lpep_pickup_datetime", pa.timestamp("us")),
-        ("lpep_dropoff_datetime", pa.timestamp("us")),
-        ("store_and_fwd_flag", pa.string()),
-        ("RatecodeID", pa.float64()),
-        ("PULocationID", pa.int64()),
-        ("DOLocationID", pa.int64()),
-        ("passenger_count", pa.float64()),
-        *_COMMON,
-        ("ehail_fee", pa.null()),
-        ("improvement_surcharge", pa.float64()),
-        ("total_amount", pa.float64()),
-        ("payment_type", pa.float64()),
-        ("trip_type", pa.float64()),
-        ("congestion_surcharge", pa.float64()),
-    ]
+
+def _era(**types: pa.DataType) -> pa.Schema:
+    """The canonical schema as TLC wrote an era before 2025: no ``cbd_congestion_fee``, these types."""
+    fields = [f for f in CANONICAL_SCHEMA if f.name != "cbd_congestion_fee"]
+    assert set(types) <= {f.name for f in fields}
+    return pa.schema([pa.field(f.name, types.get(f.name, f.type)) for f in fields])
+
+
+# How each era differs from the canonical schema, written out by hand from the real files (not
+# taken from stages/schema.py's era table), so a regression in either the generator or that table
+# is caught. Old era: int64 ids, float-coded counts, ehail_fee typed null.
+OLD_ERA = _era(
+    **dict.fromkeys(("VendorID", "PULocationID", "DOLocationID"), pa.int64()),
+    **dict.fromkeys(("RatecodeID", "passenger_count", "payment_type", "trip_type"), pa.float64()),
+    ehail_fee=pa.null(),
 )
-NEW_ERA = pa.schema(
-    [
-        ("VendorID", pa.int32()),
-        ("lpep_pickup_datetime", pa.timestamp("us")),
-        ("lpep_dropoff_datetime", pa.timestamp("us")),
-        ("store_and_fwd_flag", pa.large_string()),
-        ("RatecodeID", pa.int64()),
-        ("PULocationID", pa.int32()),
-        ("DOLocationID", pa.int32()),
-        ("passenger_count", pa.int64()),
-        *_COMMON,
-        ("ehail_fee", pa.float64()),
-        ("improvement_surcharge", pa.float64()),
-        ("total_amount", pa.float64()),
-        ("payment_type", pa.int64()),
-        ("trip_type", pa.int64()),
-        ("congestion_surcharge", pa.float64()),
-    ]
-)
+NEW_ERA = _era(store_and_fwd_flag=pa.large_string())
 CBD_ERA = NEW_ERA.append(pa.field("cbd_congestion_fee", pa.float64()))
 
 
