@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -95,3 +97,38 @@ def set_params(project_dir: Path, **updates: object) -> None:
             node = node[key]
         node[leaf] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_stages(project_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, object]) -> dict:
+    """Every stage in this process, in order, in ``project_dir`` on the project's params.yaml with
+    ``overrides`` (MLflow off); returns the drift stage's verdict."""
+    from stages.drift import drift
+    from stages.evaluate import evaluate
+    from stages.featurize import featurize
+    from stages.ingest import ingest
+    from stages.params import load_params
+    from stages.train import train
+
+    project_dir.mkdir(parents=True, exist_ok=True)
+    (project_dir / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    set_params(project_dir, **overrides)
+    monkeypatch.chdir(project_dir)
+    params = load_params()
+    ingest(params)
+    featurize(params)
+    train(params, use_mlflow=False)
+    evaluate(params)
+    return drift(params)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a server a test started with ``start_new_session=True``: SIGTERM to its whole process
+    group (a supervisor and its workers), SIGKILL if it is still up after ``timeout`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from serve.testing import ROOT, features_with_target, free_port, random_trips, t
 from stages.features import feature_matrix
 from stages.model import load_model
 from tests.browser import remote_references
+from tests.conftest import stop_group
 
 BASE_TAG = "localhost/autoops-test-base:bookworm"
 # vfs works everywhere (no kernel overlay support needed) but stores every layer as a full copy:
@@ -262,16 +262,6 @@ def test_image_config(image: str) -> None:
     assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "serve.healthcheck"]
     assert config["Cmd"] == ["python", "-m", "serve"]
     assert "8000/tcp" in config["ExposedPorts"]
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
 
 
 @contextlib.contextmanager

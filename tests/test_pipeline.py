@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.params import load_params
-from tests.conftest import ROOT, PipelineRun, run_in, set_params
+from tests.conftest import ROOT, PipelineRun, run_in, run_stages, set_params
 
 STAGES = ["ingest", "featurize", "train", "evaluate", "drift"]
 
@@ -63,24 +62,6 @@ def test_dvc_notices_a_month_bump_without_retraining(pipeline_run: PipelineRun, 
     assert "Stage 'train' didn't change, skipping" in rerun.stdout
 
 
-def _run_stages_in(tmp: Path, monkeypatch: pytest.MonkeyPatch, params_overrides: dict) -> dict:
-    from stages.drift import drift
-    from stages.evaluate import evaluate
-    from stages.featurize import featurize
-    from stages.ingest import ingest
-    from stages.train import train
-
-    (tmp / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    set_params(tmp, **params_overrides)
-    monkeypatch.chdir(tmp)
-    params = load_params()
-    ingest(params)
-    featurize(params)
-    train(params, use_mlflow=False)
-    evaluate(params)
-    return drift(params)
-
-
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -97,7 +78,7 @@ def test_real_month_pairs(
     drifts: bool,
 ) -> None:
     overrides = {"data.source": "dir", "data.dir": str(real_dir)}
-    result = _run_stages_in(
+    result = run_stages(
         tmp_path, monkeypatch, {**overrides, "months.reference": reference, "months.current": current}
     )
     assert result["data_drift"] is drifts and result["retrain_recommended"] is drifts, result["reason"]

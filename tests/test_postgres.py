@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve.testing import ServerProcess, features_with_target, free_port, random_trips, train_model_dir
 from stages.features import FEATURES
 from stages.model import MODEL_FILE, load_model
+from tests.conftest import stop_group
 from tests.pg import PostgresServer, postgres_server
 
 MODEL = "green-taxi-duration"
@@ -85,13 +85,8 @@ def tracking_server(pg: PostgresServer, tmp_path_factory: pytest.TempPathFactory
             time.sleep(0.2)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            # MLflow's server does not always stop on SIGTERM (its uvicorn worker keeps it up).
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        # MLflow's server does not always stop on SIGTERM (its uvicorn worker keeps it up).
+        stop_group(proc, timeout=10)
         log.close()
 
 

@@ -22,7 +22,7 @@ import stages.synthetic
 from stages.io import file_sha256
 from stages.metrics import regression_metrics
 from stages.params import load_params
-from tests.conftest import ROOT, set_params
+from tests.conftest import ROOT, run_stages
 
 ROWS, CHUNK, GROUP, MAX_ROWS = 12_000, 5_000, 4_096, 6_000
 OUTPUTS = [
@@ -51,30 +51,13 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _run(project: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    from stages.drift import drift
-    from stages.evaluate import evaluate
-    from stages.featurize import featurize
-    from stages.ingest import ingest
-    from stages.train import train
-
-    project.mkdir()
-    (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    set_params(
-        project,
-        **{
-            "synthetic.rows_per_month": ROWS,
-            "train.max_rows": MAX_ROWS,
-            "train.hist_gradient_boosting.max_iter": 15,
-            "drift.sample_rows": 3000,
-        },
-    )
-    monkeypatch.chdir(project)
-    params = load_params()
-    ingest(params)
-    featurize(params)
-    train(params, use_mlflow=False)
-    evaluate(params)
-    return drift(params)
+    overrides = {
+        "synthetic.rows_per_month": ROWS,
+        "train.max_rows": MAX_ROWS,
+        "train.hist_gradient_boosting.max_iter": 15,
+        "drift.sample_rows": 3000,
+    }
+    return run_stages(project, monkeypatch, overrides)
 
 
 @pytest.mark.slow
