@@ -84,9 +84,9 @@ def estimator(model_dir: Path) -> Any:
 
 
 def test_service_imports_the_pipeline_feature_module() -> None:
-    import serve.app
+    import serve.service
 
-    assert serve.app.feature_matrix is feature_matrix
+    assert serve.service.feature_matrix is feature_matrix
 
 
 def test_file_names_agree_with_the_pipeline() -> None:

@@ -1,0 +1,311 @@
+"""The HTTP API: one plain function per endpoint, and :func:`add_api_routes`, which routes them with
+their OpenAPI texts.
+
+The endpoints reach the running service (model holder, metrics, prediction log) through the request
+(:func:`serve.service.service_of`), not by closure. They are routed per app because
+``/predict_batch``'s texts state the app's ``max_batch`` setting.
+
+Predictions run inline on the event loop: a compiled prediction costs microseconds, far less than
+a thread hand-off would. The prediction endpoints read their bodies themselves (:func:`parse_body`:
+pydantic parses and validates the bytes in one pass); :func:`complete_openapi` documents them.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from serve.schemas import (
+    BatchPrediction,
+    BatchRequest,
+    BatchTooLarge,
+    Error,
+    Health,
+    ModelInfo,
+    OutsideZones,
+    Prediction,
+    ReloadResult,
+    Root,
+    Trip,
+    TripZones,
+    ValidationErrors,
+    locate_trips,
+)
+from serve.service import service_of
+
+SERVICE = "auto-ops green taxi trip duration"
+
+# Module level: FastAPI resolves the (postponed) annotations of dependencies in module scope.
+bearer = HTTPBearer(auto_error=False, description="AUTOOPS_ADMIN_TOKEN")
+
+
+def json_response(data: Any, status_code: int = 200) -> Response:
+    # orjson straight to bytes: FastAPI's response_model path would validate what we just built, and
+    # its ORJSONResponse, which did exactly this, is deprecated (FastAPI 0.165: a FastAPIDeprecationWarning).
+    return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
+
+
+async def root() -> Response:
+    return json_response(
+        {
+            "service": SERVICE,
+            "status": "ok",
+            "docs": "/docs",
+            "endpoints": ["/health", "/predict", "/predict_batch", "/model/info", "/metrics", "/docs"],
+        }
+    )
+
+
+async def health(request: Request) -> Response:
+    service = service_of(request)
+    served = service.holder.current
+    prediction_log = service.prediction_log
+    return json_response(
+        {
+            "status": "ok",
+            "model_loaded": served is not None,
+            "model_version": served.version if served else None,
+            "predictor": served.predictor.kind if served else None,
+            # Still 200 and still ready: the old model keeps serving, which is the point. A
+            # monitor that wants to know that a new version did not arrive reads these.
+            "stale": service.holder.stale,
+            "last_error": service.holder.last_error,
+            # Still 200: a log sink that is down costs monitoring data, never a prediction.
+            "prediction_log": prediction_log.status() if prediction_log is not None else None,
+        }
+    )
+
+
+async def predict_one(request: Request) -> Response:
+    service = service_of(request)
+    trip = parse_body(Trip, await request.body())
+    located = _locate([trip], batch=False)
+    served = service.served_model()
+    prediction = service.predict(served, [trip], located)
+    answer = {"duration_min": float(prediction[0]), "model_version": served.version}
+    if located is not None:
+        answer.update(located.describe(0) or {})
+    return json_response(answer)
+
+
+async def predict_batch(request: Request) -> Response:
+    service = service_of(request)
+    max_batch = service.settings.max_batch
+    batch = parse_body(BatchRequest, await request.body())
+    if len(batch.trips) > max_batch:
+        return json_response(
+            {
+                "detail": f"{len(batch.trips)} trips: over the limit of {max_batch} per request",
+                "max_batch": max_batch,
+            },
+            413,
+        )
+    located = _locate(batch.trips, batch=True)
+    served = service.served_model()
+    predictions = service.predict(served, batch.trips, located)
+    answer = {
+        "predictions": predictions.tolist(),
+        "model_version": served.version,
+        "count": len(predictions),
+    }
+    if located is not None:
+        answer["zones"] = [located.describe(i) for i in range(len(predictions))]
+    return json_response(answer)
+
+
+async def model_info(request: Request) -> Response:
+    served = service_of(request).served_model()
+    card = served.card
+    return json_response(
+        {
+            "name": served.name,
+            "version": served.version,
+            "registry_version": served.registry_version,
+            "model_uri": served.model_uri,
+            "source": served.source,
+            "model_type": card["model_type"],
+            "training_months": card["training_months"],
+            "reference_month": card["reference_month"],
+            "features": card["features"],
+            "categorical_features": card["categorical_features"],
+            "metrics": card["holdout_metrics"],
+            "training_rows": card["training_rows"],
+            "model_sha256": card["model_sha256"],
+            "predictor": served.predictor.kind,
+            "loaded_at": served.loaded_at.isoformat(),
+        }
+    )
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    body, content_type = service_of(request).metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
+def admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """The admin routes' guard: 403 while no AUTOOPS_ADMIN_TOKEN is set, else 401 without it."""
+    token = service_of(request).settings.admin_token
+    if token is None:
+        raise HTTPException(403, "admin endpoints are disabled: set AUTOOPS_ADMIN_TOKEN to enable them")
+    expected = token.get_secret_value().encode()
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected):
+        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def reload(request: Request) -> Response:
+    service = service_of(request)
+    previous = service.holder.current
+    try:
+        served, swapped = await run_in_threadpool(service.holder.load)
+    except Exception as exc:
+        service.metrics.model_load_failed(exc)
+        kept = f"; still serving {previous.version}" if previous else ""
+        return json_response({"detail": f"reload failed: {exc}{kept}"}, 503)
+    return json_response(
+        {
+            "reloaded": swapped,
+            "model_version": served.version,
+            "previous_version": previous.version if previous else None,
+        }
+    )
+
+
+def add_api_routes(router: APIRouter, max_batch: int) -> None:
+    """Route every endpoint on ``router`` with its OpenAPI texts (in this order in /docs)."""
+    unavailable = {503: {"model": Error, "description": "No model loaded yet"}}
+    body_errors = {
+        422: {
+            "model": ValidationErrors,
+            "description": "The body is not JSON or a field is invalid (named in loc)",
+        },
+        **unavailable,
+    }
+    router.add_api_route(
+        "/", root, methods=["GET"], response_model=Root, summary="Service liveness and where to look next"
+    )
+    router.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        response_model=Health,
+        summary="Liveness (always 200) and readiness (model_loaded)",
+    )
+    router.add_api_route(
+        "/predict",
+        predict_one,
+        methods=["POST"],
+        response_model=Prediction,
+        responses=body_errors,
+        openapi_extra=_json_body(Trip),
+        summary="Predict one trip's duration in minutes",
+    )
+    router.add_api_route(
+        "/predict_batch",
+        predict_batch,
+        methods=["POST"],
+        response_model=BatchPrediction,
+        responses={
+            413: {"model": BatchTooLarge, "description": f"More than max_batch ({max_batch}) trips"},
+            **body_errors,
+        },
+        openapi_extra=_json_body(BatchRequest),
+        summary=f"Predict a list of trips (at most {max_batch}), answers in request order",
+    )
+    router.add_api_route(
+        "/model/info",
+        model_info,
+        methods=["GET"],
+        response_model=ModelInfo,
+        responses=unavailable,
+        summary="The model being served",
+    )
+    router.add_api_route(
+        "/metrics",
+        prometheus_metrics,
+        methods=["GET"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    router.add_api_route(
+        "/admin/reload",
+        reload,
+        methods=["POST"],
+        response_model=ReloadResult,
+        dependencies=[Depends(admin)],
+        responses={
+            401: {"model": Error, "description": "Missing or wrong bearer token"},
+            403: {"model": Error, "description": "Admin endpoints disabled (no AUTOOPS_ADMIN_TOKEN)"},
+            503: {"model": Error, "description": "The source has no loadable model; the old one is kept"},
+        },
+        summary="Load the source's current model now (atomic swap; other workers follow at their next watch)",
+    )
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(model: type[ModelT], body: bytes) -> ModelT:
+    """Validate a JSON body straight from bytes: pydantic's own parser does the JSON and the
+    validation in one pass, half the cost of FastAPI's json.loads + validation for a batch.
+    Errors are FastAPI's 422 (locations under "body")."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [
+            {"type": err["type"], "loc": ("body", *err["loc"]), "msg": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+def _locate(trips: list[Trip], *, batch: bool) -> TripZones | None:
+    """Zones of the trips given by coordinates; a point in no zone is a 422 naming it."""
+    try:
+        return locate_trips(trips)
+    except OutsideZones as exc:
+        errors = [
+            {
+                "type": "outside_taxi_zones",
+                "loc": ("body", *(("trips", i) if batch else ()), f"{end}_longitude"),
+                "msg": f"the {end} point ({lon}, {lat}) lies in no NYC taxi zone (in water or outside NYC)",
+            }
+            for i, end, lon, lat in exc.points
+        ]
+        raise RequestValidationError(errors) from None
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    # The request body as documented in OpenAPI (the endpoints read it themselves, see parse_body).
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def complete_openapi(app: FastAPI, max_batch: int) -> None:
+    """Add the request bodies' schemas, and max_batch as maxItems: clients and fuzzers see the
+    limit, while the service enforces it itself, so an oversized batch is a 413 naming the limit."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (Trip, BatchRequest):
+                definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(definition.pop("$defs", {}))
+                components[model.__name__] = definition
+            components["BatchRequest"]["properties"]["trips"]["maxItems"] = max_batch
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,86 @@
+"""The running service the routes use: model holder, metrics and prediction log, built from the settings.
+
+:func:`serve.app.create_app` builds one :class:`Service` per app and keeps it as ``app.state.service``;
+the app's lifespan starts and stops it, and the endpoints (serve/routes.py) reach it through the
+request, so none of them closes over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fastapi import HTTPException, Request
+
+from serve.metrics import ServiceMetrics
+from serve.model_store import ModelHolder, ServedModel, make_source
+from serve.prediction_log import PredictionLog
+from serve.schemas import Trip, TripZones, trip_columns
+from serve.settings import Settings, report_startup_failure
+from stages.features import feature_matrix
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = metrics = ServiceMetrics()
+        self.holder = ModelHolder(
+            make_source(settings), settings, on_swap=metrics.model_swapped, on_error=metrics.model_load_failed
+        )
+        # The shared PostgreSQL log (several replicas) when configured, else the embedded SQLite file.
+        log_url = settings.prediction_log_url
+        log_target = log_url.get_secret_value() if log_url else settings.prediction_log
+        self.prediction_log = (
+            PredictionLog(
+                log_target,
+                max_rows=settings.log_max_rows,
+                flush_rows=settings.log_flush_rows,
+                flush_interval_s=settings.log_flush_interval_s,
+                max_pending_rows=settings.log_max_pending_rows,
+                on_rows=lambda outcome, n: metrics.log_rows.labels(outcome).inc(n),
+                on_up=lambda up: metrics.log_up.set(1 if up else 0),
+            )
+            if log_target
+            else None
+        )
+        if self.prediction_log is not None:
+            metrics.log_up.set(1)
+
+    async def start(self) -> None:
+        try:
+            if self.prediction_log is not None:
+                self.prediction_log.start()
+        except Exception as exc:
+            report_startup_failure(exc)
+            raise
+        self.holder.start()
+        # Wait (bounded) for the first model so a fresh worker is ready when it accepts requests;
+        # if the source is down the service still starts, not ready, and keeps trying.
+        await asyncio.to_thread(self.holder.first_attempt.wait, self.settings.startup_timeout_s)
+
+    def stop(self) -> None:
+        self.holder.stop()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+    def served_model(self) -> ServedModel:
+        """The model to answer with; 503 while none is loaded."""
+        served = self.holder.current
+        if served is None:
+            raise HTTPException(503, f"no model loaded yet ({self.holder.last_error or 'loading'})")
+        return served
+
+    def predict(self, served: ServedModel, trips: list[Trip], located: TripZones | None) -> np.ndarray:
+        """Predict with ``served``, log the request and count the trips."""
+        features = feature_matrix(trip_columns(trips, located))
+        predictions = served.predictor.predict(features)
+        if self.prediction_log is not None:
+            self.prediction_log.append(features, predictions, served.version)
+        self.metrics.predictions.labels(served.version).inc(len(trips))
+        return predictions
+
+
+def service_of(request: Request) -> Service:
+    """The service of the app answering ``request`` (set by :func:`serve.app.create_app`)."""
+    service: Service = request.app.state.service
+    return service
