@@ -14,15 +14,16 @@ and then ``python -m stages.drift --current served.parquet`` (``stages.drift.che
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import typer
 
 from serve.prediction_log import (
     BLOB_DTYPE,
@@ -107,22 +108,31 @@ def export(
     return len(frame), empty
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m serve.export_log", description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="parquet file to write")
-    parser.add_argument(
-        "--log",
-        help="the SQLite log or a postgresql:// URL "
-        "(default: AUTOOPS_PREDICTION_LOG_URL, else AUTOOPS_PREDICTION_LOG)",
-    )
-    parser.add_argument(
-        "--since", type=datetime.fromisoformat, help="only rows from then on (ISO; UTC if no offset)"
-    )
-    parser.add_argument("--model-version", help="only rows this model version served")
-    parser.add_argument("--limit", type=int, help="only the newest N rows")
-    parser.add_argument("--keep-empty", action="store_true", help="keep features no request carried")
-    args = parser.parse_args(argv)
-    log_path: Path | str | None = args.log
+def run(
+    out: Annotated[Path, typer.Argument(help="parquet file to write", show_default=False)],
+    log: Annotated[
+        str | None,
+        typer.Option(
+            help="the SQLite log or a postgresql:// URL "
+            "(default: AUTOOPS_PREDICTION_LOG_URL, else AUTOOPS_PREDICTION_LOG)"
+        ),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            parser=datetime.fromisoformat,
+            metavar="ISO",
+            help="only rows from then on (ISO; UTC if no offset)",
+        ),
+    ] = None,
+    model_version: Annotated[str | None, typer.Option(help="only rows this model version served")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the newest N rows")] = None,
+    keep_empty: Annotated[
+        bool, typer.Option("--keep-empty", help="keep features no request carried")
+    ] = False,
+) -> None:
+    """Write the prediction log as the drift stage's current data (parquet, one row per trip)."""
+    log_path: Path | str | None = log
     if log_path is None:
         settings = Settings.from_env()
         url = settings.prediction_log_url
@@ -133,12 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: the prediction log is off (AUTOOPS_PREDICTION_LOG); pass --log PATH")
     try:
         rows, empty = export(
-            log_path,
-            args.out,
-            since=args.since,
-            model_version=args.model_version,
-            limit=args.limit,
-            keep_empty=args.keep_empty,
+            log_path, out, since=since, model_version=model_version, limit=limit, keep_empty=keep_empty
         )
     except FileNotFoundError as exc:
         sys.exit(f"error: {exc}")
@@ -148,10 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(exc, psycopg.Error):
             raise
         sys.exit(f"error: prediction log {describe(str(log_path))}: {' '.join(str(exc).split())}")
-    print(f"{rows} predictions -> {args.out}")
+    print(f"{rows} predictions -> {out}")
     if empty:
         print(f"left out (no request carried them, nothing to test for drift): {', '.join(empty)}")
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(run)
