@@ -10,14 +10,19 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.conftest import copy_project, run_in, set_params, stage_env
+from tests.workflow_runner import parse_outputs
 
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+BRANCH = "origin/retrain/2024-05"
 
 
 class Loop:
@@ -29,6 +34,15 @@ class Loop:
         self.dvc_remote = root / "dvc-remote"
         self.work = root / "work"
         self.timings: dict[str, float] = {}
+        self.main_sha = ""  # origin's main after the bootstrap
+        self.proposal: Proposal | None = None  # set by the propose phase when it passed
+
+    def require_proposal(self) -> Proposal:
+        if self.proposal is None:
+            pytest.skip(
+                "needs retrain/2024-05, made by test_3_propose_pushes_one_retrain_commit: it did not pass"
+            )
+        return self.proposal
 
     def run(self, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         result = run_in(cwd, *args)
@@ -56,7 +70,7 @@ class Loop:
             key += " (again)"
         self.timings[key] = round(time.perf_counter() - started, 1)
         assert result.returncode == 0, f"autoops {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-        return _parse_outputs(outputs.read_text())
+        return parse_outputs(outputs.read_text())
 
     def remote_heads(self) -> dict[str, str]:
         out = self.run(self.work, "git", "ls-remote", "--heads", str(self.origin)).stdout
@@ -69,30 +83,25 @@ class Loop:
         return self.run(self.work, "git", "show", f"{ref}:{path}").stdout
 
 
-def _parse_outputs(text: str) -> dict[str, str]:
-    values: dict[str, str] = {}
-    lines = iter(text.splitlines())
-    for line in lines:
-        if "<<" in line and "=" not in line.split("<<")[0]:
-            key, delimiter = line.split("<<", 1)
-            body = []
-            for inner in lines:
-                if inner == delimiter:
-                    break
-                body.append(inner)
-            values[key] = "\n".join(body)
-        elif "=" in line:
-            key, value = line.split("=", 1)
-            values[key] = value
-    return values
+@dataclass(frozen=True)
+class Proposal:
+    """What the propose phase left on origin, for the phases after it."""
+
+    branch_sha: str
+    files: set[str]
+    card: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
-    """main has the pipeline run on the first months and pushed, as after `./run.sh` and a commit."""
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    """main has the pipeline run on the first months and pushed, as after `./run.sh` and a commit.
+
+    The tests below are the loop's phases, in order, on this one checkout and origin; a phase that
+    needs an earlier one's result skips, naming it, when that phase failed.
+    """
     state = Loop(tmp_path_factory.mktemp("loop"))
     work = copy_project(state.work)
-    # Small months and a shorter fit keep several `dvc repro`s inside the test's time budget;
+    # Small months and a shorter fit keep several `dvc repro`s inside the tests' time budget;
     # the regime shift at 2024-05 is as strong as at full size.
     set_params(work, **{"synthetic.rows_per_month": 20000, "train.hist_gradient_boosting.max_iter": 100})
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(state.origin)], check=True)
@@ -105,39 +114,50 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
     state.run(work, *GIT, "commit", "-qm", "Pipeline run on 2024-01 / 2024-02")
     state.run(work, "dvc", "push")
     state.run(work, "git", "push", "-q", "origin", "main")
-    return state
+    state.main_sha = state.remote_heads()["main"]
+    yield state
+    print("timings (s):", json.dumps(state.timings, indent=1))
+
+
+# Each phase runs `dvc repro` once or more (the first also waits for the fixture's): minutes on an
+# idle 2-core runner, far more on a shared, loaded one.
+phase = pytest.mark.timeout(1800)
 
 
 @pytest.mark.slow
-# Five `dvc repro`s in a row: minutes on an idle 2-core runner, far more on a shared, loaded one.
-@pytest.mark.timeout(1800)
-def test_the_whole_loop(loop: Loop) -> None:
-    main_sha = loop.remote_heads()["main"]
+@phase
+def test_1_stable_months_breach_nothing(loop: Loop) -> None:
+    """Stable months: no breach, nothing committed or pushed."""
     summary = loop.root / "step_summary.md"
-
-    # 1. Stable months: no breach, nothing committed or pushed.
     for month in ("2024-03", "2024-04"):
         out = loop.autoops("check", "--month", month, env={"GITHUB_STEP_SUMMARY": str(summary)})
         assert out["breach"] == "false" and out["month"] == month, out
         result = json.loads((loop.work / ".autoops/check.json").read_text())
         assert result["breach"] is False and result["month"] == month
-        assert loop.remote_heads() == {"main": main_sha}
+        assert loop.remote_heads() == {"main": loop.main_sha}
     assert "No retrain needed" in summary.read_text()
 
-    # 2. The shifted month: a breach ...
+
+@pytest.mark.slow
+@phase
+def test_2_the_shifted_month_breaches(loop: Loop) -> None:
     out = loop.autoops("check", "--month", "2024-05")
     assert out["breach"] == "true" and out["branch"] == "retrain/2024-05", out
     assert "data drift" in out["reason"]
     assert float(out["expected_gain"]) > 0.1, out  # the trigger's estimate agrees: a retrain pays
 
-    # ... and propose pushes retrain/2024-05 with the bumped params, a new lock and the report.
+
+@pytest.mark.slow
+@phase
+def test_3_propose_pushes_one_retrain_commit(loop: Loop) -> None:
+    """propose pushes retrain/2024-05 with the bumped params, a new lock and the report."""
     out = loop.autoops("propose", "--month", "2024-05", "--base", "main")
     assert out["proposed"] == "true" and out["updated"] == "true", out
     assert out["report"] == "reports/loop/report.md"
     heads = loop.remote_heads()
-    assert heads["main"] == main_sha, "main must stay untouched"
+    assert heads["main"] == loop.main_sha, "main must stay untouched"
     branch_sha = heads["retrain/2024-05"]
-    branch = "origin/retrain/2024-05"
+    branch = BRANCH
     loop.run(loop.work, "git", "fetch", "-q", "origin")
     params = yaml.safe_load(loop.show(branch, "params.yaml"))
     assert params["months"]["reference"] == params["months"]["current"] == "2024-05"
@@ -162,10 +182,16 @@ def test_the_whole_loop(loop: Loop) -> None:
     # challenger trained on most of 2024-05, so only that month's holdout rows may stand for it.
     assert evaluation["current_rows"] == "holdout"
     assert evaluation["current"] == evaluation["reference_holdout"]
+    loop.proposal = Proposal(branch_sha, files, card)
 
-    # The report CML would post (GitHub's side of the boundary): verdict, both models, drift table.
-    report = loop.show(branch, "reports/loop/report.md")
-    drift = json.loads(loop.show(branch, "reports/loop/drift.json"))
+
+@pytest.mark.slow
+@phase
+def test_4_the_report_is_what_cml_would_post(loop: Loop) -> None:
+    """GitHub's side of the boundary: the verdict, both models, the drift table, the plots."""
+    proposal = loop.require_proposal()
+    report = loop.show(BRANCH, "reports/loop/report.md")
+    drift = json.loads(loop.show(BRANCH, "reports/loop/drift.json"))
     assert drift["retrain_recommended"] and drift["current_month"] == "2024-05"
     assert drift["reason"] in report
     for column in drift["drifted_columns"]:
@@ -174,24 +200,40 @@ def test_the_whole_loop(loop: Loop) -> None:
     assert "months.reference" in report  # from `dvc params diff main`
     for png in ("error_by_hour.png", "predicted_vs_actual.png", "duration_distribution.png"):
         assert f"]({png})" in report
-        assert f"reports/loop/{png}" in files
+        assert f"reports/loop/{png}" in proposal.files
 
-    # 3. A rerun for the same month changes nothing: same branch, same commit, no new branches.
+
+@pytest.mark.slow
+@phase
+def test_5_a_rerun_of_propose_changes_nothing(loop: Loop) -> None:
+    """A rerun for the same month: same branch, same commit, no new branches."""
+    proposal = loop.require_proposal()
     out = loop.autoops("propose", "--month", "2024-05", "--base", "main")
     assert out["proposed"] == "true" and out["updated"] == "false", out
-    assert loop.remote_heads() == {"main": main_sha, "retrain/2024-05": branch_sha}
+    assert loop.remote_heads() == {"main": loop.main_sha, "retrain/2024-05": proposal.branch_sha}
 
-    # 4. One decision: propose retrains exactly when the check's trigger says so. A calm month is
-    # not proposed (no second rule of propose's own could disagree), and nothing moves.
+
+@pytest.mark.slow
+@phase
+def test_6_a_calm_month_is_not_proposed(loop: Loop) -> None:
+    """One decision: propose retrains exactly when the check's trigger says so. A calm month is
+    not proposed (no second rule of propose's own could disagree), and nothing moves."""
+    before = loop.remote_heads()
+    assert before["main"] == loop.main_sha
     out = loop.autoops("propose", "--month", "2024-04", "--base", "main")
     assert out["proposed"] == "false", out
     assert out["reason"].startswith("no breach for 2024-04: no retrain needed"), out
-    assert loop.remote_heads() == {"main": main_sha, "retrain/2024-05": branch_sha}
+    assert loop.remote_heads() == before
 
-    # 5. The PR is merged (on "GitHub": another clone merges and pushes main) ...
+
+@pytest.mark.slow
+@phase
+def test_7_the_merge_releases_and_promotes_the_proposed_model(loop: Loop) -> None:
+    card = loop.require_proposal().card
+    # The PR is merged (on "GitHub": another clone merges and pushes main) ...
     github = loop.root / "github"
     loop.run(loop.root, "git", "clone", "-q", str(loop.origin), str(github))
-    loop.run(github, *GIT, "merge", "-q", "--no-ff", "-m", "Merge retrain/2024-05", "origin/retrain/2024-05")
+    loop.run(github, *GIT, "merge", "-q", "--no-ff", "-m", "Merge retrain/2024-05", BRANCH)
     loop.run(github, "git", "push", "-q", "origin", "main")
 
     # ... and the release job, on a fresh clone of main, builds the serving artifact.
@@ -233,7 +275,6 @@ def test_the_whole_loop(loop: Loop) -> None:
     )
     assert str(champion.version) == out["mlflow_version"]
     assert champion.tags["model_sha256"] == card["model_sha256"]
-    print("timings (s):", json.dumps(loop.timings, indent=1))
 
 
 @pytest.mark.slow
@@ -264,7 +305,7 @@ def test_pr_markdown_for_a_real_breach(real_dir: Path, tmp_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    outputs = _parse_outputs((tmp_path / "out").read_text())
+    outputs = parse_outputs((tmp_path / "out").read_text())
     assert outputs["proposed"] == "true", outputs
 
     drift = json.loads((work / "reports/loop/drift.json").read_text())
