@@ -4,8 +4,10 @@ Every month the deployed model predicts the month, then each retrain policy (sta
 data_drift, performance, auto) decides whether to retrain on it; the new model serves from the
 next month on. The summary gives each policy's mean MAE, its **degradation** (mean MAE above
 retraining every month) and the **reduction** of static's degradation it achieves, against the
-number of retrains it paid. The engine is autoops/backtest_engine.py, the month data
-autoops/backtest_data.py, the reports autoops/backtest_report.py.
+number of retrains it paid. The replay is autoops/backtest_engine.py, the policies
+autoops/backtest_policy.py, the shared and cached models and scores autoops/backtest_store.py, the
+worker processes autoops/backtest_workers.py, the month data autoops/backtest_data.py, the reports
+autoops/backtest_report.py.
 """
 
 from __future__ import annotations
@@ -101,8 +103,10 @@ def run_backtest(
     """The whole backtest as data (what reports/backtest.json holds). ``data`` defaults to the
     configured source; tests pass their own provider (see autoops/backtest_data.MonthData)."""
     from autoops.backtest_data import SourceMonths
-    from autoops.backtest_engine import default_jobs, parse_policies, replay
+    from autoops.backtest_engine import replay
+    from autoops.backtest_policy import parse_policies
     from autoops.backtest_report import build_result
+    from autoops.backtest_workers import default_jobs
 
     policies = parse_policies(policy_specs or params.backtest.policies, params.backtest.periodic_every)
     workers = default_jobs(params.backtest.jobs if jobs is None else jobs)
@@ -145,29 +149,34 @@ def _progress_bars(enabled: bool) -> tuple[Callable[[str, str, int], None], Call
     return update, close
 
 
+def _text_option(flag: str, help: str, *, repeatable: bool = False) -> Any:
+    """An optional text option, None when absent; ``repeatable`` collects every use into a list."""
+    kind = list[str] | None if repeatable else str | None
+    return Annotated[kind, typer.Option(flag, help=help)]
+
+
+FromOpt = _text_option("--from", "First month (YYYY-MM) of a range.")
+ToOpt = _text_option("--to", "Last month (YYYY-MM) of a range.")
+MonthsOpt = _text_option("--months", "Comma-separated months, e.g. 2021-01,2021-02,2022-01.")
+PolicyOpt = _text_option(
+    "--policy",
+    "static, periodic, periodic:K, data_drift, performance, auto (repeat or comma-separate). "
+    "static and periodic_k1 always run: they are the yardsticks. Default: backtest.policies.",
+    repeatable=True,
+)
+SourceOpt = _text_option("--source", "Override data.source: synthetic|tlc|dir.")
+SetOpt = _text_option(
+    "--set", "Override a param, e.g. --set drift.performance_threshold=0.2 (repeatable).", repeatable=True
+)
+
+
 def backtest(
-    start: Annotated[str | None, typer.Option("--from", help="First month (YYYY-MM) of a range.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Last month (YYYY-MM) of a range.")] = None,
-    months: Annotated[
-        str | None, typer.Option("--months", help="Comma-separated months, e.g. 2021-01,2021-02,2022-01.")
-    ] = None,
-    policy: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--policy",
-            help="static, periodic, periodic:K, data_drift, performance, auto (repeat or comma-separate). "
-            "static and periodic_k1 always run: they are the yardsticks. Default: backtest.policies.",
-        ),
-    ] = None,
-    source: Annotated[
-        str | None, typer.Option("--source", help="Override data.source: synthetic|tlc|dir.")
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Override a param, e.g. --set drift.performance_threshold=0.2 (repeatable)."
-        ),
-    ] = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    months: MonthsOpt = None,
+    policy: PolicyOpt = None,
+    source: SourceOpt = None,
+    overrides: SetOpt = None,
     params_file: Annotated[Path, typer.Option("--params", help="The params file.")] = PARAMS_FILE,
     out: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = REPORTS_DIR,
     jobs: Annotated[int | None, typer.Option("--jobs", help="Worker processes (0 = one per CPU).")] = None,

@@ -1,9 +1,9 @@
 """Month data for the backtest: features and labels kept apart, each month featurised once.
 
 The replay asks for a month's *features* to predict it and only afterwards for its *labels*.
-Keeping the two behind separate methods of one provider object is what lets the engine enforce
-(and a test prove) that no label is read before its month has been predicted; a test swaps in a
-provider that corrupts or refuses labels.
+Keeping the two behind separate methods of one provider object is what lets the replay enforce,
+through :class:`Timeline`, (and a test prove) that no label is read before its month has been
+predicted; a test swaps in a provider that corrupts or refuses labels.
 
 :class:`SourceMonths` builds months exactly as the pipeline does (``stages.ingest.load_month``,
 ``stages.schema.normalize``, ``stages.featurize.month_frame``) and caches the featurised month
@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from importlib import import_module, resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 
 from stages.features import FEATURES, PICKUP_TIME, TARGET
 from stages.io import StageError, file_sha256, write_parquet
+from stages.months import month_index
 from stages.params import Params
 
 log = logging.getLogger(__name__)
@@ -193,3 +195,66 @@ class SourceMonths:
 
     def labels(self, month: str) -> np.ndarray:
         return self.frame(month)[TARGET].to_numpy(dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# The clock: no month's data before its time
+
+
+class LookAheadError(RuntimeError):
+    """The replay tried to read data of a month it has not reached (a bug, never user error)."""
+
+
+class Timeline:
+    """Hands out month data only when the replay has reached it (labels: once predicted).
+
+    Features of the current month are needed to predict it; its labels exist only after that.
+    Months before the current one (including history before the first replayed month, which
+    training windows may reach back into) are the past and always readable.
+    """
+
+    def __init__(self, data: MonthData, on_predicted: Callable[[str], None] | None = None) -> None:
+        self._data = data
+        self._on_predicted = on_predicted
+        self._now: str | None = None
+        self._revealed: set[str] = set()
+
+    @property
+    def now(self) -> str:
+        if self._now is None:
+            raise LookAheadError("the replay has not started")
+        return self._now
+
+    def advance(self, month: str) -> None:
+        if self._now is not None and month_index(month) <= month_index(self._now):
+            raise LookAheadError(f"months must be replayed in order: {month} after {self._now}")
+        self._now = month
+
+    def reveal(self, month: str, *, predicted: bool = True) -> None:
+        """Make ``month``'s labels readable; ``predicted=False`` only for the bootstrap month."""
+        if month != self.now:
+            raise LookAheadError(f"cannot reveal {month} while replaying {self.now}")
+        if predicted and self._on_predicted is not None:
+            self._on_predicted(month)
+        self._revealed.add(month)
+
+    def features(self, month: str) -> pd.DataFrame:
+        if month_index(month) > month_index(self.now):
+            raise LookAheadError(f"features of {month} requested while replaying {self.now}")
+        return self._data.features(month)
+
+    def check_labels(self, month: str) -> None:
+        past = month_index(month) < month_index(self.now)
+        if not (past or month in self._revealed):
+            raise LookAheadError(f"labels of {month} requested before {month} was predicted (now {self.now})")
+
+    def labels(self, month: str) -> np.ndarray:
+        self.check_labels(month)
+        return self._data.labels(month)
+
+    def labelled(self, month: str) -> pd.DataFrame:
+        """Features + target + month, the shape ``stages.featurize`` gives the training window."""
+        frame = self.features(month).copy()
+        frame[TARGET] = self.labels(month)
+        frame["month"] = month
+        return frame

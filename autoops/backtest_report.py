@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from autoops.backtest_engine import BASELINE, CALENDAR, STATIC, Policy
+from autoops.backtest_policy import BASELINE, CALENDAR, STATIC, Policy
 from stages.io import atomic_path, write_json, write_text
 
 JSON_FILE = "backtest.json"
@@ -243,9 +243,7 @@ def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None)
 
     months = result["scored_months"]
     x = list(range(len(months)))
-    fig, (ax, trade) = plt.subplots(
-        1, 2, figsize=(16, 5.5), dpi=100, gridspec_kw={"width_ratios": [2.2, 1]}
-    )
+    fig, (ax, trade) = plt.subplots(1, 2, figsize=(16, 5.5), dpi=100, gridspec_kw={"width_ratios": [2.2, 1]})
     styles = ["-", "--", "-.", ":"]
     # The calendar's K = 2..6 are in the trade-off panel; as lines here they would bury the rest.
     shown = [n for n in result["policy_order"] if not (n.startswith("periodic_k") and n != BASELINE)]

@@ -18,8 +18,8 @@ import yaml
 from typer.testing import CliRunner
 
 from autoops.backtest import load_with_overrides, run_backtest
-from autoops.backtest_data import SourceMonths
-from autoops.backtest_engine import BASELINE, LookAheadError, Timeline, parse_policies
+from autoops.backtest_data import LookAheadError, SourceMonths, Timeline
+from autoops.backtest_policy import BASELINE, parse_policies
 from autoops.cli import app
 from stages.io import StageError
 from stages.months import month_range
