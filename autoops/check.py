@@ -67,7 +67,7 @@ def run_check(root: Path, month: str | None, as_of: date | None = None) -> dict[
 
 
 def check_markdown(drift: dict[str, Any], breach: bool) -> str:
-    from autoops.evidence import drift_table
+    from autoops.evidence_report import drift_table
     from stages.trigger import gain_sentence
 
     head = "Retrain recommended" if breach else "No retrain needed"

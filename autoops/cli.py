@@ -167,11 +167,11 @@ def report_cmd(
     ] = "auto",
 ) -> None:
     """Write the pull-request markdown for the retrain on this branch (PNG plots alongside)."""
-    from autoops import evidence
+    from autoops import evidence_report
 
     root = project_root()
     out = out if out.is_absolute() else root / out
-    markdown = evidence.render_markdown(root, base, out, run_url=run_url or github.run_url())
+    markdown = evidence_report.render_markdown(root, base, out, run_url=run_url or github.run_url())
     write_text(github.comment_images(markdown, root, out, images), out)
     console.print(f"wrote {out.relative_to(root) if out.is_relative_to(root) else out}")
 
@@ -182,10 +182,10 @@ def diff_cmd(
     out: Annotated[Path, typer.Option(help="Where to write the markdown.")] = WORK_DIR / "diff.md",
 ) -> None:
     """`dvc params diff` and `dvc metrics diff` against the base, as markdown (the PR check comment)."""
-    from autoops import evidence
+    from autoops import evidence_report
 
     root = project_root()
-    diffs = evidence.dvc_diffs(root, base)
+    diffs = evidence_report.dvc_diffs(root, base)
     markdown = (
         f"## Auto-Ops: parameters and metrics vs `{base}`\n\n### Parameters\n\n{diffs['params']}\n\n"
         f"### Metrics\n\n{diffs['metrics']}\n"

@@ -91,7 +91,7 @@ def run_propose(
     force: bool = False,
     reopen: bool = False,
 ) -> dict[str, Any]:
-    from autoops import evidence
+    from autoops import evidence, evidence_report
     from autoops.evidence_plots import render_plots
 
     git = Git.discover(root)
@@ -155,7 +155,7 @@ def run_propose(
     # 4. The evidence and the report, committed with the params and the lock.
     evidence.write_evidence(comparison, scored, trigger_drift, trigger_predictions)
     plots = render_plots(root / LOOP_DIR)
-    markdown = evidence.render_markdown(root, base, root / LOOP_REPORT, plots=plots)
+    markdown = evidence_report.render_markdown(root, base, root / LOOP_REPORT, plots=plots)
     write_text(markdown, root / LOOP_REPORT)
     _commit(git, root, month, trigger_drift, comparison)
     head = git.rev("HEAD")

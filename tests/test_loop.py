@@ -18,7 +18,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from autoops import branch, evidence, evidence_plots, github, params_edit, propose, release, sources
+from autoops import (
+    branch,
+    evidence,
+    evidence_plots,
+    evidence_report,
+    github,
+    params_edit,
+    propose,
+    release,
+    sources,
+)
 from autoops.cli import app
 from autoops.gitops import Git, LoopError
 from stages.features import FEATURES, TARGET
@@ -319,7 +329,7 @@ def test_report_markdown_reads_on_its_own(tmp_path: Path, monkeypatch: pytest.Mo
     evidence.write_evidence(comparison, scored, _drift_fixture(), trigger)
     out = tmp_path / ".autoops" / "pr-comment.md"
     out.parent.mkdir()
-    markdown = evidence.render_markdown(tmp_path, "main", out, run_url="https://ci.example/runs/7")
+    markdown = evidence_report.render_markdown(tmp_path, "main", out, run_url="https://ci.example/runs/7")
     # Verdict and reason, champion vs challenger with the change, the drift table, plots, diffs.
     assert "retrain recommended: data drift: 2 of 3 columns drifted" in markdown
     # The trigger's estimate, with what it rests on, where people decide.
