@@ -1,17 +1,18 @@
 """Service configuration: ``AUTOOPS_*`` environment variables, validated once at startup.
 
 Environment variables (not a config file) because the same image runs everywhere; see
-serve/README.md for the table. A bad value stops the service with one clear message.
+serve/README.md for the table. pydantic-settings reads them: ``AUTOOPS_`` + a field's name, in any
+case (``Settings()`` reads them too). A bad value stops the service with one clear message.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stages.host import usable_cpus
 
@@ -21,8 +22,12 @@ DEFAULT_MODELS_DIR = Path("models")
 _OFF = {"", "0", "off", "none", "false", "no"}
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Settings(BaseSettings):
+    # Defaults are trusted as written (pydantic-settings would validate them: workers' default, the
+    # usable cores, would then refuse to start on a machine with more than 64).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", validate_default=False
+    )
 
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="models/ folder written by `dvc repro`")
     model_uri: str | None = Field(
@@ -69,16 +74,15 @@ class Settings(BaseModel):
         return value
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {
-            name: env[ENV_PREFIX + name.upper()]
-            for name in cls.model_fields
-            if ENV_PREFIX + name.upper() in env
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+    def from_env(cls, **overrides: Any) -> Settings:
+        """The AUTOOPS_* environment, with the ``overrides`` that are not None (options given) on top.
+
+        Hand-written around pydantic-settings for the message: a bad value is a SettingsError of one
+        line naming the variable (``AUTOOPS_MAX_BATCH: Input should be ...``), not pydantic's
+        multi-line report naming the field.
+        """
         try:
-            return cls.model_validate(values)
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             problems = "; ".join(
                 f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
@@ -87,7 +91,11 @@ class Settings(BaseModel):
             raise SettingsError(problems) from exc
 
     def to_env(self) -> dict[str, str]:
-        """The same settings as environment variables, for processes this one starts (workers)."""
+        """The same settings as environment variables, for processes this one starts (workers).
+
+        Hand-written: pydantic-settings only reads. ``python -m serve`` hands its settings, options
+        included, to uvicorn's worker processes this way.
+        """
         env = {}
         for name in type(self).model_fields:
             value = getattr(self, name)

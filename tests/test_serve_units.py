@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -34,7 +35,7 @@ from serve.predictor import (
     probe_features,
 )
 from serve.schemas import OutsideZones, Trip, locate_trips, trip_columns
-from serve.settings import DEFAULT_MODELS_DIR, Settings, SettingsError
+from serve.settings import DEFAULT_MODELS_DIR, ENV_PREFIX, Settings, SettingsError
 from serve.testing import ROOT, features_with_target, random_trips, train_model_dir
 from stages.features import FEATURES, REQUIRED_INPUTS, TARGET, feature_frame, feature_matrix, filter_mask
 from stages.model import load_model
@@ -205,24 +206,39 @@ def test_required_inputs_are_required(field: str) -> None:
 # --- settings --------------------------------------------------------------------------------------
 
 
-def test_settings_from_environment() -> None:
-    settings = Settings.from_env(
-        {"AUTOOPS_MAX_BATCH": "50", "AUTOOPS_PREDICTION_LOG": "off", "AUTOOPS_MODEL_URI": ""}, workers=3
-    )
+@pytest.fixture
+def autoops_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No AUTOOPS_* variables but those the test sets."""
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_settings_from_environment(autoops_env: pytest.MonkeyPatch) -> None:
+    autoops_env.setenv("AUTOOPS_MAX_BATCH", "50")
+    autoops_env.setenv("AUTOOPS_PREDICTION_LOG", "off")
+    autoops_env.setenv("AUTOOPS_MODEL_URI", "")
+    settings = Settings.from_env(workers=3, port=None)
     assert (settings.max_batch, settings.prediction_log, settings.model_uri, settings.workers) == (
         50,
         None,
         None,
         3,
     )
-    assert Settings.from_env(settings.to_env()) == settings
+    # What `python -m serve` hands its workers reads back as the same settings.
+    for name, value in settings.to_env().items():
+        autoops_env.setenv(name, value)
+    assert Settings.from_env() == settings
 
 
-def test_bad_settings_name_the_variable() -> None:
-    with pytest.raises(SettingsError, match="AUTOOPS_MAX_BATCH"):
-        Settings.from_env({"AUTOOPS_MAX_BATCH": "0"})
+def test_bad_settings_name_the_variable(autoops_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError, match="AUTOOPS_COLOUR"):
-        Settings.from_env({}, colour="green")
+        Settings.from_env(colour="green")
+    autoops_env.setenv("AUTOOPS_MAX_BATCH", "0")
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env()
+    assert str(info.value) == "AUTOOPS_MAX_BATCH: Input should be greater than or equal to 1"
 
 
 # --- the models/ source ----------------------------------------------------------------------------
