@@ -25,15 +25,9 @@ import pandas as pd
 import pyarrow as pa
 import typer
 
-from serve.prediction_log import (
-    BLOB_DTYPE,
-    PREDICTION,
-    TABLE,
-    connect,
-    connect_postgres,
-    describe,
-    is_postgres,
-)
+from serve.prediction_log_postgres import connect_postgres, describe, is_postgres
+from serve.prediction_log_sqlite import connect
+from serve.prediction_log_table import BLOB_DTYPE, PREDICTION, TABLE
 from serve.settings import Settings
 from stages.features import FEATURES
 from stages.io import write_parquet

@@ -2,28 +2,22 @@
 
 Per served request: timestamp, model version, the model's features and the predictions - nothing
 else (no client data beyond what the features are). Requests only append to an in-memory queue; a
-background thread writes it to SQLite in batches (one transaction per flush), so the request path
+background thread writes it to the sink in batches (one transaction per flush), so the request path
 never waits for a disk. The queue is bounded (rows beyond it are dropped and counted, never
 blocking), and so is the table: requests older than the newest ``max_rows`` rows are deleted.
 
-SQLite because several uvicorn worker processes append to the same log: WAL mode lets them write
-in turn and readers (``python -m serve.export_log``) read meanwhile. One table row per request,
-the features and predictions as float64 blobs: a 1000-trip batch is one insert instead of 1000
-(logging it costs ~0.05 ms instead of ~4 ms). The export tool turns it back into one row per trip.
-
-PostgreSQL (``AUTOOPS_PREDICTION_LOG_URL``) is the shared sink for more than one replica: the same
-table, the same blobs, every replica's writer taking one advisory lock per flush so the running
-row count stays exact across machines. A sink that goes away never fails a request: the writer
-keeps what it could not write (up to ``max_pending_rows``), reconnects, writes it when the server
-is back, and says meanwhile that it is down (``/health``'s prediction_log, the
-``autoops_prediction_log_up`` gauge).
+This module is the queue and its writer thread; the table is in serve/prediction_log_table.py, the
+sinks in serve/prediction_log_sqlite.py (a file for the worker processes of one machine, the
+default) and serve/prediction_log_postgres.py (``AUTOOPS_PREDICTION_LOG_URL``, shared by more
+than one replica). A sink that goes away never fails a request: the writer keeps what it could not
+write (up to ``max_pending_rows``), reconnects, writes it when the server is back, and says
+meanwhile that it is down (``/health``'s prediction_log, the ``autoops_prediction_log_up`` gauge).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import sqlite3
 import threading
@@ -34,126 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from stages.features import FEATURES
-
-TABLE = "requests"
-PREDICTION = "prediction"  # stages.evaluate.PREDICTION, the column the drift stage compares
-BUSY_TIMEOUT_S = 10.0
-# Blobs are this dtype, C order: (n_rows, len(FEATURES)) features and (n_rows,) predictions.
-BLOB_DTYPE = np.dtype("<f8")
+from serve.prediction_log_postgres import connect_postgres, describe, is_postgres, write_postgres
+from serve.prediction_log_sqlite import connect, write_sqlite
+from serve.prediction_log_table import LogSchemaError, QueuedRequest
 
 log = logging.getLogger(__name__)
-
-
-# Any fixed 64-bit key: every writer of one PostgreSQL log serialises its flushes on it.
-PG_LOCK_KEY = 0x4155544F4F5053  # "AUTOOPS"
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-class LogSchemaError(RuntimeError):
-    """The log on disk was written for different features."""
-
-
-def is_postgres(target: Path | str) -> bool:
-    return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
-
-
-def describe(target: Path | str) -> str:
-    """The log's location without a password, for messages."""
-    if not is_postgres(target):
-        return str(target)
-    from psycopg.conninfo import conninfo_to_dict
-
-    info = conninfo_to_dict(str(target))
-    return f"postgresql://{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
-
-
-def _check_features(stored: str | None, where: str) -> None:
-    if stored is None or json.loads(stored) != list(FEATURES):
-        raise LogSchemaError(
-            f"{where}: written for features {stored and json.loads(stored)}, not {list(FEATURES)}; "
-            "export it and start a new log (AUTOOPS_PREDICTION_LOG / AUTOOPS_PREDICTION_LOG_URL)"
-        )
-
-
-def connect_postgres(url: str, *, readonly: bool = False) -> Any:
-    """Open the shared log (creating its tables once); refuses a log for other features."""
-    import psycopg
-
-    # A short connect timeout: the writer thread retries, and a reader should fail fast.
-    conn = psycopg.connect(url, connect_timeout=5, autocommit=readonly)
-    try:
-        if not readonly:
-            with conn.transaction():
-                # Two replicas starting at once would race on CREATE TABLE IF NOT EXISTS.
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
-                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                conn.execute(
-                    "INSERT INTO meta VALUES ('features', %s) ON CONFLICT (key) DO NOTHING",
-                    (json.dumps(list(FEATURES)),),
-                )
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY, "
-                    "ts DOUBLE PRECISION NOT NULL, model_version TEXT NOT NULL, n_rows INTEGER NOT NULL, "
-                    "last_row BIGINT NOT NULL, features BYTEA NOT NULL, predictions BYTEA NOT NULL)"
-                )
-                conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_last_row ON {TABLE} (last_row)")
-            conn.autocommit = True
-        row = conn.execute("SELECT value FROM meta WHERE key = 'features'").fetchone()
-        _check_features(row and row[0], describe(url))
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open (and create) the log; refuses a log whose features are not this code's FEATURES."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in PredictionLog._flush).
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a power cut may lose the last flush, never corrupt the file; FULL fsyncs per flush.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('features', ?)", (json.dumps(list(FEATURES)),))
-        # last_row: running count of logged rows, so "keep the newest max_rows" is one indexed delete.
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, "
-            "model_version TEXT NOT NULL, n_rows INTEGER NOT NULL, last_row INTEGER NOT NULL, "
-            "features BLOB NOT NULL, predictions BLOB NOT NULL)"
-        )
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_last_row ON {TABLE} (last_row)")
-        conn.execute("COMMIT")
-    row = conn.execute("SELECT value FROM meta WHERE key = 'features'").fetchone()
-    try:
-        _check_features(row and row[0], str(path))
-    except LogSchemaError:
-        conn.close()
-        raise
-    return conn
-
-
-def _records(items: list[tuple[float, str, np.ndarray, np.ndarray]], last: int) -> tuple[list[tuple], int]:
-    """Table rows for queued requests, numbering rows on from ``last``; returns them and the new last."""
-    records = []
-    for ts, version, features, predictions in items:
-        last += len(predictions)
-        records.append(
-            (
-                ts,
-                version,
-                len(predictions),
-                last,
-                np.ascontiguousarray(features, BLOB_DTYPE).tobytes(),
-                np.ascontiguousarray(predictions, BLOB_DTYPE).tobytes(),
-            )
-        )
-    return records, last
 
 
 class PredictionLog:
@@ -177,7 +56,7 @@ class PredictionLog:
         self.max_pending_rows = max_pending_rows
         self.on_rows = on_rows
         self.on_up = on_up
-        self._queue: collections.deque[tuple[float, str, np.ndarray, np.ndarray]] = collections.deque()
+        self._queue: collections.deque[QueuedRequest] = collections.deque()
         self._pending = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -245,7 +124,7 @@ class PredictionLog:
         if full:
             self._wake.set()
 
-    def _drain(self) -> list[tuple[float, str, np.ndarray, np.ndarray]]:
+    def _drain(self) -> list[QueuedRequest]:
         with self._lock:
             items = list(self._queue)
             self._queue.clear()
@@ -278,7 +157,7 @@ class PredictionLog:
             if pg is not None:
                 pg.close()
 
-    def _requeue(self, items: list[tuple[float, str, np.ndarray, np.ndarray]], rows: int) -> int:
+    def _requeue(self, items: list[QueuedRequest], rows: int) -> int:
         """Put unwritten requests back in front of the queue; returns the rows that did not fit."""
         with self._lock:
             if self._pending + rows > self.max_pending_rows:
@@ -301,18 +180,7 @@ class PredictionLog:
                 conn = connect_postgres(str(self.path))
                 conn.autocommit = False
             if items:
-                with conn.transaction():
-                    # One writer at a time across replicas, so last_row is a gapless running count.
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
-                    newest = conn.execute(f"SELECT last_row FROM {TABLE} ORDER BY id DESC LIMIT 1").fetchone()
-                    records, last = _records(items, newest[0] if newest else 0)
-                    with conn.cursor() as cursor:
-                        cursor.executemany(
-                            f"INSERT INTO {TABLE} (ts, model_version, n_rows, last_row, features, "
-                            "predictions) VALUES (%s, %s, %s, %s, %s, %s)",
-                            records,
-                        )
-                    conn.execute(f"DELETE FROM {TABLE} WHERE last_row <= %s", (last - self.max_rows,))
+                write_postgres(conn, items, self.max_rows)
         except (psycopg.Error, OSError, LogSchemaError) as exc:
             lost = self._requeue(items, rows) if items else 0
             if self.error is None:
@@ -346,25 +214,7 @@ class PredictionLog:
             return
         rows = sum(len(predictions) for _, _, _, predictions in items)
         try:
-            # IMMEDIATE: take the write lock before reading last_row, so workers never interleave.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                newest = conn.execute(f"SELECT last_row FROM {TABLE} ORDER BY id DESC LIMIT 1").fetchone()
-                records, last = _records(items, newest[0] if newest else 0)
-                conn.executemany(
-                    f"INSERT INTO {TABLE} (ts, model_version, n_rows, last_row, features, predictions) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    records,
-                )
-                conn.execute(f"DELETE FROM {TABLE} WHERE last_row <= ?", (last - self.max_rows,))
-                conn.execute("COMMIT")
-            except BaseException:
-                # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK would then
-                # fail with "no transaction is active" and that would be reported instead.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
+            write_sqlite(conn, items, self.max_rows)
         except sqlite3.Error as exc:
             # Monitoring data is not worth failing (or blocking) predictions for: count and go on.
             log.warning("prediction log %s: %d rows not written: %s", self.path, rows, exc)

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 import serve.predictor as predictor_module
 from serve.export_log import export, read_log
 from serve.model_store import CARD_FILE, REGISTRY_FILE, DirSource, ModelLoadError
-from serve.prediction_log import PREDICTION, PredictionLog
+from serve.prediction_log import PredictionLog
+from serve.prediction_log_table import PREDICTION
 from serve.predictor import (
     PARITY_TOLERANCE,
     CompiledPredictor,
@@ -396,7 +397,8 @@ def test_workers_share_one_log(tmp_path: Path) -> None:
 
 
 def test_a_log_for_other_features_is_refused(tmp_path: Path) -> None:
-    from serve.prediction_log import LogSchemaError, connect
+    from serve.prediction_log_sqlite import connect
+    from serve.prediction_log_table import LogSchemaError
 
     path = tmp_path / "log.sqlite"
     connect(path).close()
@@ -461,7 +463,7 @@ def test_exported_log_is_drift_stage_input(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_is_reported_as_such(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from serve.prediction_log import connect
+    from serve.prediction_log_sqlite import connect
 
     log = PredictionLog(tmp_path / "log.sqlite", max_rows=10_000_000)
     conn = connect(log.path)
