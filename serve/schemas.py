@@ -83,6 +83,11 @@ def _omit_not_null(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
+def _optional(description: str) -> Any:
+    """A field that may be left out but not sent as null (its schema: just the non-null type)."""
+    return Field(None, json_schema_extra=_omit_not_null, description=description)
+
+
 def _new_york_time(value: datetime) -> datetime:
     # A bounded year keeps the conversion defined (0001-01-01T03:00Z is in year 0 in New York) and
     # catches garbage; the schema says the same with a pattern, so clients and fuzzers know it.
@@ -130,6 +135,19 @@ _PICKUP_TIME_SCHEMA: dict[str, Any] = {
         {"required": ["pickup_hour", "pickup_dow"], "not": {"required": ["pickup_datetime"]}},
     ],
 }
+# The original Auto-Ops request, by coordinates: Midtown South (zone 164) to Clinton East (48).
+# The third example in /docs; the tests send it too.
+SEED_TRIP: dict[str, Any] = {
+    "pickup_longitude": -73.9857,
+    "pickup_latitude": 40.7484,
+    "dropoff_longitude": -73.9881,
+    "dropoff_latitude": 40.7614,
+    "trip_distance": 1.1,
+    "pickup_hour": 14,
+    "pickup_dow": 2,
+    "pickup_month": 6,
+    "passenger_count": 1,
+}
 _TRIP_SCHEMA: dict[str, Any] = {
     # Each end of the trip as a zone ID or as coordinates; the pickup time one way or the other.
     "allOf": [
@@ -153,17 +171,7 @@ _TRIP_SCHEMA: dict[str, Any] = {
             "pickup_hour": 17.5,
             "pickup_dow": 4,
         },
-        {
-            "pickup_longitude": -73.9857,
-            "pickup_latitude": 40.7484,
-            "dropoff_longitude": -73.9881,
-            "dropoff_latitude": 40.7614,
-            "trip_distance": 1.1,
-            "pickup_hour": 14,
-            "pickup_dow": 2,
-            "pickup_month": 6,
-            "passenger_count": 1,
-        },
+        SEED_TRIP,
     ],
 }
 
@@ -187,32 +195,16 @@ class Trip(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_TRIP_SCHEMA)
 
-    pu_location_id: OptionalZoneId = Field(
-        None,
-        json_schema_extra=_omit_not_null,
-        description="Pickup TLC taxi zone ID (1-265), or give the coordinates",
+    pu_location_id: OptionalZoneId = _optional("Pickup TLC taxi zone ID (1-265), or give the coordinates")
+    do_location_id: OptionalZoneId = _optional("Dropoff TLC taxi zone ID (1-265), or give the coordinates")
+    pickup_longitude: Longitude = _optional(
+        "Pickup longitude (WGS84), with pickup_latitude; mapped to its taxi zone"
     )
-    do_location_id: OptionalZoneId = Field(
-        None,
-        json_schema_extra=_omit_not_null,
-        description="Dropoff TLC taxi zone ID (1-265), or give the coordinates",
+    pickup_latitude: Latitude = _optional("Pickup latitude (WGS84)")
+    dropoff_longitude: Longitude = _optional(
+        "Dropoff longitude (WGS84), with dropoff_latitude; mapped to its taxi zone"
     )
-    pickup_longitude: Longitude = Field(
-        None,
-        json_schema_extra=_omit_not_null,
-        description="Pickup longitude (WGS84), with pickup_latitude; mapped to its taxi zone",
-    )
-    pickup_latitude: Latitude = Field(
-        None, json_schema_extra=_omit_not_null, description="Pickup latitude (WGS84)"
-    )
-    dropoff_longitude: Longitude = Field(
-        None,
-        json_schema_extra=_omit_not_null,
-        description="Dropoff longitude (WGS84), with dropoff_latitude; mapped to its taxi zone",
-    )
-    dropoff_latitude: Latitude = Field(
-        None, json_schema_extra=_omit_not_null, description="Dropoff latitude (WGS84)"
-    )
+    dropoff_latitude: Latitude = _optional("Dropoff latitude (WGS84)")
     trip_distance: StrictFloat = Field(
         gt=0, le=100, description="Trip distance in miles (the route planner's estimate), 0 < d <= 100"
     )
@@ -222,17 +214,9 @@ class Trip(BaseModel):
         description="Pickup time, ISO 8601, years 2000-2099. Without an offset it is New York local "
         "time (as in TLC data); with one it is converted. Give this, or pickup_hour + pickup_dow.",
     )
-    pickup_hour: Hour = Field(
-        None,
-        json_schema_extra=_omit_not_null,
-        description="Pickup hour of day, local time; fractions are minutes (17.5 = 17:30)",
-    )
-    pickup_dow: Weekday = Field(
-        None, json_schema_extra=_omit_not_null, description="Pickup day of week, Monday = 0"
-    )
-    pickup_month: Month = Field(
-        None, json_schema_extra=_omit_not_null, description="Pickup month (optional with hour + weekday)"
-    )
+    pickup_hour: Hour = _optional("Pickup hour of day, local time; fractions are minutes (17.5 = 17:30)")
+    pickup_dow: Weekday = _optional("Pickup day of week, Monday = 0")
+    pickup_month: Month = _optional("Pickup month (optional with hour + weekday)")
     vendor_id: json_enum(1, 2, 6) | None = Field(
         None, description="TLC VendorID: 1 Creative Mobile, 2 Curb, 6 Myle; null = unknown"
     )

@@ -100,6 +100,24 @@ def train_model_dir(
     return workdir / "models"
 
 
+def small_model_dir(workdir: Path, seed: int) -> Path:
+    """A quick model for a test's server: 2000 random trips (``seed``), 1600 to train 10 iterations
+    on, 400 held out; returns workdir/models (see :func:`train_model_dir`)."""
+    frame = features_with_target(random_trips(2000, seed=seed))
+    return train_model_dir(workdir, frame.iloc[:1600], frame.iloc[1600:], max_iter=10)
+
+
+def sklearn_server_env(models: Path, **extra: str) -> dict[str, str]:
+    """A server of ``models`` answering with scikit-learn (compiling would only cost time; it
+    answers the same) and never reloading; ``extra`` adds or overrides variables."""
+    return {
+        "AUTOOPS_MODELS_DIR": str(models),
+        "AUTOOPS_COMPILE": "off",
+        "AUTOOPS_WATCH_INTERVAL_S": "0",
+        **extra,
+    }
+
+
 class ServerProcess:
     """``python -m serve`` in its own process group, on a free port of 127.0.0.1."""
 

@@ -437,7 +437,7 @@ class Shots:
 
 def screenshots(out: Path) -> Shots:
     """The pages of this working tree, checked and photographed into ``out``."""
-    from serve.testing import ServerProcess, features_with_target, random_trips, train_model_dir
+    from serve.testing import ServerProcess, sklearn_server_env, small_model_dir
 
     chromium = find_chromium()
     if chromium is None:
@@ -450,14 +450,7 @@ def screenshots(out: Path) -> Shots:
         work = Path(tmp)
         # /docs needs a running service, and any model will do: a small one from the pipeline's
         # train stage keeps this independent of whether ./run.sh has been run.
-        frame = features_with_target(random_trips(2000, seed=1))
-        models = train_model_dir(work / "model", frame.iloc[:1600], frame.iloc[1600:], max_iter=10)
-        env = {
-            "AUTOOPS_MODELS_DIR": str(models),
-            "AUTOOPS_COMPILE": "off",
-            "AUTOOPS_PREDICTION_LOG": "off",
-            "AUTOOPS_WATCH_INTERVAL_S": "0",
-        }
+        env = sklearn_server_env(small_model_dir(work / "model", seed=1), AUTOOPS_PREDICTION_LOG="off")
         with ServerProcess(cwd=work, env=env, args=("--workers", "1")) as server:
             shots.take(out / "docs.png", lambda shot: docs_page(browser, server.url, shot))
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serve.testing import ServerProcess, features_with_target, random_trips, train_model_dir
+from serve.testing import ServerProcess, sklearn_server_env, small_model_dir
 from tests import browser as pages
 from tests.conftest import ROOT, PipelineRun
 
@@ -45,14 +45,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     work = tmp_path_factory.mktemp("docs")
-    frame = features_with_target(random_trips(2000, seed=1))
-    models = train_model_dir(work, frame.iloc[:1600], frame.iloc[1600:], max_iter=10)
-    env = {
-        "AUTOOPS_MODELS_DIR": str(models),
-        "AUTOOPS_COMPILE": "off",  # scikit-learn answers the same; compiling would only cost time
-        "AUTOOPS_PREDICTION_LOG": "off",
-        "AUTOOPS_WATCH_INTERVAL_S": "0",
-    }
+    env = sklearn_server_env(small_model_dir(work, seed=1), AUTOOPS_PREDICTION_LOG="off")
     with ServerProcess(cwd=work, env=env, args=("--workers", "1")) as server:
         yield server
 

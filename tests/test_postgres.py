@@ -26,7 +26,14 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve.testing import ServerProcess, features_with_target, free_port, random_trips, train_model_dir
+from serve.testing import (
+    ServerProcess,
+    features_with_target,
+    free_port,
+    random_trips,
+    small_model_dir,
+    train_model_dir,
+)
 from stages.features import FEATURES
 from stages.model import MODEL_FILE, load_model
 from tests.conftest import stop_group
@@ -183,8 +190,7 @@ def _export(url: str, out: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("pg-log")
-    frame = features_with_target(random_trips(2000, seed=3))
-    train_model_dir(work, frame.iloc[:1600], frame.iloc[1600:], max_iter=10)
+    small_model_dir(work, seed=3)
     return work
 
 

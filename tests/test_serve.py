@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serve.model_store import CARD_FILE, DirSource
 from serve.predictor import compile_model, find_compiler
-from serve.schemas import Trip, trip_columns
+from serve.schemas import SEED_TRIP, Trip, trip_columns
 from serve.testing import ROOT, ServerProcess, features_with_target, random_trips, train_model_dir
 from stages.features import FEATURES, feature_matrix
 from stages.io import atomic_path
@@ -711,19 +711,6 @@ def test_a_released_version_arrives_compiled(models: Models, tmp_path: Path) -> 
         body = httpx.post(f"{proc.url}/predict_batch", json={"trips": [TRIP] * 3}).json()
         np.testing.assert_allclose(body["predictions"], models.v2.predict([TRIP] * 3), atol=1e-6, rtol=0)
         assert "release compiled" in proc.log() and "compile-" not in proc.log()
-
-
-SEED_TRIP = {
-    "pickup_longitude": -73.9857,
-    "pickup_latitude": 40.7484,
-    "dropoff_longitude": -73.9881,
-    "dropoff_latitude": 40.7614,
-    "trip_distance": 1.1,
-    "pickup_hour": 14,
-    "pickup_dow": 2,
-    "pickup_month": 6,
-    "passenger_count": 1,
-}
 
 
 def test_coordinates_are_mapped_to_taxi_zones(client: httpx.Client) -> None:

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serve.app import create_app
 from serve.settings import Settings
-from serve.testing import ServerProcess, features_with_target, random_trips, train_model_dir
+from serve.testing import ServerProcess, sklearn_server_env, small_model_dir
 
 MAX_BATCH = 20
 
@@ -26,17 +26,13 @@ MAX_BATCH = 20
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     work = tmp_path_factory.mktemp("fuzz")
-    frame = features_with_target(random_trips(2000, seed=3))
-    models = train_model_dir(work, frame.iloc[:1600], frame.iloc[1600:], max_iter=10)
-    env = {
-        "AUTOOPS_MODELS_DIR": str(models),
-        # The sklearn estimator: the fuzz is about the HTTP contract, not the predictor.
-        "AUTOOPS_COMPILE": "off",
-        "AUTOOPS_PREDICTION_LOG": str(work / "log.sqlite"),
-        "AUTOOPS_ADMIN_TOKEN": "fuzz-token",
-        "AUTOOPS_MAX_BATCH": str(MAX_BATCH),
-        "AUTOOPS_WATCH_INTERVAL_S": "0",
-    }
+    # The sklearn estimator: the fuzz is about the HTTP contract, not the predictor.
+    env = sklearn_server_env(
+        small_model_dir(work, seed=3),
+        AUTOOPS_PREDICTION_LOG=str(work / "log.sqlite"),
+        AUTOOPS_ADMIN_TOKEN="fuzz-token",
+        AUTOOPS_MAX_BATCH=str(MAX_BATCH),
+    )
     with ServerProcess(cwd=Path(work), env=env, args=("--workers", "1")) as server:
         yield server
 

@@ -65,6 +65,19 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"work": work, "tracking_uri": tracking_uri, "models": work / "models", "versions": versions}
 
 
+def registry_server_env(
+    registry: dict[str, Any], model_uri: str, cache: str, watch_interval_s: str = "0"
+) -> dict[str, str]:
+    """A server of ``model_uri`` from the test registry, compiling into (or reading) work/``cache``."""
+    return {
+        "AUTOOPS_MODEL_URI": model_uri,
+        "MLFLOW_TRACKING_URI": registry["tracking_uri"],
+        "AUTOOPS_COMPILED_CACHE": str(registry["work"] / cache),
+        "AUTOOPS_PREDICTION_LOG": "off",
+        "AUTOOPS_WATCH_INTERVAL_S": watch_interval_s,
+    }
+
+
 def test_registry_version_of_a_models_dir(registry: dict[str, Any]) -> None:
     artifact = DirSource(registry["models"]).resolve()
     assert artifact.registry_version == "2"
@@ -82,13 +95,9 @@ def test_mlflow_source_uri_forms() -> None:
 
 def test_serves_the_champion_and_follows_the_alias(registry: dict[str, Any]) -> None:
     v1, v2 = registry["versions"]
-    env = {
-        "AUTOOPS_MODEL_URI": "models:/green-taxi-duration@champion",
-        "MLFLOW_TRACKING_URI": registry["tracking_uri"],
-        "AUTOOPS_COMPILED_CACHE": str(registry["work"] / "compiled"),
-        "AUTOOPS_PREDICTION_LOG": "off",
-        "AUTOOPS_WATCH_INTERVAL_S": "0.5",
-    }
+    env = registry_server_env(
+        registry, "models:/green-taxi-duration@champion", "compiled", watch_interval_s="0.5"
+    )
     with ServerProcess(cwd=registry["work"], env=env, args=("--workers", "1")) as server:
         info = httpx.get(f"{server.url}/model/info").json()
         assert info["version"] == v1["card"]["version"]
@@ -131,13 +140,7 @@ def test_a_version_published_compiled_is_served_compiled(registry: dict[str, Any
     )
     assert run.returncode == 0, run.stderr
     assert f"runs:/{v2['registry']['run_id']}/compiled/{v2['card']['model_sha256']}" in run.stdout
-    serve_env = {
-        "AUTOOPS_MODEL_URI": "models:/green-taxi-duration/2",
-        "MLFLOW_TRACKING_URI": registry["tracking_uri"],
-        "AUTOOPS_COMPILED_CACHE": str(registry["work"] / "empty-cache"),
-        "AUTOOPS_PREDICTION_LOG": "off",
-        "AUTOOPS_WATCH_INTERVAL_S": "0",
-    }
+    serve_env = registry_server_env(registry, "models:/green-taxi-duration/2", "empty-cache")
     with ServerProcess(cwd=registry["work"], env=serve_env, args=("--workers", "1")) as server:
         assert httpx.get(f"{server.url}/health").json()["predictor"] == "compiled"
         served = httpx.post(f"{server.url}/predict_batch", json={"trips": TRIPS}).json()

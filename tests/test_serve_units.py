@@ -35,7 +35,7 @@ from serve.predictor import (
     max_abs_diff,
     probe_features,
 )
-from serve.schemas import OutsideZones, Trip, locate_trips, trip_columns
+from serve.schemas import SEED_TRIP, OutsideZones, Trip, locate_trips, trip_columns
 from serve.settings import DEFAULT_MODELS_DIR, ENV_PREFIX, Settings, SettingsError
 from serve.testing import ROOT, features_with_target, random_trips, train_model_dir
 from stages.features import FEATURES, REQUIRED_INPUTS, TARGET, feature_frame, feature_matrix, filter_mask
@@ -283,7 +283,7 @@ def test_compiled_once_per_model_version(
 
     import tl2cgen
 
-    monkeypatch.setattr(tl2cgen, "export_lib", no_second_compile)
+    monkeypatch.setattr(tl2cgen, "generate_c_code", no_second_compile)
     again = compile_model(estimator, sha, tmp_path)
     assert again is not None and again.lib_dir == first.lib_dir
     assert load_compiled(tmp_path, sha) is not None
@@ -331,7 +331,7 @@ def test_serving_path_parity_on_real_rows(real_dir: Path, tmp_path: Path) -> Non
     current = month("2021-02", 20000)
     trained = estimator.predict(feature_frame(current)[list(FEATURES)].to_numpy())
     features = feature_matrix(trip_columns(trips_to_api(current)))
-    served = compiled.predict(features)  # a batch: the tl2cgen runtime
+    served = compiled.predict(features)  # a batch: sorted by zone, predict_batch
     assert np.max(np.abs(served - trained)) <= 1e-6
     one_by_one = np.array([compiled.predict(features[i : i + 1])[0] for i in range(2000)])  # /predict
     assert np.max(np.abs(one_by_one - trained[:2000])) <= 1e-6
@@ -499,19 +499,9 @@ def test_nan_and_infinity_are_refused_as_not_finite(value: str, field: str) -> N
 
 # --- coordinates -> taxi zones --------------------------------------------------------------------------
 
-SEED_REQUEST = {
-    "pickup_longitude": -73.9857,
-    "pickup_latitude": 40.7484,
-    "dropoff_longitude": -73.9881,
-    "dropoff_latitude": 40.7614,
-    "trip_distance": 1.1,
-    "pickup_hour": 14,
-    "pickup_dow": 2,
-}
-
 
 def test_the_seed_example_lands_in_midtown_south_and_clinton_east() -> None:
-    trip = Trip.model_validate(SEED_REQUEST)
+    trip = Trip.model_validate(SEED_TRIP)
     located = locate_trips([trip])
     assert located is not None
     assert located.describe(0) == {
@@ -520,7 +510,7 @@ def test_the_seed_example_lands_in_midtown_south_and_clinton_east() -> None:
     }
     by_zone = Trip.model_validate(
         {
-            **{k: v for k, v in SEED_REQUEST.items() if "itude" not in k},
+            **{k: v for k, v in SEED_TRIP.items() if "itude" not in k},
             "pu_location_id": 164,
             "do_location_id": 48,
         }
@@ -539,18 +529,18 @@ def test_the_seed_example_lands_in_midtown_south_and_clinton_east() -> None:
     ],
 )
 def test_zone_or_coordinates_not_both(change: dict[str, Any], message: str) -> None:
-    body = {**SEED_REQUEST, **change}
+    body = {**SEED_TRIP, **change}
     with pytest.raises(ValidationError, match=message):
         Trip.model_validate(body)
-    missing = {k: v for k, v in SEED_REQUEST.items() if k != "dropoff_latitude"}
+    missing = {k: v for k, v in SEED_TRIP.items() if k != "dropoff_latitude"}
     with pytest.raises(ValidationError, match="not neither"):
         Trip.model_validate(missing)
 
 
 def test_a_point_in_no_zone_is_refused_not_guessed() -> None:
-    at_sea = Trip.model_validate({**SEED_REQUEST, "dropoff_longitude": -73.5, "dropoff_latitude": 40.3})
+    at_sea = Trip.model_validate({**SEED_TRIP, "dropoff_longitude": -73.5, "dropoff_latitude": 40.3})
     with pytest.raises(OutsideZones) as info:
-        locate_trips([Trip.model_validate(SEED_REQUEST), at_sea])
+        locate_trips([Trip.model_validate(SEED_TRIP), at_sea])
     assert info.value.points == [(1, "dropoff", -73.5, 40.3)]
 
 

@@ -244,6 +244,14 @@ def _dataset_drift(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[floa
     return share, drifted
 
 
+def _mae_by_month(drift_frames: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """The fixed model's mean absolute error in each month."""
+    return {
+        month: float((frame["prediction"] - frame["target"]).abs().mean())
+        for month, frame in drift_frames.items()
+    }
+
+
 def test_consecutive_months_before_the_shift_do_not_drift(drift_frames: dict[str, pd.DataFrame]) -> None:
     share, drifted = _dataset_drift(drift_frames["2024-03"], drift_frames["2024-04"])
     assert share < 0.5, drifted
@@ -255,12 +263,9 @@ def test_a_season_inside_a_regime_does_not_drift(drift_frames: dict[str, pd.Data
 
 
 def test_a_fixed_model_gets_slowly_worse_inside_a_regime(drift_frames: dict[str, pd.DataFrame]) -> None:
-    def mae(month: str) -> float:
-        frame = drift_frames[month]
-        return float((frame["prediction"] - frame["target"]).abs().mean())
-
+    mae = _mae_by_month(drift_frames)
     # Out of sample, three months on, the January model has lost a little, not the shift's 50%+.
-    assert mae("2024-01") < mae("2024-04") < 1.15 * mae("2024-01")
+    assert mae["2024-01"] < mae["2024-04"] < 1.15 * mae["2024-01"]
 
 
 def test_the_shift_is_dataset_drift(drift_frames: dict[str, pd.DataFrame]) -> None:
@@ -275,12 +280,9 @@ def test_consecutive_months_after_the_shift_do_not_drift(drift_frames: dict[str,
 
 
 def test_a_pre_shift_model_is_much_worse_after_the_shift(drift_frames: dict[str, pd.DataFrame]) -> None:
-    def mae(month: str) -> float:
-        frame = drift_frames[month]
-        return float((frame["prediction"] - frame["target"]).abs().mean())
-
-    assert mae("2024-03") < 1.1 * mae("2024-04") and mae("2024-04") < 1.1 * mae("2024-03")
-    assert mae("2024-05") > 1.5 * mae("2024-04")
+    mae = _mae_by_month(drift_frames)
+    assert mae["2024-03"] < 1.1 * mae["2024-04"] and mae["2024-04"] < 1.1 * mae["2024-03"]
+    assert mae["2024-05"] > 1.5 * mae["2024-04"]
 
 
 # ---------------------------------------------------------------------------------------------
