@@ -2,15 +2,16 @@
 
 Why compile: sklearn's HistGradientBoosting makes one OpenMP call per tree, so a single trip costs
 ~3 ms whatever the hardware; treelite + tl2cgen turn the same trees into C if/else code that
-predicts one trip in tens of microseconds. Compiling takes tens of seconds for a 300-tree model,
-so it happens once per model version (at image build, ``python -m serve.compile``, or in a
-background thread the first time a version is served) and the library is cached under
-``<cache>/<model sha256>/``. Without a C compiler the service serves sklearn, with a warning.
+predicts one trip in microseconds (serve/tree_codegen.py adds the batch entry point the service
+calls). Compiling takes tens of seconds for a 300-tree model, so it happens once per model version
+(at image build, ``python -m serve.compile``, or in a background thread the first time a version
+is served) and the library is cached under ``<cache>/<model sha256>/``. Without a C compiler the
+service serves sklearn, with a warning.
 
 A compiled library is only ever used after a parity check against sklearn on probe rows that
 cover every category code and missing values (tolerance :data:`PARITY_TOLERANCE` minutes).
 
-Size (~450 lines): one concern, the compiled library's whole life (compile, cache layout and lock,
+Size (~430 lines): one concern, the compiled library's whole life (compile, cache layout and lock,
 load, parity); split, the cache's file format and its locking would be spread over two modules.
 """
 
@@ -27,7 +28,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from serve.tree_codegen import COMPILER_OPTIONS, COMPILER_PARAMS, TREES_PER_UNIT, export_library
 from stages.features import FEATURES, INPUT_COLUMNS, ZONE_ID_RANGE, feature_matrix
 from stages.host import usable_cpus
 
@@ -42,15 +43,7 @@ COMPILED_LIB = "predictor.so"
 COMPILED_META = "compiled.json"
 # Minutes; the compiled trees agree with sklearn to ~1e-13, so anything above this is a real bug.
 PARITY_TOLERANCE = 1e-6
-# gcc's time grows much faster than linearly with function size: 300 trees in 2 translation units
-# took 8.5 min, in 32 units 46 s, and the library predicts equally fast either way.
-TREES_PER_UNIT = 10
-# Size over speed: 300 trees of if/else code (1.7 MB) overflow the instruction cache at tl2cgen's
-# default -O3, which predicts half as fast as -Os here; quantized thresholds (integer compares
-# after one binary search per feature) are a little faster again. bench/README.md has the figures.
-COMPILER_OPTIONS = ("-Os",)
-COMPILER_PARAMS: dict[str, Any] = {"quantize": 1}
-# Requests up to this many rows call the library per row (CompiledPredictor._predict_rows).
+# Requests up to this many rows are prepared in plain Python (CompiledPredictor._predict_rows).
 DIRECT_ROWS = 16
 # Batches from this size on are predicted grouped by category (CompiledPredictor._predict_batch).
 SORT_ROWS = 64
@@ -87,31 +80,29 @@ class SklearnPredictor:
 
 
 class CompiledPredictor:
-    """A tl2cgen library compiled from the estimator (see :func:`compile_model`)."""
+    """A library compiled from the estimator's trees (see :func:`compile_model`)."""
 
     kind = "compiled"
 
     def __init__(self, lib_dir: Path) -> None:
-        import tl2cgen
-
-        self._tl2cgen = tl2cgen
         self.lib_dir = lib_dir
         self.meta: dict[str, Any] = json.loads((lib_dir / COMPILED_META).read_text())
         if self.meta["n_features"] != len(FEATURES):
             raise ValueError(
                 f"{lib_dir}: compiled for {self.meta['n_features']} features, not {len(FEATURES)}"
             )
-        # tl2cgen's own worker threads would only add hand-offs: uvicorn workers scale across cores.
-        self._predictor = tl2cgen.Predictor(lib_dir / COMPILED_LIB, nthread=1)
-        # The generated library's own per-row entry point, for small requests (see _predict_rows).
+        # ctypes on the library's own entry point rather than tl2cgen's runtime: no DMatrix or
+        # thread pool to set up per call (uvicorn workers scale across cores), and the function is
+        # reentrant (its only state is the rows and results it is handed), so no lock either.
         self._lib = ctypes.CDLL(str(lib_dir / COMPILED_LIB))
-        self._lib.predict.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
-        self._lib.predict.restype = None
         if self._lib.get_num_feature() != len(FEATURES):
             raise ValueError(f"{lib_dir}: the library takes {self._lib.get_num_feature()} features")
-        # tl2cgen documents Predictor.predict as single-caller; the service predicts on the event
-        # loop thread, so this lock is uncontended there and only guards other callers.
-        self._lock = threading.Lock()
+        try:
+            self._predict_c = self._lib.predict_batch
+        except AttributeError:
+            raise ValueError(f"{lib_dir}: built without predict_batch (an older Auto-Ops)") from None
+        self._predict_c.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
+        self._predict_c.restype = None
         categories = {int(col): codes for col, codes in self.meta["categories"].items()}
         self._cat_cols = np.array(sorted(categories), dtype=np.intp)
         self._rows = np.arange(len(self._cat_cols))
@@ -144,40 +135,35 @@ class CompiledPredictor:
         # The trees are branchy code: rows that take the same paths one after another keep the
         # branch predictor right. Grouping the batch by its categorical columns (the zones) cuts
         # ~25% off a 1000-trip batch of random real trips; each row's prediction is unchanged.
-        order = np.lexsort(features[:, self._sort_keys].T) if len(features) >= SORT_ROWS else None
-        dmat = self._tl2cgen.DMatrix(features if order is None else features[order])
-        with self._lock:
-            out = np.asarray(self._predictor.predict(dmat), dtype=np.float64).reshape(features.shape[0])
-        if order is None:
-            return out
-        unsorted = np.empty_like(out)
-        unsorted[order] = out
-        return unsorted
+        if len(features) < SORT_ROWS:
+            return self._run(features)
+        order = np.lexsort(features[:, self._sort_keys].T)
+        out = np.empty(len(features))
+        out[order] = self._run(features[order])
+        return out
 
     def _predict_rows(self, features: np.ndarray) -> np.ndarray:
-        """Call the library's ``predict(union Entry* row, int pred_margin, double* out)`` per row.
-
-        For a few rows the tl2cgen runtime's set-up (a DMatrix, output-shape queries) costs
-        several times the trees themselves. Same generated code, same results as the runtime.
-        """
+        """A few rows: the same library call, prepared in plain Python (numpy's per-call cost
+        would be most of a single trip's time)."""
         rows = features.tolist()
-        for row in rows:  # _unseen_to_missing in plain Python: numpy's per-call cost dominates here
+        for row in rows:
             for col, known in self._known_sets:
                 value = row[col]
                 if value == value and value not in known:
                     row[col] = math.nan
-        n = len(rows)
-        # A copy per call: with quantized thresholds predict() overwrites its input.
-        entries = np.array(rows, dtype=np.float64).reshape(n, len(FEATURES))
+        return self._run(np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURES)))
+
+    def _run(self, features: np.ndarray) -> np.ndarray:
+        """``predict_batch(union Entry* rows, int n, double* out)`` on a copy of ``features`` (the
+        library quantizes its input in place)."""
+        n = features.shape[0]
+        entries = np.array(features, dtype=np.float64, order="C")
         missing = np.isnan(entries)
         if missing.any():
-            # union Entry {int missing; double fvalue;}: the int at offset 0 is -1 for "missing".
+            # union Entry {int missing; double fvalue; int qvalue;}: the int at offset 0 is -1 for missing.
             entries.view(np.int32).reshape(n, len(FEATURES), 2)[..., 0][missing] = -1
-        out = np.zeros(n)  # predict() adds the trees' outputs to *out
-        for i in range(n):
-            self._lib.predict(
-                entries.ctypes.data + i * entries.strides[0], 0, out.ctypes.data + i * out.itemsize
-            )
+        out = np.empty(n)
+        self._predict_c(entries.ctypes.data, n, out.ctypes.data)
         return out
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -350,20 +336,6 @@ def remove_abandoned_lock(cache_dir: Path, model_sha256: str) -> None:
     os.close(fd)
 
 
-def _export_library(tl_model: Any, libpath: Path, compiler: str, nthread: int | None) -> None:
-    import tl2cgen
-
-    units = max(1, math.ceil(tl_model.num_tree / TREES_PER_UNIT))
-    tl2cgen.export_lib(
-        tl_model,
-        toolchain=compiler,
-        libpath=libpath,
-        params={**COMPILER_PARAMS, "parallel_comp": units},
-        options=list(COMPILER_OPTIONS),
-        nthread=nthread or usable_cpus(),
-    )
-
-
 def _parity_diff(compiled: CompiledPredictor, reference: SklearnPredictor, probe: np.ndarray) -> float:
     """Largest difference from scikit-learn, through both ways of calling the library: the batch
     runtime and the per-row entry point."""
@@ -413,7 +385,7 @@ def compile_model(
         try:
             started = time.perf_counter()
             tl_model = treelite.sklearn.import_model(estimator)
-            _export_library(tl_model, tmp / COMPILED_LIB, compiler, nthread)
+            export_library(tl_model, tmp / COMPILED_LIB, compiler, nthread or usable_cpus())
             meta: dict[str, Any] = {
                 "model_sha256": model_sha256,
                 "n_features": len(FEATURES),
@@ -423,6 +395,7 @@ def compile_model(
                 "compiler": compiler,
                 "compiler_options": list(COMPILER_OPTIONS),
                 "compiler_params": COMPILER_PARAMS,
+                "trees_per_unit": TREES_PER_UNIT,
                 "treelite_version": treelite.__version__,
                 "tl2cgen_version": tl2cgen.__version__,
                 "compile_seconds": round(time.perf_counter() - started, 1),
@@ -440,6 +413,8 @@ def compile_model(
                 return None
             _write_meta(tmp, {**meta, "parity_max_abs_diff": diff, "parity_rows": len(probe)})
             os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the image's service user must read it
+            # A library load_compiled refused above (another platform, an older build) gives way.
+            shutil.rmtree(cache_dir / model_sha256, ignore_errors=True)
             os.replace(tmp, cache_dir / model_sha256)
             log.info("compiled model %s in %.1f s", model_sha256[:12], meta["compile_seconds"])
         except Exception as exc:
