@@ -269,6 +269,14 @@ def promote_cmd(
         str | None,
         typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking server.", show_default=False),
     ] = None,
+    compiled: Annotated[
+        bool,
+        typer.Option(
+            "--compiled/--no-compiled",
+            help="First compile the version's trees and ship the library with it (needs gcc); "
+            "--no-compiled where only the image, which compiles its own, serves.",
+        ),
+    ] = True,
 ) -> None:
     """Move the MLflow `champion` alias to the model on this commit (skipped without a tracking server)."""
     from autoops import release
@@ -277,7 +285,7 @@ def promote_cmd(
     if not tracking_uri:
         console.print("no MLflow tracking server configured (MLFLOW_TRACKING_URI unset): nothing to promote")
         return
-    result = release.promote(root, tracking_uri)
+    result = release.promote(root, tracking_uri, compiled=compiled)
     github.write_outputs({"mlflow_version": result["version"]})
     version, previous = result["version"], result["previous"]
     was = f" (was {previous})" if previous and previous != version else ""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +206,34 @@ def retire_challenger(branch: str) -> bool:
     return True
 
 
-def promote(root: Path, tracking_uri: str) -> dict[str, str]:
-    """Point the registered model's ``champion`` alias at the version that is on main now."""
+def ship_compiled(root: Path, name: str, version: str, tracking_uri: str) -> None:
+    """Compile the version's trees and log the library into its run (``serve.compile --publish``).
+
+    Done before the alias moves, so a service that follows ``champion`` finds the version already
+    compiled and swaps to it at full speed instead of serving sklearn while it compiles. A child
+    process: serve.compile is the one command the image build and the service also use, and the
+    tracking server is handed to it alone (nothing process-wide is set here).
+    """
+    command = [sys.executable, "-m", "serve.compile", "--model-uri", f"models:/{name}/{version}"]
+    result = subprocess.run(
+        [*command, "--publish", "--require"],
+        cwd=root,
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()
+        raise LoopError(
+            f"{name} version {version}: compiling its trees for the release failed "
+            f"({last[-1] if last else f'exit {result.returncode}'}); the champion alias was not moved"
+        )
+
+
+def promote(root: Path, tracking_uri: str, *, compiled: bool = True) -> dict[str, str]:
+    """Point the registered model's ``champion`` alias at the version that is on main now, after
+    shipping its compiled library with it (unless ``compiled`` is False)."""
     card = verify_model(root, with_model=False)
     # The client below is given the server; nothing is set process-wide (a later caller, or test,
     # would inherit it).
@@ -231,6 +259,8 @@ def promote(root: Path, tracking_uri: str) -> dict[str, str]:
         previous = str(client.get_model_version_by_alias(name, tracking.CHAMPION).version)
     except MlflowException:
         previous = ""
+    if compiled:
+        ship_compiled(root, name, version, tracking_uri)
     client.set_registered_model_alias(name, tracking.CHAMPION, version)
     # The PR that pinned this model is merged: `challenger` names an open PR's model or nothing.
     try:

@@ -4,9 +4,6 @@ registry filled by the pipeline's train stage, following the alias when it moves
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -119,27 +116,29 @@ def test_serves_the_champion_and_follows_the_alias(registry: dict[str, Any]) -> 
         assert httpx.get(f"{server.url}/model/info").json()["registry_version"] == "2"
 
 
-def test_a_version_published_compiled_is_served_compiled(registry: dict[str, Any]) -> None:
-    """The release logs the library into the version's run (`serve.compile --publish`); a service
-    with an empty cache serves that version compiled from its first request, compiling nothing."""
+def test_a_version_published_compiled_is_served_compiled(
+    registry: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release ships the library with the version before it moves the alias (`autoops
+    promote`: release.ship_compiled, i.e. `serve.compile --publish` into the version's run); a
+    service with an empty cache serves that version compiled from its first request, compiling
+    nothing. A version that cannot be compiled stops the release with the reason."""
     if find_compiler() is None:
         pytest.skip("no C compiler")
+    from mlflow import MlflowClient
+
+    from autoops.gitops import LoopError
+    from autoops.release import ship_compiled
+
     v2 = registry["versions"][1]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MLFLOW_TRACKING_URI": registry["tracking_uri"],
-        "AUTOOPS_COMPILED_CACHE": str(registry["work"] / "release-build"),
-    }
-    run = subprocess.run(
-        [sys.executable, "-m", "serve.compile", "--model-uri", "models:/green-taxi-duration/2", "--publish"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr
-    assert f"runs:/{v2['registry']['run_id']}/compiled/{v2['card']['model_sha256']}" in run.stdout
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("AUTOOPS_COMPILED_CACHE", str(registry["work"] / "release-build"))
+    ship_compiled(ROOT, "green-taxi-duration", "2", registry["tracking_uri"])
+    client = MlflowClient(tracking_uri=registry["tracking_uri"])
+    shipped = client.list_artifacts(v2["registry"]["run_id"], f"compiled/{v2['card']['model_sha256']}")
+    assert sorted(a.path.rsplit("/", 1)[-1] for a in shipped) == ["compiled.json", "predictor.so"]
+    with pytest.raises(LoopError, match=r"version 9: compiling .* failed .*champion alias was not moved"):
+        ship_compiled(ROOT, "green-taxi-duration", "9", registry["tracking_uri"])
     serve_env = registry_server_env(registry, "models:/green-taxi-duration/2", "empty-cache")
     with ServerProcess(cwd=registry["work"], env=serve_env, args=("--workers", "1")) as server:
         assert httpx.get(f"{server.url}/health").json()["predictor"] == "compiled"
