@@ -325,19 +325,24 @@ def micro(estimator: Any, compiled: Any, bodies: Bodies) -> dict[str, float]:
 
 # Innermost matching frame wins: (category, file part, function names or None for any function).
 PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
-    ("trees (compiled library)", "serve/predictor.py", ("_predict_batch", "_predict_rows", "predict")),
-    ("trees (compiled library)", "tl2cgen/", None),
+    (
+        "trees (compiled library)",
+        "serve/predictor.py",
+        ("_predict_batch", "_predict_rows", "_run", "predict"),
+    ),
     ("coordinates -> zones", "serve/zones.py", None),
     ("features (stages.features)", "stages/features.py", None),
     ("trips -> input columns", "serve/schemas.py", ("trip_columns", "locate_trips", "pickup_local")),
     ("validate JSON body (pydantic)", "serve/schemas.py", None),  # its validators
-    ("validate JSON body (pydantic)", "serve/app.py", ("_parse",)),
+    ("validate JSON body (pydantic)", "serve/routes.py", ("parse_body",)),
     ("prediction log: queue", "serve/prediction_log.py", ("append",)),
-    ("prediction log: SQLite writer thread", "serve/prediction_log.py", None),
+    ("prediction log: SQLite writer thread", "serve/prediction_log", None),
     ("metrics", "serve/metrics.py", None),
     ("metrics", "prometheus_client", None),
-    ("response JSON", "serve/app.py", ("_json",)),
-    ("request handling (endpoint code)", "serve/app.py", None),
+    ("response JSON", "serve/routes.py", ("json_response",)),
+    ("request body size limit", "serve/app.py", None),
+    ("request handling (endpoint code)", "serve/routes.py", None),
+    ("request handling (endpoint code)", "serve/service.py", None),
 ]
 HTTP_STEP = "HTTP, ASGI and event loop (uvicorn, starlette, fastapi)"
 
@@ -540,6 +545,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("error: wrk not found (apt-get install wrk)")
+    if not args.micro_only:  # checked before minutes of measuring, not after
+        check_readme(args.readme)
     workdir = args.workdir.resolve()
     card = json.loads((workdir / "models" / "model_card.json").read_text())
     estimator = load_model(workdir / "models" / card["model_file"], sha256=card["model_sha256"])
@@ -790,12 +797,21 @@ def summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: Path, block: str) -> None:
-    """Replace the generated block of ``path`` (between README_BEGIN and README_END)."""
-    text = path.read_text()
+def check_readme(path: Path) -> tuple[str, int, int]:
+    """``path``'s text and where its generated block is (between README_BEGIN and README_END)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        sys.exit(f"error: --readme {path}: {exc.strerror}")
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
         sys.exit(f"error: {path} has no {README_BEGIN} ... {README_END} block to write the figures into")
+    return text, start, end
+
+
+def update_readme(path: Path, block: str) -> None:
+    """Replace the generated block of ``path``."""
+    text, start, end = check_readme(path)
     new = text[: start + len(README_BEGIN)] + "\n" + block + "\n" + text[end:]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(new)
