@@ -37,7 +37,10 @@ _SYNTHETIC_YEAR = 2024
 
 def _json_integer(value: Any) -> Any:
     # JSON Schema's integer is any number without a fractional part (170.0 is 170), but a boolean
-    # is not one (Python would take True as 1).
+    # is not one (Python would take True as 1). Runs for every integer field of every trip of a
+    # batch, so the common case (a plain int) returns first.
+    if type(value) is int:
+        return value
     if isinstance(value, bool):
         raise ValueError("must be an integer, not a boolean")
     if isinstance(value, float) and value.is_integer():
@@ -63,7 +66,7 @@ ZoneId = json_int(*ZONE_ID_RANGE)
 def _iso_string(value: Any) -> Any:
     # pydantic would also take a number as a Unix timestamp; the schema promises an ISO 8601
     # string, and a number here is far more likely a client bug than a timestamp.
-    if isinstance(value, str | datetime):
+    if type(value) is str or isinstance(value, datetime):
         return value
     raise ValueError("must be an ISO 8601 date-time string, e.g. 2021-01-15T08:30:00")
 
