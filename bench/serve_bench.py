@@ -11,6 +11,11 @@ bench/README.md, "Serving" - and wrk (apt-get install wrk)::
 
     python bench/serve_bench.py --workdir /tmp/serve-work \
         --trips ../shared/data/tlc/green_tripdata_2021-02.parquet
+
+Size (~630 lines): one run, read top to bottom in the order it measures (request bodies, the
+servers, wrk, in-process timings, the hot swap, main), all sharing the servers and bodies. What
+stands on its own is elsewhere: the profile's steps (bench/serve_profile.py) and the README block
+rendered from the results (bench/serve_report.py).
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+if not __package__:  # run as a file (python bench/serve_bench.py): its siblings are bench.*
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.serve_profile import profile_server
+from bench.serve_report import (
+    BATCH_CONCURRENCY,
+    BATCH_ROWS,
+    CONCURRENCY,
+    SWAP_AT_S,
+    check_readme,
+    summary,
+    update_readme,
+)
 from serve.predictor import SklearnPredictor, compile_model
 from serve.schemas import BatchRequest, Trip, trip_columns
 from serve.testing import ROOT, free_port
@@ -44,9 +62,6 @@ from stages.features import feature_matrix, filter_mask
 from stages.model import load_model
 from stages.params import FilterParams
 
-CONCURRENCY = (1, 8, 32)
-BATCH_ROWS = 1000
-BATCH_CONCURRENCY = 4
 SINGLE_BODIES = 256
 
 
@@ -321,76 +336,6 @@ def micro(estimator: Any, compiled: Any, bodies: Bodies) -> dict[str, float]:
         }
 
 
-# --- where a batch's time goes inside the server (sampling profiler) --------------------------------------
-
-# Innermost matching frame wins: (category, file part, function names or None for any function).
-PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
-    (
-        "trees (compiled library)",
-        "serve/predictor.py",
-        ("_predict_batch", "_predict_rows", "_run", "predict"),
-    ),
-    ("coordinates -> zones", "serve/zones.py", None),
-    ("features (stages.features)", "stages/features.py", None),
-    ("trips -> input columns", "serve/schemas.py", ("trip_columns", "locate_trips", "pickup_local")),
-    ("validate JSON body (pydantic)", "serve/schemas.py", None),  # its validators
-    ("validate JSON body (pydantic)", "serve/routes.py", ("parse_body",)),
-    ("prediction log: queue", "serve/prediction_log.py", ("append",)),
-    ("prediction log: SQLite writer thread", "serve/prediction_log", None),
-    ("metrics", "serve/metrics.py", None),
-    ("metrics", "prometheus_client", None),
-    ("response JSON", "serve/routes.py", ("json_response",)),
-    ("request body size limit", "serve/app.py", None),
-    ("request handling (endpoint code)", "serve/routes.py", None),
-    ("request handling (endpoint code)", "serve/service.py", None),
-]
-HTTP_STEP = "HTTP, ASGI and event loop (uvicorn, starlette, fastapi)"
-
-
-def profile_server(pid: int, seconds: float, out: Path) -> dict[str, float] | None:
-    """Share of the server's busy CPU samples per step, from py-spy on the live workers (None
-    without py-spy). Non-blocking sampling, so the server runs undisturbed."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(py_spy).exists():
-        print("py-spy not installed: no in-server profile (pip install py-spy)")
-        return None
-    command = [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--rate", "250"]
-    command += ["--duration", str(max(1, round(seconds))), "--format", "raw", "--output", str(out)]
-    run = subprocess.run(command, capture_output=True, text=True)
-    if run.returncode != 0 or not out.exists():
-        print(f"py-spy failed ({run.returncode}): {run.stderr[-500:]}")
-        return None
-    counts: dict[str, float] = {}
-    for line in out.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
-        if (step := classify(stack)) is not None:
-            counts[step] = counts.get(step, 0) + int(n)
-    total = sum(counts.values())
-    return {step: n / total for step, n in sorted(counts.items(), key=lambda kv: -kv[1])} if total else None
-
-
-# Threads waiting, not working (uvicorn's supervisor and its health pipe, idle writer threads):
-# py-spy cannot always tell, as they release the GIL in C.
-IDLE_FRAMES = ("Connection._recv", "Condition.wait", "Event.wait", "select", "sleep", "_poll", "accept")
-
-
-def classify(stack: str) -> str | None:
-    """The step a py-spy stack ("function (path/file.py:line);...", root first) belongs to."""
-    frames = stack.split(";")
-    leaf = frames[-1].partition(" (")[0]
-    if any(leaf == idle or leaf.endswith("." + idle) for idle in IDLE_FRAMES):
-        return None
-    for frame in reversed(frames):
-        qualified, _, location = frame.partition(" (")
-        function = qualified.rsplit(".", 1)[-1]  # methods come as Class.method
-        for step, file_part, functions in PROFILE_STEPS:
-            if file_part in location and (functions is None or function in functions):
-                return step
-    return HTTP_STEP
-
-
 # --- a hot swap under load ---------------------------------------------------------------------------------
 
 
@@ -500,6 +445,58 @@ def swap_under_load(
         "seconds_below_half": sum(t < baseline / 2 for t in window + after),
         "failed": sum(n for s in seconds_seen for v, n in per_second[s].items() if v.startswith("status")),
     }
+
+
+def wrk_in_background(url: str, script: Path, connections: int, seconds: float) -> subprocess.Popen[bytes]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+
+SWAP_SECONDS = 24
+
+
+def run_swaps(
+    workdir: Path, args: argparse.Namespace, bodies: Bodies, log_dir: Path, cache: Path
+) -> list[dict[str, Any]]:
+    """A released version replacing the served one under single-trip load at concurrency 8, with
+    the library the release shipped (never compiled by the service): both ways, once per round."""
+    versions = [(workdir / "models", released(workdir / "models", cache))]
+    v2 = second_version(workdir)
+    versions.append((v2, released(v2, cache)))
+    live = workdir / "bench-live"
+    shutil.rmtree(live, ignore_errors=True)
+    (live / "compiled").mkdir(parents=True)
+    swap_cache = workdir / ".cache" / "serve" / "bench-swap"
+    shutil.rmtree(swap_cache, ignore_errors=True)
+    swap_cache.mkdir(parents=True)
+    publish_version(versions[0][0], live, versions[0][1])
+    server = servers(workdir, args.workers, swap_cache)[0]
+    server.env = {**server.env, "AUTOOPS_MODELS_DIR": str(live), "AUTOOPS_WATCH_INTERVAL_S": "1"}
+    script = swap_script(lua_script(server.path, bodies.ours_single, log_dir), log_dir)
+    swaps = []
+    with running(server):
+        server.start(log_dir, bodies.ours_single[0])
+        for round_index in range(max(1, args.rounds)):
+            source, sha = versions[(round_index + 1) % 2]
+            # The service has never seen this version: only the release's library can make it fast.
+            shutil.rmtree(swap_cache / sha, ignore_errors=True)
+            shutil.rmtree(live / "compiled" / sha, ignore_errors=True)
+            swap = swap_under_load(
+                server,
+                script,
+                lambda s=source, h=sha: publish_version(s, live, h),
+                8,
+                SWAP_SECONDS,
+                SWAP_AT_S,
+            )
+            swap["to_version"] = sha[:12]
+            swaps.append(swap)
+            print(
+                f"swap to {sha[:12]}: {swap['rps_before']:.0f} req/s before, worst second "
+                f"{swap['rps_worst_second']:.0f} ({swap['worst_second_vs_before']:.2f}x), after "
+                f"{swap['rps_after']}, {swap['seconds_below_half']} s below half, {swap['failed']} failed"
+            )
+    return swaps
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -644,178 +641,6 @@ def main(argv: list[str] | None = None) -> None:
     print(summary(results))
     update_readme(args.readme, summary(results))
     print(f"results: {args.out}; figures: {args.readme}")
-
-
-def wrk_in_background(url: str, script: Path, connections: int, seconds: float) -> subprocess.Popen[bytes]:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
-
-
-SWAP_SECONDS = 24
-SWAP_AT_S = 8.0
-
-
-def run_swaps(
-    workdir: Path, args: argparse.Namespace, bodies: Bodies, log_dir: Path, cache: Path
-) -> list[dict[str, Any]]:
-    """A released version replacing the served one under single-trip load at concurrency 8, with
-    the library the release shipped (never compiled by the service): both ways, once per round."""
-    versions = [(workdir / "models", released(workdir / "models", cache))]
-    v2 = second_version(workdir)
-    versions.append((v2, released(v2, cache)))
-    live = workdir / "bench-live"
-    shutil.rmtree(live, ignore_errors=True)
-    (live / "compiled").mkdir(parents=True)
-    swap_cache = workdir / ".cache" / "serve" / "bench-swap"
-    shutil.rmtree(swap_cache, ignore_errors=True)
-    swap_cache.mkdir(parents=True)
-    publish_version(versions[0][0], live, versions[0][1])
-    server = servers(workdir, args.workers, swap_cache)[0]
-    server.env = {**server.env, "AUTOOPS_MODELS_DIR": str(live), "AUTOOPS_WATCH_INTERVAL_S": "1"}
-    script = swap_script(lua_script(server.path, bodies.ours_single, log_dir), log_dir)
-    swaps = []
-    with running(server):
-        server.start(log_dir, bodies.ours_single[0])
-        for round_index in range(max(1, args.rounds)):
-            source, sha = versions[(round_index + 1) % 2]
-            # The service has never seen this version: only the release's library can make it fast.
-            shutil.rmtree(swap_cache / sha, ignore_errors=True)
-            shutil.rmtree(live / "compiled" / sha, ignore_errors=True)
-            swap = swap_under_load(
-                server,
-                script,
-                lambda s=source, h=sha: publish_version(s, live, h),
-                8,
-                SWAP_SECONDS,
-                SWAP_AT_S,
-            )
-            swap["to_version"] = sha[:12]
-            swaps.append(swap)
-            print(
-                f"swap to {sha[:12]}: {swap['rps_before']:.0f} req/s before, worst second "
-                f"{swap['rps_worst_second']:.0f} ({swap['worst_second_vs_before']:.2f}x), after "
-                f"{swap['rps_after']}, {swap['seconds_below_half']} s below half, {swap['failed']} failed"
-            )
-    return swaps
-
-
-README_BEGIN = "<!-- serve_bench:begin -->"
-README_END = "<!-- serve_bench:end -->"
-NAMES = {
-    "ours": "this service",
-    "mlflow": "MLflow, as shipped",
-    "mlflow-matched": "MLflow, our worker settings",
-}
-
-
-def summary(results: dict[str, Any]) -> str:
-    """The figures block of bench/README.md, all from ``results`` (bench/results/serve.json)."""
-    med = results["median"]
-    names = list(results["cold_start_s"])
-    lines = [
-        f"Generated by `bench/serve_bench.py` ({results['model']['model_type']} version "
-        f"{results['model']['version']}, {results['trees']} trees; {results['workers']} workers each; "
-        f"{results['cpus']} cores, load average {results['load_average_start']:.1f} at the start; "
-        f"{results['duration_s']:.0f} s per measurement, medians of {results['rounds']} rounds).",
-        "",
-        "| Requests/s; p50 / p99 latency (ms) | "
-        + " | ".join(NAMES.get(n, n) for n in names)
-        + " | this service vs "
-        + " / ".join(NAMES.get(n, n) for n in names[1:])
-        + " |",
-        "|---|" + "---:|" * len(names) + "---:|",
-    ]
-    for kind, connections in [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]:
-        keys = [f"{n} {kind} c={connections}" for n in names]
-        if not all(k in med for k in keys):
-            continue
-        cells = []
-        for key in keys:
-            m = med[key]
-            rate = f"{m['rps'] * BATCH_ROWS:,.0f}" if kind == "batch" else f"{m['rps']:,.0f}"
-            cells.append(f"{rate}; {m['p50_ms']:.2f} / {m['p99_ms']:.1f}")
-        ours = med[keys[0]]
-        ratios = [
-            f"{ours['rps'] / med[k]['rps']:.1f}x rate, {ours['p99_ms'] / med[k]['p99_ms']:.2f}x p99"
-            for k in keys[1:]
-        ]
-        scenario = (
-            f"{BATCH_ROWS}-trip batches, concurrency {connections} (trips/s)"
-            if kind == "batch"
-            else f"single trip, concurrency {connections}"
-        )
-        lines.append(f"| {scenario} | " + " | ".join(cells) + " | " + " / ".join(ratios) + " |")
-    cold = results["cold_start_s"]
-    lines.append(
-        "| cold start: launch to first prediction (s) | "
-        + " | ".join(", ".join(f"{s:.2f}" for s in cold[n]) for n in names)
-        + " | "
-        + " / ".join(
-            f"{statistics.median(cold[names[0]]) / statistics.median(cold[n]):.2f}x" for n in names[1:]
-        )
-        + " |"
-    )
-    failed = sum(m["errors"] for m in med.values())
-    lines += [
-        "",
-        f"Failed requests over all runs (wrk: non-2xx and socket errors): {failed:.0f}. Largest difference "
-        f"between the two servers' predictions for the same {BATCH_ROWS} trips: "
-        f"{results.get('max_abs_diff_vs_mlflow', float('nan')):.1e} minutes.",
-        "",
-        "In-process timings, one thread, warm caches (`micro_ms`):",
-        "",
-        "| Step | ms |",
-        "|---|---:|",
-        *(f"| {step} | {ms:.3f} |" for step, ms in results["micro_ms"].items()),
-    ]
-    if results.get("batch_profile"):
-        lines += [
-            "",
-            f"Where a batch's time goes in the server: py-spy samples of the workers while wrk sends "
-            f"{BATCH_ROWS}-trip batches at concurrency {BATCH_CONCURRENCY} (`batch_profile`, share of the "
-            "samples in which a worker was busy):",
-            "",
-            "| Step | share |",
-            "|---|---:|",
-            *(f"| {step} | {share:.1%} |" for step, share in results["batch_profile"].items()),
-        ]
-    if results.get("swap"):
-        lines += [
-            "",
-            "Hot swap under load: single trips at concurrency 8; a released version (its library "
-            f"shipped with it) is published {SWAP_AT_S:.0f} s in; requests per second (`swap`):",
-            "",
-            "| to version | before | worst second | worst / before | after | seconds below half | failed |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-            *(
-                f"| {s['to_version']} | {s['rps_before']:,.0f} | {s['rps_worst_second']:,.0f} | "
-                f"{s['worst_second_vs_before']:.2f} | {s['rps_after'] or 0:,.0f} | "
-                f"{s['seconds_below_half']} | {s['failed']} |"
-                for s in results["swap"]
-            ),
-        ]
-    return "\n".join(lines)
-
-
-def check_readme(path: Path) -> tuple[str, int, int]:
-    """``path``'s text and where its generated block is (between README_BEGIN and README_END)."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        sys.exit(f"error: --readme {path}: {exc.strerror}")
-    start, end = text.find(README_BEGIN), text.find(README_END)
-    if start < 0 or end < start:
-        sys.exit(f"error: {path} has no {README_BEGIN} ... {README_END} block to write the figures into")
-    return text, start, end
-
-
-def update_readme(path: Path, block: str) -> None:
-    """Replace the generated block of ``path``."""
-    text, start, end = check_readme(path)
-    new = text[: start + len(README_BEGIN)] + "\n" + block + "\n" + text[end:]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -70,8 +70,8 @@ def test_the_verdict_says_dominates_only_when_no_calendar_beats_it() -> None:
 
 
 def test_serving_figures_match_their_results() -> None:
-    """The serving block is bench/serve_bench.py's summary of bench/results/serve.json."""
-    from bench.serve_bench import README_BEGIN, README_END, summary
+    """The serving block is the summary (bench/serve_report.py) of bench/results/serve.json."""
+    from bench.serve_report import README_BEGIN, README_END, summary
 
     results = json.loads((ROOT / "bench/results/serve.json").read_text())
     text = (ROOT / "bench/README.md").read_text()
