@@ -722,6 +722,26 @@ def _generate(
 
     money = _fares(rng, cal, anchors, trips, full, rate_code, payment)
 
+    codes = {
+        "VendorID": vendor,
+        "RatecodeID": rate_code,
+        "passenger_count": passengers,
+        "payment_type": payment,
+        "trip_type": trip_type,
+    }
+    return _raw_table(month, trips, full, codes, flag_y, money)
+
+
+def _raw_table(
+    month: str,
+    trips: _Trips,
+    full: np.ndarray,
+    codes: dict[str, np.ndarray],
+    flag_y: np.ndarray,
+    money: dict[str, np.ndarray],
+) -> pa.Table:
+    """The sampled month as a TLC file of its era: its schema, timestamps, row order and nulls."""
+    n = len(full)
     # Timestamps are whole seconds; the missing block's are whole minutes, as TLC publishes them.
     minute_rows = ~full
     pickup = np.where(minute_rows, trips.pickup_us // _US_PER_MINUTE * _US_PER_MINUTE, trips.pickup_us)
@@ -749,18 +769,18 @@ def _generate(
         pa.array(flag_y[order], mask=~full[order]), pa.scalar("Y", flag_type), pa.scalar("N", flag_type)
     )
     columns: dict[str, pa.Array] = {
-        "VendorID": pa.array(vendor[order], type=schema.field("VendorID").type),
+        "VendorID": pa.array(codes["VendorID"][order], type=schema.field("VendorID").type),
         "lpep_pickup_datetime": pa.array(pickup[order], type=pa.timestamp("us")),
         "lpep_dropoff_datetime": pa.array(dropoff[order], type=pa.timestamp("us")),
         "store_and_fwd_flag": flag,
-        "RatecodeID": code(rate_code),
+        "RatecodeID": code(codes["RatecodeID"]),
         "PULocationID": pa.array(trips.pu[order], type=schema.field("PULocationID").type),
         "DOLocationID": pa.array(trips.do[order], type=schema.field("DOLocationID").type),
-        "passenger_count": code(passengers),
+        "passenger_count": code(codes["passenger_count"]),
         "trip_distance": pa.array(trips.distance[order], type=pa.float64()),
         "ehail_fee": pa.nulls(n, schema.field("ehail_fee").type),
-        "payment_type": code(payment),
-        "trip_type": code(trip_type),
+        "payment_type": code(codes["payment_type"]),
+        "trip_type": code(codes["trip_type"]),
     }
     for name in (
         "fare_amount",
