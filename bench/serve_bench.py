@@ -52,6 +52,7 @@ from bench.serve_report import (
     CONCURRENCY,
     SWAP_AT_S,
     check_readme,
+    earlier_runs,
     summary,
     update_readme,
 )
@@ -638,8 +639,9 @@ def main(argv: list[str] | None = None) -> None:
 
     results["swap"] = run_swaps(workdir, args, bodies, log_dir, cache)
     save(results, args.out)
-    print(summary(results))
-    update_readme(args.readme, summary(results))
+    block = summary(results, earlier_runs(args.out.parent, args.out))
+    print(block)
+    update_readme(args.readme, block)
     print(f"results: {args.out}; figures: {args.readme}")
 
 

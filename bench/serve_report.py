@@ -6,6 +6,7 @@ committed block against the committed results without importing the benchmark's 
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -26,8 +27,31 @@ NAMES = {
 }
 
 
-def summary(results: dict[str, Any]) -> str:
-    """The figures block of bench/README.md, all from ``results`` (bench/results/serve.json)."""
+# The runs before the latest (bench/README.md: three consecutive runs, the last in serve.json).
+EARLIER_RUNS = ("serve_run1.json", "serve_run2.json")
+
+
+def earlier_runs(results_dir: Path, latest: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The earlier runs' results found beside ``latest``, by file name."""
+    return [
+        (name, json.loads((results_dir / name).read_text()))
+        for name in EARLIER_RUNS
+        if (results_dir / name).exists() and (results_dir / name).resolve() != latest.resolve()
+    ]
+
+
+def batch_ratios(results: dict[str, Any]) -> str:
+    """One run's 1000-trip batch rate against each MLflow, e.g. ``4.2x / 3.6x``."""
+    med, names = results["median"], list(results["cold_start_s"])
+    keys = [f"{n} batch c={BATCH_CONCURRENCY}" for n in names]
+    if not all(k in med for k in keys):
+        return "not measured"
+    return " / ".join(f"{med[keys[0]]['rps'] / med[k]['rps']:.1f}x" for k in keys[1:])
+
+
+def summary(results: dict[str, Any], earlier: list[tuple[str, dict[str, Any]]] | None = None) -> str:
+    """The figures block of bench/README.md, all from ``results`` (bench/results/serve.json) and
+    the ``earlier`` runs' files."""
     med = results["median"]
     names = list(results["cold_start_s"])
     lines = [
@@ -79,6 +103,20 @@ def summary(results: dict[str, Any]) -> str:
         f"Failed requests over all runs (wrk: non-2xx and socket errors): {failed:.0f}. Largest difference "
         f"between the two servers' predictions for the same {BATCH_ROWS} trips: "
         f"{results.get('max_abs_diff_vs_mlflow', float('nan')):.1e} minutes.",
+    ]
+    if earlier:
+        runs = [*earlier, ("serve.json", results)]
+        lines += [
+            "",
+            f"{BATCH_ROWS}-trip batches in each of the {len(runs)} consecutive runs (this service vs "
+            + " / ".join(NAMES.get(n, n) for n in names[1:])
+            + "; load average at the start): "
+            + "; ".join(
+                f"`{name}` {batch_ratios(run)} ({run['load_average_start']:.1f})" for name, run in runs
+            )
+            + ".",
+        ]
+    lines += [
         "",
         "In-process timings, one thread, warm caches (`micro_ms`):",
         "",
