@@ -91,24 +91,13 @@ def run_propose(
     force: bool = False,
     reopen: bool = False,
 ) -> dict[str, Any]:
-    from autoops import evidence, evidence_report
-    from autoops.evidence_plots import render_plots
-
     git = Git.discover(root)
     month = to_month(month)
     branch = f"{BRANCH_PREFIX}{month}"
     has_remote = git.has_remote(remote)
     if push and not has_remote:
         raise LoopError(f"no git remote {remote!r} to push {branch} to: add one, or pass --no-push")
-    ensure_only_pipeline_changes(git)
-    base_checkout, base_sha = git.resolve_base(base, remote if has_remote else None)
-    base_params = params_at(git, base_sha, base)
-    base_reference = base_params.months.reference
-    if month_index(month) <= month_index(base_reference):
-        raise LoopError(
-            f"the model on {base} already learned {base_reference}; nothing to retrain for {month}"
-        )
-    ensure_published(root, base_params, month)
+    base_checkout, base_sha = _check_base(root, git, month, base, remote if has_remote else None)
     outcome: dict[str, Any] = {"month": month, "branch": branch, "base": base, "proposed": False}
     # A person closing the month's PR unmerged answered it; asking again every week is noise.
     if not reopen and (closed := closed_pull_request(branch)):
@@ -122,7 +111,9 @@ def run_propose(
         outcome["challenger_retired"] = retire_challenger(branch)
         return outcome
     # Decided before any work: a branch that cannot be continued stops propose here, untouched.
-    branch_plan = branch_start(git, remote, branch, base_sha, base, has_remote=has_remote)
+    start, rebuilt, remote_sha, local_sha = branch_start(
+        git, remote, branch, base_sha, base, has_remote=has_remote
+    )
 
     # 1. The verdict, from the base branch's own model and params.
     switch(git, base_checkout)
@@ -132,32 +123,20 @@ def run_propose(
         outcome["reason"] = f"no breach for {month}: {checked['reason']}"
         return outcome
     snapshot_champion(root, git, base_sha, base)
+    # The check's own outputs, read before the branch switch and `dvc repro` replace them.
     trigger_drift = read_json(root / DRIFT_METRICS)
     trigger_eval = read_json(root / EVALUATE_METRICS)
     trigger_predictions = read_trigger_predictions(root)
 
     # 2. The branch: continue an existing retrain/<month> that already contains the base, else
     # start it afresh from the base (see branch_start). Reruns land on the same branch.
-    start, rebuilt, remote_sha, local_sha = branch_plan
     switch(git, start, branch=branch)
 
-    # 3. Retrain on the new month and compare on the same rows.
-    set_months(root / PARAMS_FILE, reference=month, current=month)
-    err_console.print(f"[bold]retraining on {month} (branch {branch})[/bold]")
-    dvc(root, "repro")
-    # No second gate here: whether to retrain was decided once, by the check's trigger (which
-    # already pitted a challenger against the champion, out of time). This comparison is the
-    # evidence the PR shows: the champion and the new model on the rows the new model never saw.
-    holdout = root / FEATURES_DIR / "holdout.parquet"
-    comparison, scored = evidence.compare(root / CHAMPION_DIR, root / MODELS_DIR, holdout, trigger_eval)
+    # 3. and 4. Retrain, compare on the same rows, commit the evidence.
+    comparison = _retrain_with_evidence(
+        root, git, month, branch, base, (trigger_drift, trigger_eval, trigger_predictions)
+    )
     outcome["comparison"] = comparison
-
-    # 4. The evidence and the report, committed with the params and the lock.
-    evidence.write_evidence(comparison, scored, trigger_drift, trigger_predictions)
-    plots = render_plots(root / LOOP_DIR)
-    markdown = evidence_report.render_markdown(root, base, root / LOOP_REPORT, plots=plots)
-    write_text(markdown, root / LOOP_REPORT)
-    _commit(git, root, month, trigger_drift, comparison)
     head = git.rev("HEAD")
 
     # 5. Data before code: the branch must never point at outputs the DVC remote lacks.
@@ -184,6 +163,52 @@ def run_propose(
         reason=trigger_drift["reason"],
     )
     return outcome
+
+
+def _check_base(root: Path, git: Git, month: str, base: str, remote: str | None) -> tuple[str, str]:
+    """The base to propose against (its checkout and sha), after the guards that make proposing
+    ``month`` on it meaningful: a clean tree, a month newer than the base model's, published."""
+    ensure_only_pipeline_changes(git)
+    base_checkout, base_sha = git.resolve_base(base, remote)
+    base_params = params_at(git, base_sha, base)
+    base_reference = base_params.months.reference
+    if month_index(month) <= month_index(base_reference):
+        raise LoopError(
+            f"the model on {base} already learned {base_reference}; nothing to retrain for {month}"
+        )
+    ensure_published(root, base_params, month)
+    return base_checkout, base_sha
+
+
+def _retrain_with_evidence(
+    root: Path,
+    git: Git,
+    month: str,
+    branch: str,
+    base: str,
+    trigger: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """On the retrain branch: retrain on ``month``, compare both models on the rows the new one
+    never saw, write the evidence and the report, commit. ``trigger``: the check's drift metrics,
+    evaluate metrics and predictions. Returns the comparison."""
+    from autoops import evidence, evidence_report
+    from autoops.evidence_plots import render_plots
+
+    trigger_drift, trigger_eval, trigger_predictions = trigger
+    set_months(root / PARAMS_FILE, reference=month, current=month)
+    err_console.print(f"[bold]retraining on {month} (branch {branch})[/bold]")
+    dvc(root, "repro")
+    # No second gate here: whether to retrain was decided once, by the check's trigger (which
+    # already pitted a challenger against the champion, out of time). This comparison is the
+    # evidence the PR shows: the champion and the new model on the rows the new model never saw.
+    holdout = root / FEATURES_DIR / "holdout.parquet"
+    comparison, scored = evidence.compare(root / CHAMPION_DIR, root / MODELS_DIR, holdout, trigger_eval)
+    evidence.write_evidence(comparison, scored, trigger_drift, trigger_predictions)
+    plots = render_plots(root / LOOP_DIR)
+    markdown = evidence_report.render_markdown(root, base, root / LOOP_REPORT, plots=plots)
+    write_text(markdown, root / LOOP_REPORT)
+    _commit(git, root, month, trigger_drift, comparison)
+    return comparison
 
 
 def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison: dict[str, Any]) -> bool:
