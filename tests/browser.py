@@ -7,6 +7,9 @@ that would be blank offline or behind a firewall fails its test. The checks here
 tests/test_browser.py and the screenshot command:
 
     python -m tests.browser [--out DIR]   # PNG screenshots of every page (default .cache/screenshots)
+
+Size (~500 lines): the page checks and the screenshot command share one harness (the loopback-only
+routing, PageLog, the servers behind the pages).
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The loop's building blocks, fast: params editing, latest month, CLI errors, evidence, release, promotion.
 
 The whole loop (git, DVC and all) runs in tests/test_loop_e2e.py.
+
+Size (~640 lines): the fast tests of every loop module, sharing the mini-project, model and git
+helpers at the top; one file per module would copy or import them all.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 predictor and its parity with the trained model, settings, and the prediction log -> drift.
 
 The real server (a uvicorn subprocess) is exercised in tests/test_serve.py.
+
+Size (~600 lines): the building blocks share the trained model fixtures (a fit per file otherwise).
 """
 
 from __future__ import annotations

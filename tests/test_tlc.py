@@ -3,6 +3,8 @@
 Every failure mode a real download meets - unpublished month, flaky server, dead network, a body
 cut short, a proxy's HTML page, a stalled read - is served byte for byte from 127.0.0.1, and each
 test checks both the user-facing error and that the cache holds nothing partial afterwards.
+
+Size (~430 lines): one local stand-in for the TLC site serves every failure mode.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ real thing (git against a bare origin, DVC, the autoops CLI). What stands outsid
   is this interpreter, `upload-artifact` and the docker actions are recorded, not executed;
   a reusable workflow (`uses: ./...`) is reported with the result the test chooses.
 * Steps that install software (pip, npm): the test's environment already has it.
+
+Size (~390 lines): one small Actions interpreter; its parts (expressions, contexts, steps, jobs)
+only make sense together.
 """
 
 from __future__ import annotations
