@@ -71,7 +71,6 @@ def pipeline_paths(root: Path) -> list[str]:
     return [DVC_LOCK.as_posix(), *cached, *uncached]
 
 
-
 def lock_outputs(text: str) -> dict[str, str]:
     """``{path: md5}`` of the outputs a dvc.lock (its text) pins."""
     lock = yaml.safe_load(text) or {}

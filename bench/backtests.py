@@ -121,9 +121,7 @@ def render_block() -> str:
         )
         retrains = [t for t in r["trigger"] if t["retrain"]]
         gains = ", ".join(
-            f"{t['month']} {t['expected_gain']:+.1%}"
-            for t in r["trigger"]
-            if t["expected_gain"] is not None
+            f"{t['month']} {t['expected_gain']:+.1%}" for t in r["trigger"] if t["expected_gain"] is not None
         )
         details.append(
             f"- `{name}`: retrained on {', '.join(t['month'] for t in retrains) or 'no month'}"

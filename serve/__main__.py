@@ -36,9 +36,7 @@ def run(
     log_level: Annotated[str, typer.Option(envvar="AUTOOPS_LOG_LEVEL")] = "info",
 ) -> None:
     """Serve the model on uvicorn; options override the matching AUTOOPS_* variables."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env(
             host=host,

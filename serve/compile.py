@@ -120,9 +120,7 @@ def run(
         # tl2cgen writes its C sources to a temporary folder: inside the one the service removes.
         tempfile.tempdir = str(work_dir)
     try:
-        settings = Settings.from_env(
-            models_dir=models_dir, model_uri=model_uri, compiled_cache=cache
-        )
+        settings = Settings.from_env(models_dir=models_dir, model_uri=model_uri, compiled_cache=cache)
         artifact = make_source(settings).resolve()
         sha = str(artifact.card["model_sha256"])
         if expect_sha256 and sha != expect_sha256:

@@ -55,9 +55,7 @@ def load_zones(path: Path = ZONES_FILE) -> Zones:
     with np.load(path) as data:
         grid = np.cumsum(data["coord_deltas"].astype(np.int64), axis=0)
         offsets = [data[f"offsets_{i}"].astype(np.int64) for i in range(3)]
-        geometries = shapely.from_ragged_array(
-            shapely.GeometryType.MULTIPOLYGON, grid * GRID, tuple(offsets)
-        )
+        geometries = shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, grid * GRID, tuple(offsets))
         shapely.prepare(geometries)
         return Zones(
             location_id=data["location_id"].astype(np.int64),
