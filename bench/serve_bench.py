@@ -53,6 +53,7 @@ from bench.serve_report import (
     SWAP_AT_S,
     check_readme,
     earlier_runs,
+    loaded_run,
     summary,
     update_readme,
 )
@@ -525,9 +526,38 @@ def save(results: dict[str, Any], out: Path) -> None:
     os.replace(tmp, out)
 
 
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[None]:
+    """``n`` CPU-bound processes for the whole run: a loaded machine on demand, the same each time,
+    where other people's jobs are a different load in every run."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.render:
+        write_block(json.loads(args.out.read_text()), args.out, args.readme)
+        return
+    with busy_processes(args.busy):
+        run(args)
+
+
+def write_block(results: dict[str, Any], out: Path, readme: Path) -> str:
+    """Render ``results`` (with the earlier and loaded runs beside ``out``) into ``readme``."""
+    block = summary(results, earlier_runs(out.parent, out), loaded_run(out.parent, out))
+    update_readme(readme, block)
+    return block
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, required=True, help="pipeline dir with models/ and mlflow.db")
+    parser.add_argument("--workdir", type=Path, help="pipeline dir with models/ and mlflow.db (required)")
     parser.add_argument(
         "--trips", type=Path, help="a raw TLC month to draw requests from (default: data/raw)"
     )
@@ -540,7 +570,18 @@ def main(argv: list[str] | None = None) -> None:
         "--readme", type=Path, default=ROOT / "bench" / "README.md", help="rewrite its serving figures block"
     )
     parser.add_argument("--micro-only", action="store_true", help="only the in-process timings")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--busy", type=int, default=0, help="CPU-bound processes running beside the servers all along"
+    )
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite --readme's block from --out and its siblings"
+    )
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.workdir is None:
+        sys.exit("error: --workdir is required (a pipeline dir with models/ and mlflow.db)")
     if shutil.which("wrk") is None:
         sys.exit("error: wrk not found (apt-get install wrk)")
     if not args.micro_only:  # checked before minutes of measuring, not after
@@ -563,6 +604,7 @@ def main(argv: list[str] | None = None) -> None:
         "workers": args.workers,
         "cpus": len(os.sched_getaffinity(0)),
         "load_average_start": os.getloadavg()[0],
+        "busy_processes": args.busy,
         "duration_s": args.duration,
         "rounds": args.rounds,
         "micro_ms": micro(estimator, compiled, bodies),
@@ -639,9 +681,7 @@ def main(argv: list[str] | None = None) -> None:
 
     results["swap"] = run_swaps(workdir, args, bodies, log_dir, cache)
     save(results, args.out)
-    block = summary(results, earlier_runs(args.out.parent, args.out))
-    print(block)
-    update_readme(args.readme, block)
+    print(write_block(results, args.out, args.readme))
     print(f"results: {args.out}; figures: {args.readme}")
 
 

@@ -71,10 +71,11 @@ def test_the_verdict_says_dominates_only_when_no_calendar_beats_it() -> None:
 
 def test_serving_figures_match_their_results() -> None:
     """The serving block is the summary (bench/serve_report.py) of bench/results/serve.json."""
-    from bench.serve_report import README_BEGIN, README_END, earlier_runs, summary
+    from bench.serve_report import README_BEGIN, README_END, earlier_runs, loaded_run, summary
 
     results = json.loads((ROOT / "bench/results/serve.json").read_text())
     text = (ROOT / "bench/README.md").read_text()
     block = text[text.index(README_BEGIN) + len(README_BEGIN) : text.index(README_END)]
-    expected = summary(results, earlier_runs(ROOT / "bench/results", ROOT / "bench/results/serve.json"))
+    latest = ROOT / "bench/results/serve.json"
+    expected = summary(results, earlier_runs(latest.parent, latest), loaded_run(latest.parent, latest))
     assert block.strip() == expected.strip(), "run bench/serve_bench.py (it rewrites the block)"
