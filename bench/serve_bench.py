@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_block(results: dict[str, Any], out: Path, readme: Path) -> str:
     """Render ``results`` (with the earlier and loaded runs beside ``out``) into ``readme``."""
-    block = summary(results, earlier_runs(out.parent, out), loaded_run(out.parent, out))
+    block = summary(results, earlier_runs(out), loaded_run(out))
     update_readme(readme, block)
     return block
 

@@ -31,24 +31,25 @@ NAMES = {
 EARLIER_RUNS = ("serve_run1.json", "serve_run2.json")
 
 
-def earlier_runs(results_dir: Path, latest: Path) -> list[tuple[str, dict[str, Any]]]:
+def _sibling_run(latest: Path, name: str) -> dict[str, Any] | None:
+    """The results file ``name`` beside ``latest``; None if absent or ``latest`` itself."""
+    path = latest.parent / name
+    if not path.exists() or path.resolve() == latest.resolve():
+        return None
+    return dict(json.loads(path.read_text()))
+
+
+def earlier_runs(latest: Path) -> list[tuple[str, dict[str, Any]]]:
     """The earlier runs' results found beside ``latest``, by file name."""
-    return [
-        (name, json.loads((results_dir / name).read_text()))
-        for name in EARLIER_RUNS
-        if (results_dir / name).exists() and (results_dir / name).resolve() != latest.resolve()
-    ]
+    return [(name, run) for name in EARLIER_RUNS if (run := _sibling_run(latest, name)) is not None]
 
 
 # A run with --busy (CPU-bound processes beside the servers): the loaded machine, on demand.
 LOADED_RUN = "serve_loaded.json"
 
 
-def loaded_run(results_dir: Path, latest: Path) -> dict[str, Any] | None:
-    path = results_dir / LOADED_RUN
-    if not path.exists() or path.resolve() == latest.resolve():
-        return None
-    return dict(json.loads(path.read_text()))
+def loaded_run(latest: Path) -> dict[str, Any] | None:
+    return _sibling_run(latest, LOADED_RUN)
 
 
 def rate_ratios(results: dict[str, Any], scenario: str) -> str:

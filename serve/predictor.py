@@ -337,8 +337,8 @@ def remove_abandoned_lock(cache_dir: Path, model_sha256: str) -> None:
 
 
 def _parity_diff(compiled: CompiledPredictor, reference: SklearnPredictor, probe: np.ndarray) -> float:
-    """Largest difference from scikit-learn, through both ways of calling the library: the batch
-    runtime and the per-row entry point."""
+    """Largest difference from scikit-learn, through both ways predict() prepares the rows for the
+    library: a batch (grouped by zone, numpy) and a few rows (plain Python)."""
     small = probe[: 50 * DIRECT_ROWS]
     by_rows = np.concatenate(
         [compiled.predict(small[i : i + DIRECT_ROWS]) for i in range(0, len(small), DIRECT_ROWS)]

@@ -14,6 +14,7 @@ service calls ``predict_batch`` for every request (one trip is a batch of one).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -95,7 +96,7 @@ def export_library(tl_model: Any, libpath: Path, compiler: str, nthread: int) ->
     tl2cgen.generate_c_code(
         tl_model,
         dirpath=str(src),
-        params={**COMPILER_PARAMS, "parallel_comp": max(1, -(-tl_model.num_tree // TREES_PER_UNIT))},
+        params={**COMPILER_PARAMS, "parallel_comp": max(1, math.ceil(tl_model.num_tree / TREES_PER_UNIT))},
     )
     code = batch_source((src / "main.c").read_text(), (src / "header.h").read_text())
     (src / f"{BATCH_SOURCE}.c").write_text(code)

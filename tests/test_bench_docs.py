@@ -77,5 +77,5 @@ def test_serving_figures_match_their_results() -> None:
     text = (ROOT / "bench/README.md").read_text()
     block = text[text.index(README_BEGIN) + len(README_BEGIN) : text.index(README_END)]
     latest = ROOT / "bench/results/serve.json"
-    expected = summary(results, earlier_runs(latest.parent, latest), loaded_run(latest.parent, latest))
+    expected = summary(results, earlier_runs(latest), loaded_run(latest))
     assert block.strip() == expected.strip(), "run bench/serve_bench.py (it rewrites the block)"
