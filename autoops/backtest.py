@@ -4,10 +4,11 @@ Every month the deployed model predicts the month, then each retrain policy (sta
 data_drift, performance, auto) decides whether to retrain on it; the new model serves from the
 next month on. The summary gives each policy's mean MAE, its **degradation** (mean MAE above
 retraining every month) and the **reduction** of static's degradation it achieves, against the
-number of retrains it paid. The replay is autoops/backtest_engine.py, the policies
+number of retrains it paid, and its **regret**: how far it is above the best schedule with as
+many retrains, found in hindsight. The replay is autoops/backtest_engine.py, the policies
 autoops/backtest_policy.py, the shared and cached models and scores autoops/backtest_store.py, the
-worker processes autoops/backtest_workers.py, the month data autoops/backtest_data.py, the reports
-autoops/backtest_report.py.
+worker processes autoops/backtest_workers.py, the month data autoops/backtest_data.py, the
+hindsight limit autoops/backtest_hindsight.py, the reports autoops/backtest_report.py.
 """
 
 from __future__ import annotations
@@ -185,8 +186,9 @@ def backtest(
 ) -> None:
     """Replay months as the scheduled workflow would have lived them; compare retrain policies.
 
-    Writes reports/backtest.json, reports/backtest.md, reports/backtest.png and
-    reports/plots/backtest_mae.csv (a DVC plot: `dvc plots show`).
+    Writes reports/backtest.json, reports/backtest.md, reports/backtest.png (each with the
+    hindsight limit: the best any schedule could do per number of retrains, and each policy's
+    regret against it) and reports/plots/backtest_{mae,frontier}.csv (DVC plots: `dvc plots show`).
     """
     started = time.perf_counter()
     sets = list(overrides or [])
@@ -218,12 +220,17 @@ def backtest(
         f"{work['drift_checks']} drift checks computed; "
         "the rest from .cache/backtest)"
     )
-    typer.echo(f"{'policy':<14}{'mean MAE':>9}{'degradation':>13}{'reduction':>11}{'retrains':>10}")
+    typer.echo(
+        f"{'policy':<14}{'mean MAE':>9}{'degradation':>13}{'reduction':>11}{'retrains':>10}{'regret':>9}"
+    )
     for name, s in result["summary"].items():
         reduction = "n/a" if s["degradation_reduction"] is None else f"{s['degradation_reduction']:.0%}"
+        regret = result["hindsight"]["regret"][name]["regret"]
         typer.echo(
             f"{name:<14}{s['mean_mae']:>9.3f}{s['degradation']:>+13.3f}{reduction:>11}{s['retrains']:>10}"
+            f"{regret:>+9.3f}"
         )
+    typer.echo("regret: mean MAE above the best schedule with as many retrains, in hindsight (backtest.md)")
     typer.echo("reports: " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -3,7 +3,8 @@
 At every month each policy's deployed model predicts the month; only then are the month's labels
 revealed, the model scored, and the policy asked whether to retrain on it (the new model serves
 from the next month on). The first month only bootstraps: every policy starts from the model
-trained on it.
+trained on it. Once the last month is scored, every month's model is scored on every later month
+too, so autoops/backtest_hindsight.py can find the best any schedule could have done.
 
 Speed comes from sharing, not from shortcuts: every model, score, drift check and expected gain is
 computed once for all policies and cached (autoops/backtest_store.py), and the expensive steps run
@@ -53,7 +54,8 @@ def replay(
     progress: ProgressHook | None = None,
     on_predicted: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Replay ``months`` under each policy; returns per-policy, per-month records and counters.
+    """Replay ``months`` under each policy; returns per-policy, per-month records, counters and
+    every serving model's MAE on every later month (``hindsight_mae``, for the hindsight limit).
 
     ``on_predicted(month)`` is called once every policy's model has predicted ``month`` and before
     any of its labels are read (tests use it to change the labels at exactly that moment).
@@ -69,9 +71,11 @@ def replay(
         for step, month in enumerate(months[1:], start=1):
             _replay_month(store, states, step, month, last=step == len(months) - 1)
             progress("replay", month, len(months))
+        # With every label in, score the models on the months no policy deployed them on.
+        hindsight = store.hindsight(months)
         for ref in store.models.values():
             ref.ready()
-        return _results(store, states)
+        return {**_results(store, states), "hindsight_mae": hindsight}
 
 
 def _check_months(months: list[str]) -> None:

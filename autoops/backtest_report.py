@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from autoops.backtest_hindsight import hindsight
 from autoops.backtest_policy import BASELINE, CALENDAR, STATIC, Policy
 from stages.io import atomic_path, write_json, write_text
 
@@ -17,6 +18,8 @@ PNG_FILE = "backtest.png"
 CSV_FILE = "plots/backtest_mae.csv"
 FRONTIER_CSV = "plots/backtest_frontier.csv"
 TRIGGER = "auto"
+# The frontier's rows in the DVC plot's CSV: the best schedule with at most ``retrains`` retrains.
+HINDSIGHT = "hindsight_limit"
 
 
 def summarize(policies: list[Policy], records: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -98,6 +101,20 @@ def verdict_line(result: dict[str, Any]) -> str:
     return f"**`{TRIGGER}` does not dominate the calendar** ({own}): beaten by {rivals}."
 
 
+def hindsight_line(result: dict[str, Any], name: str = TRIGGER) -> str:
+    """``name``'s regret: how far the best schedule with as many retrains, in hindsight, is below it."""
+    r = result["hindsight"]["regret"].get(name)
+    if r is None:
+        return f"`{name}` was not replayed: no regret against the hindsight limit."
+    months = ", ".join(r["limit_retrain_months"]) or "no month"
+    return (
+        f"**Hindsight limit:** knowing every month's labels in advance, the best schedule with at most "
+        f"{r['retrains']} retrain{'' if r['retrains'] == 1 else 's'} (retrain on {months}) reaches MAE "
+        f"{r['limit_mae']:.3f}; `{name}` ({r['mean_mae']:.3f}) is {r['regret']:+.3f} min "
+        f"({r['regret_pct']:+.1%}) above it: what any trigger could still win at that cost."
+    )
+
+
 def build_result(
     months: list[str], policies: list[Policy], replayed: dict[str, Any], settings: dict[str, Any]
 ) -> dict[str, Any]:
@@ -113,6 +130,7 @@ def build_result(
         "summary": summary,
         "policies": replayed["policies"],
         "models": replayed["models"],
+        "hindsight": hindsight(months, replayed["hindsight_mae"], summary, replayed["policies"]),
     }
 
 
@@ -138,14 +156,18 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         verdict_line(result),
         "",
-        "| policy | trigger | mean MAE | mean RMSE | degradation | reduction | retrains |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        hindsight_line(result),
+        "",
+        "| policy | trigger | mean MAE | mean RMSE | degradation | reduction | retrains | regret |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in result["policy_order"]:
         s = result["summary"][name]
+        regret = result["hindsight"]["regret"][name]
         lines.append(
             f"| `{name}` | {s['description']} | {s['mean_mae']:.3f} | {s['mean_rmse']:.3f} | "
-            f"{s['degradation']:+.3f} | {_fmt(s['degradation_reduction'], '.0%')} | {s['retrains']} |"
+            f"{s['degradation']:+.3f} | {_fmt(s['degradation_reduction'], '.0%')} | {s['retrains']} | "
+            f"{regret['regret']:+.3f} ({regret['regret_pct']:+.1%}) |"
         )
     lines += [
         "",
@@ -174,7 +196,32 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         lines.append(f"- `{name}`:" + ("" if reasons else " never"))
         lines += reasons
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_hindsight_section(result)]) + "\n"
+
+
+def _hindsight_section(result: dict[str, Any]) -> list[str]:
+    by_cost: dict[int, list[str]] = {}
+    for name in result["policy_order"]:
+        r = result["hindsight"]["regret"][name]
+        by_cost.setdefault(r["retrains"], []).append(f"`{name}` {r['mean_mae']:.3f} ({r['regret']:+.3f})")
+    lines = [
+        "",
+        "## The hindsight limit: the best schedule with at most k retrains",
+        "",
+        "Every month's model scored on every later month; a dynamic programme over those scores finds "
+        "the schedule with the lowest mean MAE for each number of retrains, with the replay's timing (a "
+        "model retrained on a month serves from the next replayed month; a retrain on the last month "
+        "never serves). No trigger can reach it: it knows the labels before they arrive. "
+        "**Regret** = a policy's mean MAE above the limit at its own number of retrains.",
+        "",
+        "| retrains | best mean MAE | retrain on | policies with that many retrains (MAE, regret) |",
+        "|---:|---:|---|---|",
+    ]
+    for point in result["hindsight"]["frontier"]:
+        months = ", ".join(point["retrain_months"]) or "-"
+        policies = "; ".join(by_cost.get(point["retrains"], []))
+        lines.append(f"| {point['retrains']} | {point['mean_mae']:.3f} | {months} | {policies} |")
+    return lines
 
 
 def csv_table(result: dict[str, Any]) -> pd.DataFrame:
@@ -187,50 +234,84 @@ def csv_table(result: dict[str, Any]) -> pd.DataFrame:
     return table
 
 
+def _removed(result: dict[str, Any]) -> Any:
+    """Mean MAE -> % of static's degradation removed, or None when static never degraded."""
+    summary = result["summary"]
+    baseline, static = summary[BASELINE]["mean_mae"], summary[STATIC]["degradation"]
+    if static <= 1e-12:
+        return None
+    return lambda mae: 100.0 * (1.0 - (mae - baseline) / static)
+
+
 def frontier_table(result: dict[str, Any]) -> pd.DataFrame:
-    """Retrains against degradation removed, one row per policy (DVC's scatter plot)."""
+    """Retrains against mean MAE, one row per policy, then the hindsight limit at every number of
+    retrains (policy ``hindsight_limit``): DVC's scatter plot of the trade-off."""
+    removed = _removed(result)
     rows = [
         {
             "policy": name,
             "retrains": s["retrains"],
+            "mean_mae": s["mean_mae"],
             "degradation_removed": None
             if s["degradation_reduction"] is None
             else round(100 * s["degradation_reduction"], 2),
         }
         for name, s in result["summary"].items()
     ]
-    return pd.DataFrame(rows, columns=["policy", "retrains", "degradation_removed"])
+    rows += [
+        {
+            "policy": HINDSIGHT,
+            "retrains": p["retrains"],
+            "mean_mae": p["mean_mae"],
+            "degradation_removed": None if removed is None else round(removed(p["mean_mae"]), 2),
+        }
+        for p in result["hindsight"]["frontier"]
+    ]
+    return pd.DataFrame(rows, columns=["policy", "retrains", "mean_mae", "degradation_removed"])
 
 
 def _plot_frontier(ax: Any, result: dict[str, Any]) -> None:
+    """Mean MAE against retrains: the hindsight limit under every policy, the calendar, the rest."""
     summary = result["summary"]
-    calendar = [summary[f"periodic_k{k}"] for k in CALENDAR]
-    if any(s["degradation_reduction"] is None for s in calendar):
-        ax.text(0.5, 0.5, "static never degraded:\nnothing to remove", ha="center", transform=ax.transAxes)
-        return
-    points = sorted(
-        (s["retrains"], 100 * s["degradation_reduction"], k) for k, s in zip(CALENDAR, calendar, strict=True)
+    limit = result["hindsight"]["frontier"]
+    ax.step(
+        [p["retrains"] for p in limit],
+        [p["mean_mae"] for p in limit],
+        where="post",
+        color="black",
+        linewidth=1.2,
+        label="hindsight limit: best schedule with <= k retrains",
     )
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    ax.plot(xs, ys, "-o", color="grey", label="calendar: every K months")
+    points = sorted(
+        (summary[f"periodic_k{k}"]["retrains"], summary[f"periodic_k{k}"]["mean_mae"], k) for k in CALENDAR
+    )
+    ax.plot(
+        [p[0] for p in points], [p[1] for p in points], "-o", color="grey", label="calendar: every K months"
+    )
     for x, y, k in points:
-        ax.annotate(f"K={k}", (x, y), fontsize=7, color="grey", xytext=(3, -9), textcoords="offset points")
+        ax.annotate(f"K={k}", (x, y), fontsize=7, color="grey", xytext=(3, 4), textcoords="offset points")
     for name in result["policy_order"]:
-        s = summary[name]
-        if name.startswith("periodic_k") or s["degradation_reduction"] is None:
+        if name.startswith("periodic_k"):
             continue
         big = name == TRIGGER
+        s = summary[name]
         ax.scatter(
             s["retrains"],
-            100 * s["degradation_reduction"],
+            s["mean_mae"],
             s=220 if big else 50,
             marker="*" if big else "D",
             zorder=3,
             label=name,
         )
+    removed = _removed(result)
+    if removed is not None:
+        # The same axis read as the share of static's degradation removed (linear in mean MAE).
+        baseline, static = summary[BASELINE]["mean_mae"], summary[STATIC]["degradation"]
+        inverse = lambda pct: baseline + static * (1.0 - pct / 100.0)  # noqa: E731
+        ax.secondary_yaxis("right", functions=(removed, inverse)).set_ylabel("degradation removed (%)")
     ax.set_xlabel("retrains (the cost)")
-    ax.set_ylabel("degradation removed (%)")
-    ax.set_title("Trade-off: up and left is better")
+    ax.set_ylabel("mean MAE (minutes)")
+    ax.set_title("Trade-off: down and left is better; nothing goes below the black line", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
 

@@ -170,6 +170,46 @@ class Store:
             out[ref.trained_on] = Scores(metrics, drift)
         return out
 
+    def hindsight(self, months: list[str]) -> dict[str, dict[str, float]]:
+        """Every serving model's MAE on every later replayed month, once the replay is over.
+
+        The policies deployed only some (model, month) pairs; the hindsight limit
+        (autoops/backtest_hindsight.py) needs them all. The models are those trained at every
+        month but the last (the calendar's ``periodic_k1`` fitted them all already); a pair a
+        policy deployed is read from the same cached score, so the matrix and the replay agree to
+        the last digit. Every label is in the past by now: the timeline still checks it.
+        """
+        refs = [self.model(month) for month in months[:-1]]
+        paths = {
+            (ref.trained_on, month): self.cache_dir
+            / "scores"
+            / f"{digest(ref.key, self.data.key(month))}.json"
+            for i, ref in enumerate(refs)
+            for month in months[i + 1 :]
+        }
+        for month in months[1:]:
+            todo = [
+                ref
+                for ref in refs
+                if (ref.trained_on, month) in paths and not paths[ref.trained_on, month].exists()
+            ]
+            if not todo:
+                continue
+            for ref in todo:
+                ref.ready()
+            features = self.timeline.features(month)
+            futures = [self.executor.submit(score_month, str(ref.folder), features, None) for ref in todo]
+            labels = self.timeline.labels(month)
+            for ref, future in zip(todo, futures, strict=True):
+                pred, _ = future.result()
+                write_json(regression_metrics(labels, pred), paths[ref.trained_on, month])
+                self.scored += 1
+        matrix: dict[str, dict[str, float]] = {ref.trained_on: {} for ref in refs}
+        for (trained_on, month), path in paths.items():
+            self.timeline.check_labels(month)
+            matrix[trained_on][month] = json.loads(path.read_text())["mae"]
+        return matrix
+
     def gains(self, refs: list[ModelRef], month: str) -> dict[str, dict[str, Any]]:
         """The trigger's expected gain for each model at ``month`` (its labels must be revealed)."""
         self.timeline.check_labels(month)

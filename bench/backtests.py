@@ -2,6 +2,7 @@
 
     python -m bench.backtests               # replay every sequence (real ones need ../shared/data/tlc)
     python -m bench.backtests --render      # only re-render bench/README.md from bench/results/
+    python -m bench.backtests --hindsight   # only (re)compute the hindsight limit of the stored results
 
 Each sequence's summary goes to ``bench/results/backtest_<name>.json``; the README's block between
 the ``backtests`` markers is rendered from those files only, so every figure in it has a source a
@@ -17,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from autoops.backtest import load_with_overrides, run_backtest
+from autoops.backtest_hindsight import hindsight
+from autoops.backtest_policy import CALENDAR, STATIC
 from autoops.backtest_report import TRIGGER, verdict_line
 from stages.months import month_range
+from stages.params import Params
 
 RESULTS = Path("bench/results")
 README = Path("bench/README.md")
@@ -53,8 +57,10 @@ BEGIN, END = "<!-- backtests:begin (python -m bench.backtests) -->", "<!-- backt
 
 
 def summarize(result: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """What the README needs from a backtest: the summary, the verdict and the trigger's months."""
+    """What the README needs from a backtest: the summary, the verdict, the trigger's months and the
+    hindsight limit (its frontier, `auto`'s regret, and the score matrix both come from)."""
     rows = [r for r in result["policies"][TRIGGER] if not r.get("bootstrap")]
+    limit = result["hindsight"]
     return {
         "months": result["months"],
         "settings": result["settings"],
@@ -67,26 +73,100 @@ def summarize(result: dict[str, Any], seconds: float) -> dict[str, Any]:
             {k: r.get(k) for k in ("month", "mae", "expected_gain", "data_drift", "retrain", "reason")}
             for r in rows
         ],
+        "hindsight": {
+            "frontier": limit["frontier"],
+            "regret": {TRIGGER: limit["regret"][TRIGGER]},
+            "mae": limit["mae"],
+        },
         "work": result.get("work"),
         "seconds": round(seconds, 1),
     }
 
 
-def run(names: list[str], jobs: int | None) -> None:
+def _sequence(name: str, real_dir: Path) -> tuple[Params, list[str]] | None:
+    """The params and months of a sequence; None when it needs real months that are absent."""
+    _, overrides, months = SEQUENCES[name]
+    if "data.source=dir" in overrides and not real_dir.is_dir():
+        print(f"{name}: skipped ({real_dir} is absent)")
+        return None
+    sets = [*overrides, f"data.dir={real_dir}"] if "data.source=dir" in overrides else overrides
+    params = load_with_overrides(Path("params.yaml"), sets)
+    return params, months or month_range(params.backtest.start, params.backtest.end)
+
+
+def run(names: list[str], jobs: int | None, real_dir: Path = REAL_DIR) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
-        _, overrides, months = SEQUENCES[name]
-        if "data.source=dir" in overrides and not REAL_DIR.is_dir():
-            print(f"{name}: skipped ({REAL_DIR} is absent)")
+        sequence = _sequence(name, real_dir)
+        if sequence is None:
             continue
-        sets = [*overrides, f"data.dir={REAL_DIR}"] if "data.source=dir" in overrides else overrides
-        params = load_with_overrides(Path("params.yaml"), sets)
-        months = months or month_range(params.backtest.start, params.backtest.end)
+        params, months = sequence
         started = time.perf_counter()
         result = run_backtest(params, months, cache_dir=Path(params.backtest.cache_dir), jobs=jobs)
         out = summarize(result, time.perf_counter() - started)
         (RESULTS / f"backtest_{name}.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
         print(f"{name}: {verdict_line(result)} ({out['seconds']} s)")
+
+
+def add_hindsight(names: list[str], jobs: int | None, real_dir: Path = REAL_DIR) -> None:
+    """Add the hindsight limit to stored results without replaying the whole backtest again.
+
+    The limit needs every month's model scored on every later month, not the trigger's
+    challengers nor Evidently's drift checks, which are most of a replay's time: so only the
+    calendar is replayed (it fits every month's model), then the matrix is completed. The stored
+    figures are kept only if that replay reproduces them to the last digit (every calendar
+    policy's mean MAE and retrains, and `auto`'s MAE every month from the matrix); otherwise the
+    sequence must be replayed in full (``--only NAME``).
+    """
+    for name in names:
+        path = RESULTS / f"backtest_{name}.json"
+        sequence = _sequence(name, real_dir) if path.exists() else None
+        if sequence is None:
+            continue
+        params, months = sequence
+        stored = json.loads(path.read_text())
+        started = time.perf_counter()
+        result = run_backtest(params, months, [STATIC], cache_dir=Path(params.backtest.cache_dir), jobs=jobs)
+        mae = result["hindsight"]["mae"]
+        _check_reproduced(name, stored, result, mae)
+        limit = hindsight(months, mae, {TRIGGER: stored["summary"][TRIGGER]}, {TRIGGER: stored["trigger"]})
+        stored["hindsight"] = {
+            **limit,
+            "computed_by": "python -m bench.backtests --hindsight",
+            "seconds": round(time.perf_counter() - started, 1),
+            "work": result["work"],
+        }
+        path.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+        print(f"{name}: {_regret_text(stored)} ({stored['hindsight']['seconds']} s)")
+
+
+def _check_reproduced(name: str, stored: dict[str, Any], result: dict[str, Any], mae: dict[str, Any]) -> None:
+    if stored["months"] != result["months"]:
+        raise SystemExit(f"{name}: the stored months differ from the sequence's: run --only {name}")
+    for policy in [STATIC, *(f"periodic_k{k}" for k in CALENDAR)]:
+        old, new = stored["summary"][policy], result["summary"][policy]
+        if (old["mean_mae"], old["retrains"]) != (new["mean_mae"], new["retrains"]):
+            raise SystemExit(
+                f"{name}: {policy} now gives MAE {new['mean_mae']} with {new['retrains']} retrains, stored "
+                f"{old['mean_mae']} with {old['retrains']}: the models changed, run --only {name}"
+            )
+    deployed = result["months"][0]
+    for row in stored["trigger"]:
+        if mae[deployed][row["month"]] != row["mae"]:
+            raise SystemExit(
+                f"{name}: {TRIGGER}'s MAE at {row['month']} (model {deployed}) is now "
+                f"{mae[deployed][row['month']]}, stored {row['mae']}: run --only {name}"
+            )
+        if row["retrain"]:
+            deployed = row["month"]
+
+
+def _regret_text(r: dict[str, Any]) -> str:
+    g = r["hindsight"]["regret"][TRIGGER]
+    return (
+        f"`{TRIGGER}` {g['mean_mae']:.3f} with {g['retrains']} retrains, "
+        f"hindsight limit {g['limit_mae']:.3f}: regret {g['regret']:+.3f} ({g['regret_pct']:+.1%})"
+    )
 
 
 def _cell(s: dict[str, Any]) -> str:
@@ -129,8 +209,40 @@ def render_block() -> str:
             f"Expected gain each month: {gains}."
         )
     lines += ["", "Why `auto` retrained where it did, and the trigger's estimate every month:", "", *details]
-    lines += ["", END]
+    lines += ["", *_hindsight_table(), "", END]
     return "\n".join(lines)
+
+
+def _hindsight_table() -> list[str]:
+    lines = [
+        "The hindsight limit: knowing every month's labels in advance, the lowest mean MAE any schedule "
+        "reaches with at most k retrains (a dynamic programme over every month's model scored on every "
+        "later month, with the replay's timing: `autoops backtest` writes it too). `auto`'s **regret** is "
+        "its mean MAE above the limit at its own number of retrains: what any trigger could still win at "
+        "that cost, at most.",
+        "",
+        "| sequence | `auto` retrains | `auto` MAE | limit | regret | the limit retrains on | "
+        "limit for k = 0, 1, 2, ... retrains |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name in SEQUENCES:
+        path = RESULTS / f"backtest_{name}.json"
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        if "hindsight" not in r:
+            lines.append(
+                f"| `{name}` | not computed yet: `python -m bench.backtests --hindsight --only {name}` |"
+            )
+            continue
+        g = r["hindsight"]["regret"][TRIGGER]
+        curve = ", ".join(f"{p['mean_mae']:.3f}" for p in r["hindsight"]["frontier"])
+        lines.append(
+            f"| `{name}` | {g['retrains']} | {g['mean_mae']:.3f} | {g['limit_mae']:.3f} | "
+            f"**{g['regret']:+.3f} ({g['regret_pct']:+.1%})** | "
+            f"{', '.join(g['limit_retrain_months']) or 'no month'} | {curve} |"
+        )
+    return lines
 
 
 def _why(row: dict[str, Any]) -> str:
@@ -151,11 +263,22 @@ def render(readme: Path = README) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--render", action="store_true", help="only re-render the README block")
+    parser.add_argument(
+        "--hindsight",
+        action="store_true",
+        help="only add the hindsight limit to the stored results (replays the calendar alone)",
+    )
     parser.add_argument("--only", action="append", choices=sorted(SEQUENCES), help="run only these")
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument(
+        "--real-dir", type=Path, default=REAL_DIR, help=f"the real months (default {REAL_DIR})"
+    )
     args = parser.parse_args()
-    if not args.render:
-        run(args.only or list(SEQUENCES), args.jobs)
+    names = args.only or list(SEQUENCES)
+    if args.hindsight:
+        add_hindsight(names, args.jobs, args.real_dir)
+    elif not args.render:
+        run(names, args.jobs, args.real_dir)
     README.write_text(render())
 
 

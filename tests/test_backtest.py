@@ -7,6 +7,7 @@ half; the months 2024-02..2024-07 straddle the synthetic regime shift (2024-05).
 from __future__ import annotations
 
 import json
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from typer.testing import CliRunner
 
 from autoops.backtest import load_with_overrides, run_backtest
 from autoops.backtest_data import LookAheadError, SourceMonths, Timeline
+from autoops.backtest_hindsight import frontier, schedule_mae
 from autoops.backtest_policy import BASELINE, parse_policies
+from autoops.backtest_report import markdown
 from autoops.cli import app
 from stages.io import StageError
 from stages.months import month_range
@@ -250,8 +253,17 @@ def test_cli_range_gap_and_reports(tmp_path: Path) -> None:
     assert (out / "backtest.png").read_bytes()[:4] == b"\x89PNG"
     csv = pd.read_csv(out / "plots" / "backtest_mae.csv")
     assert list(csv["month"]) == ["2024-03", "2024-05"]
-    frontier = pd.read_csv(out / "plots" / "backtest_frontier.csv")
-    assert list(frontier["policy"]) == ["static", *calendar, "auto"]
+    trade_off = pd.read_csv(out / "plots" / "backtest_frontier.csv")
+    assert list(trade_off["policy"]) == [
+        "static",
+        *calendar,
+        "auto",
+        "hindsight_limit",
+        "hindsight_limit",
+        "hindsight_limit",
+    ]
+    assert list(trade_off["retrains"].tail(3)) == [0, 1, 2]
+    assert "regret" in ok.output and "Hindsight limit" in (out / "backtest.md").read_text()
 
     bad = runner.invoke(app, [*base, "--months", "2024-02,2024-13"])
     assert bad.exit_code == 1 and "2024-13" in bad.output
@@ -271,6 +283,83 @@ def test_dvc_plot_matches_the_csv(clean: dict[str, Any]) -> None:
         columns = columns if isinstance(columns, list) else [columns]
         assert set(columns) <= set(tables[path].columns)
         assert entry["x"] in tables[path].columns
+
+
+def brute_force(months: list[str], mae: dict[str, dict[str, float]]) -> list[float]:
+    """The best mean MAE with at most k retrains, k = 0..n-1, by trying every schedule."""
+    steps = months[1:]  # a retrain is decided at every scored month, the last one included
+    best = [min(schedule_mae(months, mae, c) for c in combinations(steps, k)) for k in range(len(steps) + 1)]
+    return [min(best[: k + 1]) for k in range(len(best))]
+
+
+def random_matrix(months: list[str], seed: int) -> dict[str, dict[str, float]]:
+    """Scores where a retrain sometimes helps a lot, sometimes hurts (a peculiar month's model)."""
+    rng = np.random.default_rng(seed)
+    return {
+        m: {later: float(rng.uniform(2.0, 5.0)) for later in months[i + 1 :]}
+        for i, m in enumerate(months[:-1])
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hindsight_frontier_is_the_best_schedule(seed: int) -> None:
+    months = ["2023-01", "2023-02", "2023-12", "2024-01", "2024-03", "2024-04", "2024-07"]  # gaps, as real
+    mae = random_matrix(months, seed)
+    limit = frontier(months, mae)
+    assert [p["retrains"] for p in limit] == list(range(len(months)))
+    assert [p["mean_mae"] for p in limit] == pytest.approx(brute_force(months, mae), abs=1e-12)
+    for point in limit:
+        # The schedule given is one that reaches the figure, within the budget, and a retrain on
+        # the last month (it would never serve) is never part of it.
+        assert len(point["retrain_months"]) <= point["retrains"]
+        assert months[-1] not in point["retrain_months"]
+        assert schedule_mae(months, mae, point["retrain_months"]) == pytest.approx(
+            point["mean_mae"], abs=1e-12
+        )
+    assert limit[0]["mean_mae"] == pytest.approx(np.mean([mae[months[0]][m] for m in months[1:]]))
+    assert limit[-1]["mean_mae"] == limit[-2]["mean_mae"]  # the last month's retrain never serves
+
+
+def test_hindsight_limit_of_retraining_always_helping() -> None:
+    # The fresher the model, the better: retraining on every month that can serve is the best
+    # schedule (every month served by a one-month-old model), and each retrain lowers the limit.
+    months = month_range("2024-01", "2024-06")
+    mae = {
+        m: {later: 3.0 + 0.1 * (j - i) for j, later in enumerate(months) if j > i}
+        for i, m in enumerate(months)
+    }
+    limit = [p["mean_mae"] for p in frontier(months, mae)]
+    assert limit[0] == pytest.approx(3.3)  # static: ages 1..5
+    assert limit[-2] == limit[-1] == pytest.approx(3.1)
+    assert frontier(months, mae)[-1]["retrain_months"] == months[1:-1]
+    assert all(a > b for a, b in pairwise(limit[:-1]))
+
+
+def test_hindsight_matches_the_replay(clean: dict[str, Any]) -> None:
+    """The matrix reproduces every policy's replayed MAE from its own retrain months: the timing the
+    limit assumes is the replay's. So static is the k = 0 point, periodic_k1 the schedule that
+    retrains on every month that can serve, and no policy is below the limit."""
+    months, hindsight = clean["months"], clean["hindsight"]
+    mae = hindsight["mae"]
+    assert set(mae) == set(months[:-1])
+    assert all(set(row) == set(months[i + 1 :]) for i, row in enumerate(mae.values()))
+    for name, rows in clean["policies"].items():
+        scored = [r for r in rows if not r.get("bootstrap")]
+        retrained = [r["month"] for r in scored if r["retrain"]]
+        assert schedule_mae(months, mae, retrained) == pytest.approx(
+            np.mean([r["mae"] for r in scored]), abs=1e-12
+        )
+        regret = hindsight["regret"][name]
+        assert regret["retrains"] == len(retrained)
+        assert regret["regret"] >= 0, name
+    summary, limit = clean["summary"], hindsight["frontier"]
+    assert limit[0]["mean_mae"] == summary["static"]["mean_mae"]
+    assert hindsight["regret"]["static"]["regret"] == 0
+    assert schedule_mae(months, mae, months[1:-1]) == pytest.approx(
+        np.mean([r["mae"] for r in clean["policies"][BASELINE][1:]]), abs=1e-12
+    )
+    assert limit[summary[BASELINE]["retrains"]]["mean_mae"] <= summary[BASELINE]["mean_mae"]
+    assert "**Hindsight limit:**" in markdown(clean) and "## The hindsight limit" in markdown(clean)
 
 
 def test_policy_specs() -> None:
