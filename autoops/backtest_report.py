@@ -211,7 +211,7 @@ def _hindsight_section(result: dict[str, Any]) -> list[str]:
         "Every month's model scored on every later month; a dynamic programme over those scores finds "
         "the schedule with the lowest mean MAE for each number of retrains, with the replay's timing (a "
         "model retrained on a month serves from the next replayed month; a retrain on the last month "
-        "never serves). No trigger can reach it: it knows the labels before they arrive. "
+        "never serves). No policy can be below it: it chooses knowing every month's labels. "
         "**Regret** = a policy's mean MAE above the limit at its own number of retrains.",
         "",
         "| retrains | best mean MAE | retrain on | policies with that many retrains (MAE, regret) |",
@@ -309,6 +309,9 @@ def _plot_frontier(ax: Any, result: dict[str, Any]) -> None:
         baseline, static = summary[BASELINE]["mean_mae"], summary[STATIC]["degradation"]
         inverse = lambda pct: baseline + static * (1.0 - pct / 100.0)  # noqa: E731
         ax.secondary_yaxis("right", functions=(removed, inverse)).set_ylabel("degradation removed (%)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("retrains (the cost)")
     ax.set_ylabel("mean MAE (minutes)")
     ax.set_title("Trade-off: down and left is better; nothing goes below the black line", fontsize=10)

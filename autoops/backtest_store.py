@@ -128,7 +128,7 @@ class Store:
         """
         paths = {
             ref.trained_on: (
-                self.cache_dir / "scores" / f"{digest(ref.key, self.data.key(month))}.json",
+                self._score_file(ref, month),
                 self.cache_dir / "drift" / f"{digest(ref.key, self.data.key(month), self._drift_salt)}.json",
             )
             for ref in refs
@@ -170,6 +170,9 @@ class Store:
             out[ref.trained_on] = Scores(metrics, drift)
         return out
 
+    def _score_file(self, ref: ModelRef, month: str) -> Path:
+        return self.cache_dir / "scores" / f"{digest(ref.key, self.data.key(month))}.json"
+
     def hindsight(self, months: list[str]) -> dict[str, dict[str, float]]:
         """Every serving model's MAE on every later replayed month, once the replay is over.
 
@@ -181,17 +184,13 @@ class Store:
         """
         refs = [self.model(month) for month in months[:-1]]
         paths = {
-            (ref.trained_on, month): self.cache_dir
-            / "scores"
-            / f"{digest(ref.key, self.data.key(month))}.json"
+            (ref.trained_on, month): self._score_file(ref, month)
             for i, ref in enumerate(refs)
             for month in months[i + 1 :]
         }
         for month in months[1:]:
             todo = [
-                ref
-                for ref in refs
-                if (ref.trained_on, month) in paths and not paths[ref.trained_on, month].exists()
+                r for r in refs if (r.trained_on, month) in paths and not paths[r.trained_on, month].exists()
             ]
             if not todo:
                 continue

@@ -362,6 +362,29 @@ def test_hindsight_matches_the_replay(clean: dict[str, Any]) -> None:
     assert "**Hindsight limit:**" in markdown(clean) and "## The hindsight limit" in markdown(clean)
 
 
+def test_bench_hindsight_figures_are_their_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/README.md's hindsight figures are what each stored result's own score matrix gives:
+    the frontier, and `auto`'s regret from its retrain months (no figure is computed elsewhere)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.backtests import RESULTS, SEQUENCES
+
+    for name in SEQUENCES:
+        stored = json.loads((ROOT / RESULTS / f"backtest_{name}.json").read_text())
+        months, limit = stored["months"], stored["hindsight"]
+        mae = limit["mae"]
+        assert limit["frontier"] == [
+            {**p, "mean_mae": round(p["mean_mae"], 4)} for p in frontier(months, mae)
+        ], name
+        auto = limit["regret"]["auto"]
+        retrained = [r["month"] for r in stored["trigger"] if r["retrain"]]
+        assert auto["retrains"] == len(retrained) == stored["summary"]["auto"]["retrains"]
+        assert auto["mean_mae"] == stored["summary"]["auto"]["mean_mae"]
+        assert auto["mean_mae"] == round(schedule_mae(months, mae, retrained), 4)
+        assert auto["limit_mae"] == limit["frontier"][auto["retrains"]]["mean_mae"]
+        assert auto["regret"] >= 0
+        assert abs(auto["regret"] - (auto["mean_mae"] - auto["limit_mae"])) <= 1e-4  # each rounded
+
+
 def test_policy_specs() -> None:
     names = [p.name for p in parse_policies(["auto", "periodic:6", "periodic"], periodic_every=3)]
     calendar = [f"periodic_k{k}" for k in range(1, 7)]
