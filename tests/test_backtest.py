@@ -382,7 +382,7 @@ def test_bench_hindsight_figures_are_their_matrix(monkeypatch: pytest.MonkeyPatc
         assert auto["mean_mae"] == round(schedule_mae(months, mae, retrained), 4)
         assert auto["limit_mae"] == limit["frontier"][auto["retrains"]]["mean_mae"]
         assert auto["regret"] >= 0
-        assert abs(auto["regret"] - (auto["mean_mae"] - auto["limit_mae"])) <= 1e-4  # each rounded
+        assert abs(auto["regret"] - (auto["mean_mae"] - auto["limit_mae"])) < 2e-4  # three roundings
 
 
 def test_policy_specs() -> None:
