@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Real TLC months sit beside the project on developer and CI machines, never in a user's clone.
-REAL_DIR = ROOT.parent / "shared" / "data" / "tlc"
+# Real TLC months sit beside the project on developer and CI machines, never in a user's clone
+# (AUTOOPS_REAL_DIR points elsewhere, e.g. from a git worktree that is not beside them).
+REAL_DIR = Path(os.environ.get("AUTOOPS_REAL_DIR") or ROOT.parent / "shared" / "data" / "tlc")
 
 
 @pytest.fixture(scope="session")
