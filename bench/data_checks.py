@@ -7,8 +7,10 @@ figures of the faults the tests inject (tests/data_faults.py, into real 2023-02 
 and of the real changes that must still be retrained on (2021-02 -> 2022-01, the synthetic
 regime shift at ``synthetic.shift_month``).
 
-    python -m bench.data_checks [--tlc-dir ../shared/data/tlc]   # writes bench/results/data_checks.json, renders the block
-    python -m bench.data_checks --render   # only re-render bench/README.md's block
+    python -m bench.data_checks [--tlc-dir ../shared/data/tlc]   # measure, then render
+    python -m bench.data_checks --render                          # only re-render bench/README.md
+
+Writes bench/results/data_checks.json; bench/README.md's ``data-checks`` block is rendered from it.
 """
 
 from __future__ import annotations
