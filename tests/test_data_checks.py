@@ -70,6 +70,7 @@ def february(real_dir: Path) -> pd.DataFrame:
     return _real(real_dir, "2023-02")
 
 
+@pytest.mark.realdata
 def test_the_clean_month_passes_and_the_trigger_decides(
     january: MonthProfile, february: pd.DataFrame, params: Params
 ) -> None:
@@ -81,6 +82,7 @@ def test_the_clean_month_passes_and_the_trigger_decides(
     assert "not judged" not in vendors["detail"]
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_feed_fault_is_never_a_retrain(
     fault: str, january: MonthProfile, february: pd.DataFrame, params: Params
@@ -95,6 +97,7 @@ def test_a_feed_fault_is_never_a_retrain(
     assert reason == checks["problem"]
 
 
+@pytest.mark.realdata
 def test_the_evidence_names_the_vendor_and_what_the_filters_dropped(
     january: MonthProfile, february: pd.DataFrame, params: Params
 ) -> None:
@@ -117,6 +120,7 @@ def test_the_evidence_names_the_vendor_and_what_the_filters_dropped(
     assert checks["problem"] in summary and "--accept-data-problems" in summary
 
 
+@pytest.mark.realdata
 def test_a_person_can_accept_the_data(january: MonthProfile, february: pd.DataFrame, params: Params) -> None:
     inject, _ = FAULTS["vendor 2 dropoff clock +15 min"]
     accepting = params.data_checks.model_copy(update={"accepted_months": ["2023-02"]})
@@ -127,6 +131,7 @@ def test_a_person_can_accept_the_data(january: MonthProfile, february: pd.DataFr
     assert "**Accepted by a person**" in "\n".join(data_checks_lines(checks))
 
 
+@pytest.mark.realdata
 def test_a_real_change_is_still_a_retrain(real_dir: Path, params: Params) -> None:
     """2021 -> 2022 moved every vendor (trips fell, distances and durations moved): the world, not a feed."""
     before, after = (_profile(m, _real(real_dir, m), params) for m in ("2021-02", "2022-01"))
