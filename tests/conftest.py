@@ -103,6 +103,7 @@ def set_params(project_dir: Path, **updates: object) -> None:
 def run_stages(project_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, object]) -> dict:
     """Every stage in this process, in order, in ``project_dir`` on the project's params.yaml with
     ``overrides`` (MLflow off); returns the drift stage's verdict."""
+    from stages.data_checks import data_checks
     from stages.drift import drift
     from stages.evaluate import evaluate
     from stages.featurize import featurize
@@ -116,6 +117,7 @@ def run_stages(project_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: di
     monkeypatch.chdir(project_dir)
     params = load_params()
     ingest(params)
+    data_checks(params)
     featurize(params)
     train(params, use_mlflow=False)
     evaluate(params)
