@@ -1,4 +1,4 @@
-"""Stage 2, data_checks: can the current month be trusted, before anything learns from it?
+"""The data_checks stage (after ingest): can the current month be trusted, before anything learns from it?
 
 A stage of its own, right after ingest, rather than a step inside featurize or drift: it reads the
 raw canonical months (the rows the modelling filters would silently drop are part of the evidence),
