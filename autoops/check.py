@@ -1,4 +1,9 @@
-"""`autoops check`: point months.current at a month, `dvc repro drift`, and the trigger's verdict.
+"""`autoops check`: point months.current at a month, check its data, `dvc repro drift`, the verdict.
+
+The data checks run first (`dvc repro data_checks`): a month that fails a blocking one stops there,
+with one line naming the check, its figure and its threshold ("data problem in <month>: ..."), and
+is never featurised, scored or proposed. ``--accept-data-problems`` is a person's override: the
+month joins ``data_checks.accepted_months`` and the check goes on to the trigger's verdict.
 
 Never commits or pushes; the verdict goes to .autoops/check.json and a markdown summary.
 """
@@ -13,13 +18,13 @@ from typing import Any
 from rich.console import Console
 
 from autoops.gitops import LoopError, dvc
-from autoops.params_edit import set_months
+from autoops.params_edit import accept_data_problems, set_months
 from autoops.project import BRANCH_PREFIX, ensure_work_dir, read_json, to_month
 from autoops.sources import latest_month
 from stages.io import write_json, write_text
 from stages.months import month_index
 from stages.params import load_params
-from stages.paths import DRIFT_METRICS, DRIFT_REPORT, PARAMS_FILE, WORK_DIR
+from stages.paths import DATA_CHECKS_METRICS, DRIFT_METRICS, DRIFT_REPORT, PARAMS_FILE, WORK_DIR
 
 CHECK_JSON = WORK_DIR / "check.json"
 CHECK_MD = WORK_DIR / "check.md"
@@ -28,14 +33,30 @@ EVIDENCE_DIR = WORK_DIR / "evidence"
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def run_check(root: Path, month: str | None, as_of: date | None = None) -> dict[str, Any]:
+def run_check(
+    root: Path, month: str | None, as_of: date | None = None, accept_problems: bool = False
+) -> dict[str, Any]:
+    from stages.trigger import data_problem
+
     params = load_params(root / PARAMS_FILE)
     month = to_month(month) if month else latest_month(root, params, as_of)
     reference = params.months.reference
     if month_index(month) < month_index(reference):
         raise LoopError(f"month {month} is before the model's reference month {reference}")
     set_months(root / PARAMS_FILE, current=month)
+    if accept_problems:
+        accept_data_problems_in(root, month)
     err_console.print(f"[bold]checking {month} against the model trained on {reference}[/bold]")
+    dvc(root, "repro", "data_checks")
+    checks = read_json(root / DATA_CHECKS_METRICS)
+    if checks.get("month") != month:
+        raise LoopError(
+            f"{DATA_CHECKS_METRICS} describes {checks.get('month')}, not {month}; rerun the check"
+        )
+    if problem := data_problem(checks):
+        return _write_result(
+            root, data_problem_result(checks, problem), data_problem_markdown(checks, problem)
+        )
     dvc(root, "repro", "drift")
     drift = read_json(root / DRIFT_METRICS)
     if drift.get("current_month") != month:
@@ -54,20 +75,79 @@ def run_check(root: Path, month: str | None, as_of: date | None = None) -> dict[
         "drifted_columns": drift["drifted_columns"],
         "reason": drift["reason"],
         "branch": f"{BRANCH_PREFIX}{month}",
+        "data_problem": None,
+        "data_checks": _checks_outcome(checks),
     }
-    work = ensure_work_dir(root)
-    write_json(result, work / CHECK_JSON.name)
-    summary = check_markdown(drift, breach)
-    write_text(summary, work / CHECK_MD.name)
+    _write_result(root, result, check_markdown(drift, breach))
     if (root / DRIFT_REPORT).exists():
         # Kept aside: `propose` moves the working tree on, but this is the report that triggered it.
-        (work / EVIDENCE_DIR.name).mkdir(exist_ok=True)
-        shutil.copy2(root / DRIFT_REPORT, work / EVIDENCE_DIR.name / DRIFT_REPORT.name)
+        (root / EVIDENCE_DIR).mkdir(exist_ok=True)
+        shutil.copy2(root / DRIFT_REPORT, root / EVIDENCE_DIR / DRIFT_REPORT.name)
     return result
 
 
+def accept_data_problems_in(root: Path, month: str) -> None:
+    if accept_data_problems(root / PARAMS_FILE, month):
+        err_console.print(f"data problems in {month} accepted: added to data_checks.accepted_months")
+
+
+def _write_result(root: Path, result: dict[str, Any], summary: str) -> dict[str, Any]:
+    work = ensure_work_dir(root)
+    write_json(result, work / CHECK_JSON.name)
+    write_text(summary, work / CHECK_MD.name)
+    return result
+
+
+def _checks_outcome(checks: dict[str, Any]) -> dict[str, Any]:
+    return {key: checks[key] for key in ("passed", "accepted", "blocking", "warnings", "problem")}
+
+
+def data_problem_result(checks: dict[str, Any], problem: str) -> dict[str, Any]:
+    """check.json for a month the data checks stopped: no breach, and the problem as the reason."""
+    month = checks["month"]
+    return {
+        "month": month,
+        "reference_month": checks["reference_month"],
+        "model_version": None,
+        "breach": False,
+        "data_drift": None,
+        "performance_drift": None,
+        "expected_gain": None,
+        "drifted_columns": [],
+        "reason": problem,
+        "branch": f"{BRANCH_PREFIX}{month}",
+        "data_problem": problem,
+        "data_checks": _checks_outcome(checks),
+    }
+
+
+def data_problem_markdown(checks: dict[str, Any], problem: str) -> str:
+    """The job summary (and the issue's body) for a month the data checks stopped."""
+    from autoops.evidence_report import data_checks_lines
+
+    month = checks["month"]
+    return (
+        "\n".join(
+            [
+                f"## Auto-Ops drift check: {month} vs {checks['reference_month']} — data problem, no retrain",
+                "",
+                f"> **{problem}**",
+                "",
+                f"{month} failed a blocking data check, so it was not featurised, scored or proposed: "
+                "a retrain on a broken feed would learn the fault. Fix the data at its source and run the "
+                "check again; if the data is right after all, run drift-watch by hand for this month with "
+                f"`accept_data_problems` ticked (locally: `autoops check --month {month} "
+                "--accept-data-problems`).",
+                "",
+                *data_checks_lines(checks),
+            ]
+        )
+        + "\n"
+    )
+
+
 def check_markdown(drift: dict[str, Any], breach: bool) -> str:
-    from autoops.evidence_report import drift_table
+    from autoops.evidence_report import data_checks_lines, drift_table
     from stages.trigger import gain_sentence
 
     head = "Retrain recommended" if breach else "No retrain needed"
@@ -92,6 +172,7 @@ def check_markdown(drift: dict[str, Any], breach: bool) -> str:
         "",
         *drift_table(drift),
         "",
+        *(data_checks_lines(drift["data_checks"]) if drift.get("data_checks") else []),
     ]
     if breach:
         month = drift["current_month"]

@@ -83,21 +83,37 @@ def latest_month_cmd(as_of: AsOfOpt = None) -> None:
     typer.echo(month)
 
 
+AcceptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-data-problems",
+        help="A person vouches for the month's data: its failing data checks no longer block a retrain "
+        "(the month is added to data_checks.accepted_months, and the PR shows it).",
+    ),
+]
+
+
 @_cli
-def check_cmd(month: MonthOpt = None, as_of: AsOfOpt = None) -> None:
-    """Point months.current at a month (default: the latest), run `dvc repro drift`, print the verdict.
+def check_cmd(month: MonthOpt = None, as_of: AsOfOpt = None, accept: AcceptOpt = False) -> None:
+    """Point months.current at a month (default: the latest), check its data, run `dvc repro drift`,
+    print the verdict.
 
     Exit 0 either way; the verdict is in .autoops/check.json and in $GITHUB_OUTPUT (breach,
-    expected_gain, month, branch). Nothing is committed or pushed.
+    expected_gain, month, branch, data_problem). A month failing a blocking data check is never a
+    breach. Nothing is committed or pushed.
     """
     root = project_root()
-    result = run_check(root, month, _as_of(as_of))
+    result = run_check(root, month, _as_of(as_of), accept)
     summary = (root / CHECK_MD).read_text()
     github.append_summary(summary)
-    outputs = {key: result[key] for key in ("breach", "month", "branch", "reason")}
+    outputs = {key: result[key] for key in ("breach", "month", "branch", "reason", "data_problem")}
     # Empty when the model already learned the month (nothing to estimate).
     outputs["expected_gain"] = "" if result["expected_gain"] is None else result["expected_gain"]
     github.write_outputs(outputs)
+    if result["data_problem"]:
+        console.print(f"[bold red]{result['data_problem']}[/bold red]")
+        console.print(f"result: {CHECK_JSON}, summary: {CHECK_MD}")
+        return
     colour = "yellow" if result["breach"] else "green"
     label = "BREACH" if result["breach"] else "OK"
     console.print(f"[bold {colour}]{label}[/bold {colour}] {result['reason']}")
@@ -110,11 +126,14 @@ def propose_cmd(
     base: BaseOpt = "main",
     remote: Annotated[str, typer.Option(help="Git remote to push the branch to.")] = "origin",
     push: Annotated[bool, typer.Option("--push/--no-push", help="Push data (dvc) and branch (git).")] = True,
-    force: Annotated[bool, typer.Option("--force", help="Retrain even without a drift breach.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain even without a drift breach (never over a data problem).")
+    ] = False,
     reopen: Annotated[
         bool,
         typer.Option("--reopen", help="Propose the month even though a person closed its PR unmerged."),
     ] = False,
+    accept: AcceptOpt = False,
 ) -> None:
     """On a breach: retrain on branch retrain/<month>, compare with the champion, commit, push.
 
@@ -127,7 +146,7 @@ def propose_cmd(
         if not (root / CHECK_JSON).exists():
             raise LoopError("which month? pass --month YYYY-MM or run `autoops check` first")
         month = read_json(root / CHECK_JSON)["month"]
-    outcome = run_propose(root, month, base, remote, push, force, reopen)
+    outcome = run_propose(root, month, base, remote, push, force, reopen, accept)
     github.write_outputs(
         {
             "proposed": outcome["proposed"],
@@ -137,6 +156,7 @@ def propose_cmd(
             "title": outcome.get("title", ""),
             "report": outcome.get("report", ""),
             "reason": outcome.get("reason", ""),
+            "data_problem": outcome.get("data_problem") or "",
         }
     )
     write_json(outcome, ensure_work_dir(root) / "propose.json")
@@ -150,6 +170,38 @@ def propose_cmd(
         state = "committed (not pushed)" if outcome["updated"] else "already up to date, nothing to push"
     console.print(f"[bold green]{outcome['branch']}[/bold green] {state}: {outcome['comparison']['verdict']}")
     console.print(f"report: {outcome['report']}")
+
+
+@_cli
+def data_issue_cmd() -> None:
+    """Open a GitHub issue for the data problem `autoops check` found (one open issue per month).
+
+    Reads .autoops/check.json; does nothing when the check found no data problem, or outside
+    GitHub (no GITHUB_REPOSITORY). Outputs `issue_url`.
+    """
+    root = project_root()
+    if not (root / CHECK_JSON).exists():
+        raise LoopError("no check result: run `autoops check` first")
+    result = read_json(root / CHECK_JSON)
+    problem = result.get("data_problem")
+    if not problem:
+        console.print(f"no data problem in {result['month']}: no issue to open")
+        return
+    issue = github.open_issue(
+        f"Data problem in {result['month']}",
+        (root / CHECK_MD).read_text() + _run_line(),
+    )
+    if issue is None:
+        console.print(f"not running for a GitHub repository: no issue opened ({problem})")
+        return
+    github.write_outputs({"issue_url": issue["html_url"]})
+    state = "already open" if issue.get("existing") else "opened"
+    console.print(f"issue {state}: {issue['html_url']}")
+
+
+def _run_line() -> str:
+    url = github.run_url()
+    return f"\nFound by [this drift-watch run]({url}).\n" if url else ""
 
 
 @_cli
@@ -296,6 +348,7 @@ def promote_cmd(
 
 app.command("latest-month")(latest_month_cmd)
 app.command("check")(check_cmd)
+app.command("data-issue")(data_issue_cmd)
 app.command("propose")(propose_cmd)
 app.command("report")(report_cmd)
 app.command("diff")(diff_cmd)

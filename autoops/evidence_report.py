@@ -103,6 +103,7 @@ def render_markdown(
     diffs = dvc_diffs(root, base)
     lines = [
         *_proposal_lines(drift, comp, base),
+        *([*data_checks_lines(drift["data_checks"]), ""] if drift.get("data_checks") else []),
         *_comparison_lines(comp, base),
         *_drift_lines(drift),
         "",
@@ -246,4 +247,61 @@ def drift_table(drift: dict[str, Any]) -> list[str]:
             f"| `{name}` | {col['score']:.4g} | {col['method']} | {col['threshold']} | "
             f"{'**yes**' if col['drifted'] else 'no'} |"
         )
+    return lines
+
+
+def data_checks_lines(checks: dict[str, Any]) -> list[str]:
+    """The data checks (stages/data_checks.py) for a reviewer: what failed or warned, every check's
+    figure, and the target's distribution per vendor against the reference month."""
+    month, ref = checks["month"], checks["reference_month"]
+    failed = [c for c in checks["checks"] if not c["passed"]]
+    lines = [f"### Data checks: {month} against {ref}", ""]
+    if checks["accepted"] and not checks["passed"]:
+        lines += [
+            f"> **Accepted by a person** (`data_checks.accepted_months` lists {month}): {checks['problem']}. "
+            "Without that override this month would not have been proposed.",
+            "",
+        ]
+    if failed:
+        lines += ["| check | | figure | threshold |", "| --- | :---: | --- | --- |"]
+        for check in sorted(failed, key=lambda c: not c["blocking"]):
+            mark = "❌ blocks" if check["blocking"] else "⚠️ warning"
+            lines.append(f"| `{check['name']}` | {mark} | {check['detail']} | {check['threshold_text']} |")
+    else:
+        lines.append(f"Every data check passed ({len(checks['checks'])} checks).")
+    lines += ["", "<details><summary>Every check</summary>", "", "| check | passed | figure | threshold |"]
+    lines.append("| --- | :---: | --- | --- |")
+    for check in checks["checks"]:
+        mark = "yes" if check["passed"] else ("**no**" if check["blocking"] else "warning")
+        lines.append(f"| `{check['name']}` | {mark} | {check['detail']} | {check['threshold_text']} |")
+    lines += ["", "</details>", "", *target_table_lines(checks)]
+    return lines
+
+
+def target_table_lines(checks: dict[str, Any]) -> list[str]:
+    """Median trip duration per vendor and distance band, reference month -> this month."""
+    rows = checks["target_by_vendor"]
+    bands = list(dict.fromkeys(r["band"] for r in rows))
+    vendors = list(dict.fromkeys(r["vendor"] for r in rows))
+    cell = {(r["vendor"], r["band"]): r for r in rows}
+    lines = [
+        f"**Trip duration by distance band, per vendor** (median minutes, {checks['reference_month']} → "
+        f"{checks['month']}, the change and this month's trips in brackets). A feed fault moves one "
+        "vendor; a changed world moves them all.",
+        "",
+        "| vendor | " + " | ".join(bands) + " |",
+        "| --- |" + " ---: |" * len(bands),
+    ]
+    for vendor in vendors:
+        cells = []
+        for band in bands:
+            r = cell[vendor, band]
+            if r["change"] is None:
+                cells.append(f"— ({r['current_trips']:,})")
+            else:
+                cells.append(
+                    f"{r['reference_median_min']:.1f} → {r['current_median_min']:.1f} "
+                    f"({r['change']:+.0%}; {r['current_trips']:,})"
+                )
+        lines.append(f"| {vendor} | " + " | ".join(cells) + " |")
     return lines

@@ -11,6 +11,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from autoops.gitops import Git, LoopError
 
@@ -56,7 +57,7 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-# --- the REST API (pull requests only) ----------------------------------------------------------
+# --- the REST API (pull requests and issues) ----------------------------------------------------------
 
 API_TIMEOUT_S = 30
 
@@ -73,36 +74,56 @@ def api_repository() -> tuple[str, str] | None:
     return os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"), repository
 
 
-def pull_requests(branch: str, state: str = "all") -> list[dict]:
-    """The repository's pull requests whose head is ``branch`` (this repository's, not a fork's)."""
+def _api(method: str, path: str, *, params: dict | None = None, body: dict | None = None) -> Any:
+    """One call to the repository's REST API (``path`` under /repos/<owner>/<repo>); refusals and
+    unreachable hosts are one-line :class:`GitHubError`."""
     import httpx
 
     where = api_repository()
-    if where is None:
-        return []
+    assert where is not None, "callers check api_repository() first"
     api, repository = where
     # drift-watch hands its token to CML as REPO_TOKEN; GITHUB_TOKEN is the usual name elsewhere.
     token = os.environ.get("REPO_TOKEN") or os.environ.get("GITHUB_TOKEN")
     headers = {"accept": "application/vnd.github+json", "x-github-api-version": "2022-11-28"}
     if token:
         headers["authorization"] = f"Bearer {token}"
-    owner = repository.split("/")[0]
-    url = f"{api}/repos/{repository}/pulls"
+    url = f"{api}/repos/{repository}{path}"
     try:
-        response = httpx.get(
-            url,
-            params={"state": state, "head": f"{owner}:{branch}", "per_page": 100},
-            headers=headers,
-            timeout=API_TIMEOUT_S,
+        response = httpx.request(
+            method, url, params=params, json=body, headers=headers, timeout=API_TIMEOUT_S
         )
     except httpx.HTTPError as exc:
         raise GitHubError(f"GitHub API {url}: {exc}") from exc
-    if response.status_code != 200:
+    if response.status_code not in (200, 201):
         message = (
             response.json().get("message", "") if "json" in response.headers.get("content-type", "") else ""
         )
         raise GitHubError(f"GitHub API {url}: HTTP {response.status_code} {message}".rstrip())
-    return [p for p in response.json() if p.get("head", {}).get("ref") == branch]
+    return response.json()
+
+
+def pull_requests(branch: str, state: str = "all") -> list[dict]:
+    """The repository's pull requests whose head is ``branch`` (this repository's, not a fork's)."""
+    where = api_repository()
+    if where is None:
+        return []
+    owner = where[1].split("/")[0]
+    found = _api("GET", "/pulls", params={"state": state, "head": f"{owner}:{branch}", "per_page": 100})
+    return [p for p in found if p.get("head", {}).get("ref") == branch]
+
+
+def open_issue(title: str, body: str) -> dict[str, Any] | None:
+    """Open an issue titled ``title``, unless one with that title is open already (a weekly rerun on
+    the same broken month must not open another); that one is returned with ``existing: True``.
+    None outside GitHub."""
+    if api_repository() is None:
+        return None
+    # The issues endpoint lists pull requests too; they carry a `pull_request` key.
+    issues = _api("GET", "/issues", params={"state": "open", "per_page": 100})
+    for issue in issues:
+        if issue.get("title") == title and "pull_request" not in issue:
+            return {**issue, "existing": True}
+    return {**_api("POST", "/issues", body={"title": title, "body": body}), "existing": False}
 
 
 def comment_images(markdown: str, root: Path, out: Path, mode: str) -> str:

@@ -39,7 +39,33 @@ def set_months(path: Path, **months: str) -> bool:
     return changed
 
 
+def accept_data_problems(path: Path, month: str) -> bool:
+    """Add ``month`` to ``data_checks.accepted_months`` (a person vouches for its data); True if changed."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedSeq
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    data = rt.load(path.read_text())
+    checks = data.setdefault("data_checks", {})
+    accepted = checks.get("accepted_months") or CommentedSeq()
+    if month in [str(m) for m in accepted]:
+        return False
+    accepted.append(DoubleQuotedScalarString(month))
+    accepted.fa.set_flow_style()  # one line, as params.yaml writes lists
+    checks["accepted_months"] = accepted
+    buffer = io.StringIO()
+    rt.dump(data, buffer)
+    params_from_dict(yaml.safe_load(buffer.getvalue()) or {}, str(path))
+    write_text(buffer.getvalue(), path)
+    return True
+
+
 def only_current_month_changed(git: Git) -> bool:
+    """params.yaml differs from HEAD only by `check`'s own edits: ``months.current`` and a month
+    added to ``data_checks.accepted_months``."""
     committed = git.show("HEAD", PARAMS_FILE.as_posix())
     if committed is None:
         return False
@@ -47,7 +73,9 @@ def only_current_month_changed(git: Git) -> bool:
     after = yaml.safe_load((git.root / PARAMS_FILE).read_text()) or {}
     for side in (before, after):
         side.get("months", {}).pop("current", None)
-    return before == after
+    accepted_before = set((before.get("data_checks") or {}).pop("accepted_months", None) or [])
+    accepted_after = set((after.get("data_checks") or {}).pop("accepted_months", None) or [])
+    return before == after and accepted_before <= accepted_after
 
 
 def params_at(git: Git, sha: str, base: str) -> Params:

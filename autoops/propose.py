@@ -16,7 +16,7 @@ from autoops import github
 from autoops.branch import PROPOSED_TRAILER, branch_start, ensure_only_pipeline_changes, switch
 from autoops.check import run_check
 from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
-from autoops.params_edit import params_at, set_months
+from autoops.params_edit import accept_data_problems, params_at, set_months
 from autoops.project import BRANCH_PREFIX, dvc_outputs, lock_outputs, read_json, to_month
 from autoops.sources import ensure_published
 from stages.io import file_md5, write_text
@@ -90,6 +90,7 @@ def run_propose(
     push: bool = True,
     force: bool = False,
     reopen: bool = False,
+    accept_problems: bool = False,
 ) -> dict[str, Any]:
     git = Git.discover(root)
     month = to_month(month)
@@ -117,8 +118,12 @@ def run_propose(
 
     # 1. The verdict, from the base branch's own model and params.
     switch(git, base_checkout)
-    checked = run_check(root, month)
+    checked = run_check(root, month, accept_problems=accept_problems)
     outcome["check"] = checked
+    # A data problem stops propose even with --force: only a person's --accept-data-problems lifts it.
+    if checked["data_problem"]:
+        outcome.update(reason=checked["data_problem"], data_problem=checked["data_problem"])
+        return outcome
     if not checked["breach"] and not force:
         outcome["reason"] = f"no breach for {month}: {checked['reason']}"
         return outcome
@@ -134,7 +139,7 @@ def run_propose(
 
     # 3. and 4. Retrain, compare on the same rows, commit the evidence.
     comparison = _retrain_with_evidence(
-        root, git, month, branch, base, (trigger_drift, trigger_eval, trigger_predictions)
+        root, git, month, branch, base, (trigger_drift, trigger_eval, trigger_predictions), accept_problems
     )
     outcome["comparison"] = comparison
     head = git.rev("HEAD")
@@ -187,6 +192,7 @@ def _retrain_with_evidence(
     branch: str,
     base: str,
     trigger: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    accept_problems: bool = False,
 ) -> dict[str, Any]:
     """On the retrain branch: retrain on ``month``, compare both models on the rows the new one
     never saw, write the evidence and the report, commit. ``trigger``: the check's drift metrics,
@@ -196,6 +202,9 @@ def _retrain_with_evidence(
 
     trigger_drift, trigger_eval, trigger_predictions = trigger
     set_months(root / PARAMS_FILE, reference=month, current=month)
+    if accept_problems:
+        # Committed with the retrain: the PR's params diff shows that a person accepted the data.
+        accept_data_problems(root / PARAMS_FILE, month)
     err_console.print(f"[bold]retraining on {month} (branch {branch})[/bold]")
     dvc(root, "repro")
     # No second gate here: whether to retrain was decided once, by the check's trigger (which

@@ -4,7 +4,9 @@ Evidently 0.7 compares the current month with the reference holdout on the model
 on its predictions (``DataDriftPreset``; Evidently picks each column's test). The retrain
 trigger (stages/trigger.py) estimates what a retrain would buy next month from the month's own
 labels, out of time. Data drift (abrupt change) or a big enough expected gain give one verdict:
-``retrain_recommended`` with a reason a person can read. The current month's MAE against the
+``retrain_recommended`` with a reason a person can read, unless the month failed a blocking data
+check (stages/data_checks.py, whose result drift.json carries under ``data_checks``): then the
+verdict is no, and the reason is the data problem. The current month's MAE against the
 reference holdout MAE (performance drift) is reported beside it, for information.
 
 ``python -m stages.drift --current served.parquet`` runs the other check, of the service's
@@ -28,6 +30,7 @@ from stages.features import CATEGORICAL_FEATURES, FEATURES
 from stages.io import StageError, open_parquet, read_rows, write_json, write_text
 from stages.params import DriftParams, Params, load_params
 from stages.paths import (
+    DATA_CHECKS_METRICS,
     DRIFT_METRICS,
     DRIFT_REPORT,
     EVALUATE_METRICS,
@@ -37,7 +40,7 @@ from stages.paths import (
     SERVING_DRIFT_REPORT,
 )
 from stages.runner import run_stage
-from stages.trigger import decide, estimate_gain_from_file
+from stages.trigger import data_problem, decide, estimate_gain_from_file
 
 DRIFT_COLUMNS = [*FEATURES, PREDICTION]
 # Evidently stamps random ids into the HTML on every run; they are renumbered in order of
@@ -140,6 +143,18 @@ def _evaluation(path: Path = EVALUATE_METRICS) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _data_checks(month: str, path: Path = DATA_CHECKS_METRICS) -> dict[str, Any]:
+    """The data checks' verdict on ``month`` (the data_checks stage's metric)."""
+    if not path.exists():
+        raise StageError(f"{path}: missing; run the data_checks stage first (dvc repro data_checks)")
+    checks = json.loads(path.read_text())
+    if checks.get("month") != month:
+        raise StageError(
+            f"{path} describes {checks.get('month')}, not {month}; rerun `dvc repro data_checks`"
+        )
+    return checks
+
+
 def _publish(result: dict[str, Any], snapshot: Any, report_path: Path, metrics_path: Path) -> None:
     write_text(_stable_ids(snapshot.get_html_str(as_iframe=False)), report_path)
     write_json(result, metrics_path)
@@ -162,13 +177,16 @@ def drift(params: Params) -> dict[str, Any]:
         current_features = FEATURES_DIR / "current.parquet"
         gain = estimate_gain_from_file(champion, current_features, params, params.months.current)
     perf = {**perf, "expected_gain": gain and gain["expected_gain"], "gain": gain}
-    retrain, reason = decide(data, gain, params.drift.min_retrain_gain)
+    checks = _data_checks(params.months.current)
+    retrain, reason = decide(data, gain, params.drift.min_retrain_gain, checks)
     result = {
         "reference_month": params.months.reference,
         "current_month": params.months.current,
         "model_version": evaluation["model_version"],
         **data,
         **perf,
+        "data_checks": checks,
+        "data_problem": data_problem(checks),
         "retrain_recommended": retrain,
         "reason": reason,
     }

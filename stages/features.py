@@ -141,20 +141,32 @@ def duration_minutes(trips: pd.DataFrame) -> pd.Series:
     return delta.dt.total_seconds() / 60.0
 
 
+def filter_checks(
+    trips: pd.DataFrame, month_start: Any, month_end: Any, filters: Any
+) -> dict[str, pd.Series]:
+    """Each modelling filter by name, True where a row passes it (:func:`filter_mask` keeps rows
+    that pass all). Named one by one so the data checks can say which filter dropped a month's trips.
+    """
+    duration = duration_minutes(trips)
+    pickup = trips["lpep_pickup_datetime"]
+    return {
+        "pickup_in_month": (pickup >= pd.Timestamp(month_start)) & (pickup < pd.Timestamp(month_end)),
+        "duration_in_range": duration.between(filters.min_duration_min, filters.max_duration_min),
+        "distance_in_range": (trips["trip_distance"] > 0)
+        & (trips["trip_distance"] <= filters.max_distance_mi),
+        "zones_known": trips["PULocationID"].between(*ZONE_ID_RANGE)
+        & trips["DOLocationID"].between(*ZONE_ID_RANGE),
+    }
+
+
 def filter_mask(trips: pd.DataFrame, month_start: Any, month_end: Any, filters: Any) -> pd.Series:
     """Rows kept for modelling: pickup inside the month, plausible duration and distance.
 
     ``filters`` is :class:`stages.params.FilterParams`. TLC files hold a few stray rows from other
     years (clock errors); they are dropped here, not in ingest, so the raw month stays complete.
     """
-    duration = duration_minutes(trips)
-    pickup = trips["lpep_pickup_datetime"]
-    return (
-        (pickup >= pd.Timestamp(month_start))
-        & (pickup < pd.Timestamp(month_end))
-        & duration.between(filters.min_duration_min, filters.max_duration_min)
-        & (trips["trip_distance"] > 0)
-        & (trips["trip_distance"] <= filters.max_distance_mi)
-        & trips["PULocationID"].between(*ZONE_ID_RANGE)
-        & trips["DOLocationID"].between(*ZONE_ID_RANGE)
-    )
+    checks = iter(filter_checks(trips, month_start, month_end, filters).values())
+    kept = next(checks)
+    for passed in checks:
+        kept = kept & passed
+    return kept

@@ -120,6 +120,30 @@ class DriftParams(_Strict):
     late_fraction: float = Field(0.25, gt=0.05, lt=0.6)
 
 
+class DataChecksParams(_Strict):
+    """stages/data_checks.py: what makes a month's data untrustworthy (params.yaml says why each)."""
+
+    min_days_covered: float = Field(0.9, ge=0, le=1)
+    min_day_trip_share: float = Field(0.05, ge=0, lt=1)
+    min_trips_per_day_ratio: float = Field(0.4, gt=0)
+    max_trips_per_day_ratio: float = Field(2.0, gt=0)
+    min_vendor_share: float = Field(0.03, ge=0, lt=1)
+    min_vendor_rows_ratio: float = Field(0.25, ge=0, le=1)
+    min_kept_share: float = Field(0.5, ge=0, le=1)
+    max_null_share_increase: float = Field(0.3, gt=0, le=1)
+    max_invalid_share: float = Field(0.02, ge=0, le=1)
+    max_duplicate_share: float = Field(0.01, ge=0, le=1)
+    min_band_trips: int = Field(200, ge=1)
+    min_bands: int = Field(3, ge=1, le=5)
+    max_vendor_divergence: float = Field(0.25, gt=0)
+    accepted_months: list[str] = []
+
+    @field_validator("accepted_months")
+    @classmethod
+    def _months(cls, value: list[str]) -> list[str]:
+        return [validate_month(m) for m in value]
+
+
 class MlflowParams(_Strict):
     experiment: str = "auto-ops-green-taxi"
     registered_model: str = "green-taxi-duration"
@@ -162,6 +186,7 @@ class Params(_Strict):
     split: SplitParams = SplitParams()
     train: TrainParams = TrainParams()
     drift: DriftParams = DriftParams()
+    data_checks: DataChecksParams = DataChecksParams()
     mlflow: MlflowParams = MlflowParams()
     backtest: BacktestParams = BacktestParams()
 

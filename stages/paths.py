@@ -20,6 +20,7 @@ MODELS_DIR = Path("models")
 PREDICTIONS_DIR = Path("data/predictions")
 EVALUATE_METRICS = Path("reports/metrics/evaluate.json")
 PLOTS_DIR = Path("reports/plots")
+DATA_CHECKS_METRICS = Path("reports/metrics/data_checks.json")
 DRIFT_METRICS = Path("reports/metrics/drift.json")
 DRIFT_REPORT = Path("reports/drift_report.html")
 # The check of the service's prediction log (python -m stages.drift serving): not DVC outputs, so the

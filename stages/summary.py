@@ -36,8 +36,14 @@ def summary(console: Console | None = None) -> int:
         m = evaluation[key]
         table.add_row(label, month, f"{m['rows']:,}", f"{m['mae']:.3f}", f"{m['rmse']:.3f}", f"{m['r2']:.3f}")
     console.print(table)
-    colour = "yellow" if drift["retrain_recommended"] else "green"
+    colour = "red" if drift.get("data_problem") else "yellow" if drift["retrain_recommended"] else "green"
     console.print(f"[bold {colour}]{drift['reason']}[/bold {colour}]")
+    checks = drift.get("data_checks") or {}
+    for check in checks.get("checks", []):
+        if not check["passed"]:
+            kind = "blocks" if check["blocking"] else "warning"
+            limit = check["threshold_text"]
+            console.print(f"data check {check['name']} ({kind}): {check['detail']} (threshold {limit})")
     if registry:
         name, version = registry["registered_model"], registry["version"]
         console.print(f"MLflow: {name} v{version} at {registry['tracking_uri']}")

@@ -12,7 +12,10 @@ mixes up "this month is harder" with "the model is stale".
 
 One decision, used by the drift stage, ``autoops check``/``propose`` and the backtest:
 retrain when Evidently sees data drift (abrupt change) or when ``expected_gain`` reaches
-``drift.min_retrain_gain``.
+``drift.min_retrain_gain`` - unless the month failed a blocking data check (stages/data_checks.py):
+a broken feed is not a changed world, and a retrain on it would learn the fault. Such a month is
+never a retrain, whatever drift and gain say, until a person accepts its data
+(``data_checks.accepted_months``).
 """
 
 from __future__ import annotations
@@ -180,11 +183,31 @@ def _drift_sentence(data: dict[str, Any]) -> str:
     return f"no data drift: {share} (share {data['drifted_share']:.2f} < {data['drift_share_threshold']})"
 
 
-def decide(data: dict[str, Any] | None, gain: dict[str, Any] | None, min_gain: float) -> tuple[bool, str]:
-    """Retrain or not, and the one reason: data drift, or a big enough expected gain.
+def data_problem(checks: dict[str, Any] | None) -> str | None:
+    """The one line that stops a retrain (``data problem in <month>: ...``), or None.
 
-    ``data`` (Evidently's summary) or ``gain`` may be None for the policies that use one signal.
+    ``checks`` is the data checks' result (reports/metrics/data_checks.json); a month a person
+    accepted (``data_checks.accepted_months``) has no problem that blocks.
     """
+    if checks is None or checks["passed"] or checks["accepted"]:
+        return None
+    return checks["problem"]
+
+
+def decide(
+    data: dict[str, Any] | None,
+    gain: dict[str, Any] | None,
+    min_gain: float,
+    checks: dict[str, Any] | None = None,
+) -> tuple[bool, str]:
+    """Retrain or not, and the one reason: a data problem (never), data drift, or a big enough
+    expected gain.
+
+    ``data`` (Evidently's summary) or ``gain`` may be None for the policies that use one signal;
+    ``checks`` (the data checks' result) None where the month's raw data was not checked.
+    """
+    if problem := data_problem(checks):
+        return False, problem
     reasons, calm = [], []
     if data is not None:
         (reasons if data["data_drift"] else calm).append(_drift_sentence(data))
@@ -192,6 +215,8 @@ def decide(data: dict[str, Any] | None, gain: dict[str, Any] | None, min_gain: f
         enough = gain["expected_gain"] >= min_gain
         threshold = f"{'>=' if enough else '<'} {min_gain:.0%}"
         (reasons if enough else calm).append(f"{gain_sentence(gain)}, {threshold}")
+    accepted = checks is not None and checks["accepted"] and not checks["passed"]
+    note = f" (data problems accepted by a person: {checks['problem']})" if accepted else ""
     if reasons:
-        return True, "retrain recommended: " + "; ".join(reasons)
-    return False, "no retrain needed: " + "; ".join(calm)
+        return True, "retrain recommended: " + "; ".join(reasons) + note
+    return False, "no retrain needed: " + "; ".join(calm) + note

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Real TLC months sit beside the project on developer and CI machines, never in a user's clone.
-REAL_DIR = ROOT.parent / "shared" / "data" / "tlc"
+# Real TLC months sit beside the project on developer and CI machines, never in a user's clone
+# (AUTOOPS_REAL_DIR points elsewhere, e.g. from a git worktree that is not beside them).
+REAL_DIR = Path(os.environ.get("AUTOOPS_REAL_DIR") or ROOT.parent / "shared" / "data" / "tlc")
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +103,7 @@ def set_params(project_dir: Path, **updates: object) -> None:
 def run_stages(project_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, object]) -> dict:
     """Every stage in this process, in order, in ``project_dir`` on the project's params.yaml with
     ``overrides`` (MLflow off); returns the drift stage's verdict."""
+    from stages.data_checks import data_checks
     from stages.drift import drift
     from stages.evaluate import evaluate
     from stages.featurize import featurize
@@ -115,6 +117,7 @@ def run_stages(project_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: di
     monkeypatch.chdir(project_dir)
     params = load_params()
     ingest(params)
+    data_checks(params)
     featurize(params)
     train(params, use_mlflow=False)
     evaluate(params)

@@ -1,6 +1,6 @@
 """A stand-in for GitHub's REST API, at its protocol boundary: a real HTTP server on localhost.
 
-Only the pull-request endpoints the loop touches (directly, or through the `cml` stand-in in
+Only the pull-request and issue endpoints the loop touches (directly, or through the `cml` stand-in in
 tests/workflow_runner.py) are served; the state is a list of pull requests a test can inspect
 and change (close one unmerged, merge one) as a person on github.com would.
 """
@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 PULLS = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/pulls$")
+ISSUES = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues$")
 COMMENTS = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/(?P<number>\d+)/comments$")
 
 
@@ -27,6 +28,7 @@ class FakeGitHub:
     repository: str = "acme/auto-ops"
     pulls: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[str]] = field(default_factory=dict)
+    issues: list[dict[str, Any]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,6 +47,20 @@ class FakeGitHub:
             }
             self.pulls.append(pull)
             return pull
+
+    def open_issue(self, title: str, body: str = "") -> dict[str, Any]:
+        with self.lock:
+            # Issues and pull requests share one number sequence on GitHub.
+            number = len(self.pulls) + len(self.issues) + 1
+            issue = {
+                "number": number,
+                "state": "open",
+                "title": title,
+                "body": body,
+                "html_url": f"https://github.com/{self.repository}/issues/{number}",
+            }
+            self.issues.append(issue)
+            return issue
 
     def close(self, number: int, *, merged: bool = False) -> None:
         with self.lock:
@@ -81,10 +97,17 @@ def _handler(github: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             github.requests.append(f"GET {url.path}?{url.query}")
             if not self._authorised():
                 return
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if ISSUES.match(url.path):
+                # GitHub lists pull requests among the issues, marked by a `pull_request` key.
+                with github.lock:
+                    listed = [*github.issues, *({**p, "pull_request": {}} for p in github.pulls)]
+                state = query.get("state", "open")
+                self._reply(200, [i for i in listed if state == "all" or i["state"] == state])
+                return
             if not PULLS.match(url.path):
                 self._reply(404, {"message": "Not Found"})
                 return
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
             state, head = query.get("state", "open"), query.get("head")
             with github.lock:
                 found = [
@@ -105,6 +128,8 @@ def _handler(github: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                 self._reply(
                     201, github.open_pull(body["head"], body["base"], body["title"], body.get("body", ""))
                 )
+            elif ISSUES.match(url.path):
+                self._reply(201, github.open_issue(body["title"], body.get("body", "")))
             elif match := COMMENTS.match(url.path):
                 github.comments.setdefault(int(match["number"]), []).append(body["body"])
                 self._reply(201, {"body": body["body"]})

@@ -79,3 +79,15 @@ def test_serving_figures_match_their_results() -> None:
     latest = ROOT / "bench/results/serve.json"
     expected = summary(results, earlier_runs(latest), loaded_run(latest))
     assert block.strip() == expected.strip(), "run bench/serve_bench.py (it rewrites the block)"
+
+
+def test_data_checks_table_matches_its_results() -> None:
+    """The data checks' calibration (bench/data_checks.py): clean real pairs pass, every fault fails."""
+    from bench.data_checks import RESULTS, render
+
+    assert render() == (ROOT / "bench/README.md").read_text(), "run `python -m bench.data_checks --render`"
+    results = json.loads(RESULTS.read_text())
+    assert results["pairs"] > 100 and not results["clean_pairs_failing"]
+    for fault in results["faults"]["results"].values():
+        assert fault["expected"] in fault["blocking"]
+    assert not any(change["blocking"] for change in results["real_changes"].values())

@@ -82,6 +82,8 @@ def test_real_month_pairs(
         tmp_path, monkeypatch, {**overrides, "months.reference": reference, "months.current": current}
     )
     assert result["data_drift"] is drifts and result["retrain_recommended"] is drifts, result["reason"]
+    # Real months, years apart or not, are real data: the data checks pass and leave the call to drift.
+    assert result["data_checks"]["passed"] and result["data_problem"] is None
     if drifts:
         assert {"pu_zone", "do_zone", "trip_distance", "prediction"} <= set(result["drifted_columns"])
     else:

@@ -39,6 +39,7 @@ OUTPUTS = [
     "reports/plots/error_by_hour.csv",
     "reports/plots/predicted_vs_actual.csv",
     "reports/metrics/drift.json",
+    "reports/metrics/data_checks.json",
 ]
 
 
@@ -94,6 +95,17 @@ def test_big_month_code_paths_are_reproducible_exact_and_bounded(
     assert evaluation["current"] == regression_metrics(
         predictions["duration_min"].to_numpy(), predictions["prediction"].to_numpy()
     )
+
+    # The data checks, streamed row group by row group, count what one whole-month read counts.
+    from stages.data_checks import evaluate, profile_tables
+
+    whole = {
+        m: profile_tables(m, [pq.read_table(a / f"data/raw/green_tripdata_{m}.parquet")], params.filters)
+        for m in ("2024-01", "2024-02")
+    }
+    checks = json.loads((a / "reports/metrics/data_checks.json").read_text())
+    assert checks == json.loads(json.dumps(evaluate(whole["2024-01"], whole["2024-02"], params.data_checks)))
+    assert first["data_checks"] == checks
 
     # Training took the deterministic sample, and says so.
     card = json.loads((a / "models/model_card.json").read_text())

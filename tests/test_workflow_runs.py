@@ -2,7 +2,8 @@
 git origin and a real DVC remote; GitHub's API (tests/github_api.py) is the only stand-in.
 
 The release runs here on a project whose model is small and made by the test, so no step trains
-anything; drift-watch, which must retrain, runs in tests/test_loop_e2e.py's shared loop.
+anything; drift-watch runs on the small synthetic project: a breach becomes one PR, and a month
+whose data is broken ends the run with its data problem and an issue until a person accepts it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
 
 from autoops import release
-from tests.conftest import ROOT, copy_project, run_in
+from tests.conftest import ROOT, copy_project, run_in, set_params
 from tests.test_loop import _fit, _models_dir
-from tests.workflow_runner import Runner, evaluate
+from tests.workflow_runner import JobRun, Runner, evaluate
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
@@ -248,3 +250,88 @@ def test_drift_watch_opens_one_pr_and_takes_no_for_an_answer(watched: dict[str, 
         with pytest.raises(MlflowException):
             client.get_model_version_by_alias("green-taxi-duration", "challenger")
         assert str(client.get_model_version_by_alias("green-taxi-duration", "champion").version) == "1"
+
+
+@pytest.fixture(scope="module")
+def broken_month(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """main with the small pipeline run on months from a folder (`data.source: dir`), whose 2024-05
+    (the synthetic regime shift: a real change) is cut after day 15, as an upload that stopped."""
+    import pyarrow.parquet as pq
+
+    from stages.params import SyntheticParams
+    from stages.synthetic import generate_month
+    from tests.data_faults import cut_after_day
+    from tests.small_project import SMALL, small_project
+
+    root = tmp_path_factory.mktemp("broken")
+    project = small_project(tmp_path_factory, root / "project")
+    months = root / "months"
+    months.mkdir()
+    synthetic = SyntheticParams(rows_per_month=SMALL["synthetic.rows_per_month"])
+    for month in ("2024-01", "2024-02", "2024-05"):
+        table = generate_month(month, synthetic)
+        if month == "2024-05":
+            table = pa.Table.from_pandas(cut_after_day(15)(table.to_pandas()), schema=table.schema)
+        pq.write_table(table, months / f"green_tripdata_{month}.parquet")
+    set_params(project, **{"data.source": "dir", "data.dir": str(months)})
+    for command in (
+        ["dvc", "repro"],
+        ["dvc", "remote", "add", "-d", "storage", str(root / "dvc-remote")],
+        [*GIT, "commit", "-qam", "Months from a folder"],
+        ["dvc", "push"],
+    ):
+        assert (done := run_in(project, *command)).returncode == 0, done.stderr
+    origin = root / "origin.git"
+    _git(root, "clone", "-q", "--bare", str(project), str(origin))
+    return {"root": root, "origin": origin}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_drift_watch_stops_on_a_data_problem_until_a_person_accepts_it(broken_month: dict[str, Path]) -> None:
+    """A broken month ends the run red with its one line and an issue: no branch, no PR. A person
+    who vouches for the data dispatches the month with accept_data_problems, and the PR says so."""
+    from tests.github_api import fake_github
+
+    root, origin = broken_month["root"], broken_month["origin"]
+    with fake_github() as gh:
+
+        def watch(name: str, event: str, **inputs: str) -> JobRun:
+            runner = Runner(
+                workflow=WORKFLOWS / "drift-watch.yml",
+                origin=origin,
+                workspace=root / name,
+                event_name=event,
+                inputs={"month": "2024-05", **inputs},
+                env={"GITHUB_API_URL": gh.url},
+                cml_log=root / f"{name}-cml.jsonl",
+            )
+            return runner.run()["watch"]
+
+        job = watch("scheduled", "schedule")
+        assert job.result == "failure", job.log()
+        check, stop = job.step("Check the data"), job.step("Stop on a data problem")
+        line = check.outputs["data_problem"]
+        assert line.startswith("data problem in 2024-05: days_covered: 48% of the month's days"), line
+        assert check.outputs["breach"] == "false" and stop.outcome == "failure" and line in stop.stdout
+        assert job.step("Propose a retrain").outcome == "skipped" and not gh.pulls
+        assert "retrain/2024-05" not in _git(root, "--git-dir", str(origin), "branch", "--list")
+        summary = (root / "scheduled" / "watch.files" / "summary.md").read_text()
+        assert line in summary and "### Data checks: 2024-05 against 2024-01" in summary
+        [issue] = gh.issues
+        assert issue["title"] == "Data problem in 2024-05" and line in issue["body"]
+
+        # The same month next week: still one issue, not one per run.
+        again = watch("next-week", "schedule")
+        assert again.result == "failure" and len(gh.issues) == 1
+        assert "issue already open" in again.step("Stop on a data problem").stdout
+
+        # A person knows the half month is right (say, a strike) and dispatches it with the override.
+        accepted = watch("accepted", "workflow_dispatch", accept_data_problems="true")
+        assert accepted.result == "success", accepted.log()
+        assert accepted.step("Propose a retrain").outputs["proposed"] == "true"
+        [pull] = gh.pulls
+        [comment] = gh.comments[pull["number"]]
+        assert "**Accepted by a person** (`data_checks.accepted_months` lists 2024-05)" in comment
+        params = yaml.safe_load(_git(root, "--git-dir", str(origin), "show", "retrain/2024-05:params.yaml"))
+        assert params["data_checks"]["accepted_months"] == ["2024-05"]

@@ -42,7 +42,7 @@ def _steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
 # What each workflow is for, as the `autoops` commands its steps run, in order (and CI's test run).
 LOOP_COMMANDS = {
     "ci": [],
-    "drift-watch": ["pull", "check", "propose", "register", "report"],
+    "drift-watch": ["pull", "check", "propose", "register", "report", "data-issue"],
     "pr-report": ["diff"],
     "release": ["fetch-model", "release-artifact", "promote"],
 }
@@ -153,7 +153,7 @@ def test_drift_watch_is_scheduled_serialised_and_thin() -> None:
     # its PR); GitHub keeps one pending run per group, so they do not queue.
     assert workflow["concurrency"]["cancel-in-progress"] is False
     job = workflow["jobs"]["watch"]
-    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write", "issues": "write"}
     runs = "\n".join(step.get("run", "") for step in job["steps"])
     for command in ("autoops pull", "autoops check", "autoops propose", "autoops report"):
         assert command in runs
@@ -166,6 +166,13 @@ def test_drift_watch_is_scheduled_serialised_and_thin() -> None:
     # Images are not uploaded to CML's asset host unless the repository opts in.
     assert '--publish="$PUBLISH_IMAGES"' in runs and "autoops register --pr" in runs
     assert job["env"]["PUBLISH_IMAGES"] == "${{ vars.AUTOOPS_PUBLISH_IMAGES == 'true' }}"
+    # A data problem ends the run with its one line and an issue, never a PR; only a person
+    # dispatching the month with accept_data_problems lifts it, for check and propose alike.
+    last = job["steps"][-1]
+    assert last["if"] == "steps.check.outputs.data_problem != ''" and "autoops data-issue" in last["run"]
+    assert on["workflow_dispatch"]["inputs"]["accept_data_problems"]["type"] == "boolean"
+    for step in (steps["check"], steps["propose"]):
+        assert "workflow_dispatch" in step["env"]["ACCEPT"] and "--accept-data-problems" in step["run"]
 
 
 def test_release_builds_from_the_verified_model_and_promotes() -> None:
