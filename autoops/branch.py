@@ -89,3 +89,9 @@ def branch_start(
         )
     # The base moved on (or there is no branch yet): rebuild on top of it.
     return BranchStart(base_sha, bool(remote_sha), remote_sha, local_sha)
+
+
+def push_branch(git: Git, remote: str, branch: str, lease: str | None) -> None:
+    """Push ``branch``; ``lease``: the remote tip it may replace (a rebuilt branch), else a fast-forward."""
+    flags = [f"--force-with-lease=refs/heads/{branch}:{lease}"] if lease else []
+    git.run("push", "--quiet", *flags, remote, f"refs/heads/{branch}:refs/heads/{branch}")

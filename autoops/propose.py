@@ -13,7 +13,13 @@ from typing import Any
 from rich.console import Console
 
 from autoops import github
-from autoops.branch import PROPOSED_TRAILER, branch_start, ensure_only_pipeline_changes, switch
+from autoops.branch import (
+    PROPOSED_TRAILER,
+    branch_start,
+    ensure_only_pipeline_changes,
+    push_branch,
+    switch,
+)
 from autoops.check import run_check
 from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
 from autoops.params_edit import params_at, set_months
@@ -145,8 +151,7 @@ def run_propose(
         if dvc_remote_configured(root):
             dvc(root, "push")
         if head != remote_sha:
-            lease = [f"--force-with-lease=refs/heads/{branch}:{remote_sha}"] if rebuilt and remote_sha else []
-            git.run("push", "--quiet", *lease, remote, f"refs/heads/{branch}:refs/heads/{branch}")
+            push_branch(git, remote, branch, remote_sha if rebuilt else None)
             pushed = True
     # 6. Only now, proposed, does the challenger enter the MLflow registry (alias `challenger`).
     from autoops.release import register_challenger

@@ -56,18 +56,22 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         client = boto3.client("s3", endpoint_url=url, **_boto_credentials())
         for _ in range(100):  # readiness, not timing: poll until it answers or exits
             if server.poll() is not None:
-                pytest.skip(f"the S3 server exited: {log.read_text()[-500:]}")
+                _unavailable(f"the S3 server exited: {log.read_text()[-500:]}")
             try:
                 client.create_bucket(Bucket=BUCKET)
                 break
             except Exception:
                 time.sleep(0.2)
         else:
-            pytest.skip("the S3 server did not answer")
+            _unavailable("the S3 server did not answer")
         yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _unavailable(reason: str) -> None:
+    pytest.skip(reason)
 
 
 def _boto_credentials() -> dict[str, str]:
