@@ -18,6 +18,7 @@ from autoops.branch import (
     branch_start,
     ensure_only_pipeline_changes,
     push_branch,
+    record_proposed,
     switch,
 )
 from autoops.check import run_check
@@ -233,4 +234,6 @@ def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison:
     )
     title = f"Retrain on {month} (the model was trained on {drift['reference_month']})"
     git.run("commit", "--quiet", "-m", title, "-m", body)
+    # The record a rerun decides ownership by (autoops/branch.py): this very commit id.
+    record_proposed(git, f"{BRANCH_PREFIX}{month}", git.run("rev-parse", "HEAD"), month)
     return True
