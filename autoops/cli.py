@@ -13,8 +13,10 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from autoops import github
 from autoops.backtest import register as register_backtest
@@ -49,7 +51,12 @@ def _cli(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (LoopError, *EXPECTED_ERRORS) as exc:
-            err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            # Escaped: a message quoting a stage's `error [drift]: ...` is text, not rich markup.
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            # In Actions, the run's page shows the cause without opening the step's log.
+            command = click.get_current_context(silent=True)
+            name = command.info_name if command else func.__name__
+            github.append_summary(f"## Auto-Ops: `autoops {name}` failed\n\n{exc}\n")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -7,6 +7,7 @@ these files by autoops/evidence_plots.py and the markdown by autoops/evidence_re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,13 @@ def compare(
     )
     comparison = {
         "month": month,
-        "holdout": {"path": str(holdout_path), "sha256": file_sha256(holdout_path), "rows": len(holdout)},
+        # Relative to the repository root (every autoops command's working directory): this file is
+        # committed, and a runner's absolute path would make each rerun elsewhere a new commit.
+        "holdout": {
+            "path": Path(os.path.relpath(holdout_path)).as_posix(),
+            "sha256": file_sha256(holdout_path),
+            "rows": len(holdout),
+        },
         "champion": {
             "version": champion_card["version"],
             "training_months": champion_card["training_months"],

@@ -8,6 +8,7 @@ replay by hand when something goes wrong in CI.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,9 @@ from pathlib import Path
 # `cml repo prepare`), so a commit never fails on "Please tell me who you are".
 BOT_NAME = "auto-ops[bot]"
 BOT_EMAIL = "auto-ops-bot@users.noreply.github.com"
+# How a stage (stages/runner.py) and DVC itself name the cause of a failure, one line each.
+STAGE_ERROR = re.compile(r"error \[[\w-]+\]: ")
+DVC_ERROR = re.compile(r"ERROR: ")
 
 
 class LoopError(RuntimeError):
@@ -69,8 +73,13 @@ class Git:
     def ok(self, *args: str) -> bool:
         return _run(["git", *args], self.root, check=False).returncode == 0
 
+    def attempt(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run git and hand back the result, failed or not, for a caller that explains the failure."""
+        return _run(["git", *self._identity(args), *args], self.root, check=False)
+
     def _identity(self, args: Sequence[str]) -> list[str]:
-        if not args or args[0] != "commit":
+        # `notes add` and `notes merge` commit to the notes ref: they need an identity too.
+        if not args or args[0] not in ("commit", "notes"):
             return []
         have_email = _run(["git", "config", "user.email"], self.root, check=False).stdout.strip()
         return [] if have_email else ["-c", f"user.name={BOT_NAME}", "-c", f"user.email={BOT_EMAIL}"]
@@ -152,12 +161,42 @@ def dvc(
     # The loop's rebuilds never register models in MLflow (stages/train.py, REGISTER_ENV):
     # only a proposed challenger is registered, by `autoops propose` itself.
     env["AUTOOPS_MLFLOW_REGISTER"] = "0"
-    result = _run([sys.executable, "-m", "dvc", *args], root, check=False, capture=capture, env=env)
+    command = [sys.executable, "-m", "dvc", *args]
+    result = _run(command, root, check=False, env=env) if capture else _stream(command, root, env)
     if check and result.returncode != 0:
-        detail = (result.stderr or "").strip().splitlines() if capture else []
-        hint = detail[-1] if detail else "see the output above"
-        raise LoopError(f"`dvc {' '.join(args)}` failed (exit {result.returncode}): {hint}")
+        raise LoopError(f"`dvc {' '.join(args)}` failed (exit {result.returncode}): {_cause(result.stderr)}")
     return result
+
+
+def _stream(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with its output passed on to stderr as it comes, and kept for _cause."""
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as process:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            lines.append(line)
+    return subprocess.CompletedProcess(command, process.returncode, "", "".join(lines))
+
+
+def _cause(output: str | None) -> str:
+    """The line that says why DVC failed: a stage's own one-line error (stages/runner.py prints
+    `error [<stage>]: ...`), else DVC's `ERROR:` line, else the last line."""
+    lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
+    for pattern in (STAGE_ERROR, DVC_ERROR):
+        if found := [line for line in lines if pattern.match(line)]:
+            return found[-1]
+    return lines[-1] if lines else "no output"
 
 
 def dvc_remote_configured(root: Path) -> bool:

@@ -13,7 +13,14 @@ from typing import Any
 from rich.console import Console
 
 from autoops import github
-from autoops.branch import PROPOSED_TRAILER, branch_start, ensure_only_pipeline_changes, switch
+from autoops.branch import (
+    PROPOSED_TRAILER,
+    branch_start,
+    ensure_only_pipeline_changes,
+    push_branch,
+    record_proposed,
+    switch,
+)
 from autoops.check import run_check
 from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
 from autoops.params_edit import accept_data_problems, params_at, set_months
@@ -150,8 +157,7 @@ def run_propose(
         if dvc_remote_configured(root):
             dvc(root, "push")
         if head != remote_sha:
-            lease = [f"--force-with-lease=refs/heads/{branch}:{remote_sha}"] if rebuilt and remote_sha else []
-            git.run("push", "--quiet", *lease, remote, f"refs/heads/{branch}:refs/heads/{branch}")
+            push_branch(git, remote, branch, remote_sha if rebuilt else None)
             pushed = True
     # 6. Only now, proposed, does the challenger enter the MLflow registry (alias `challenger`).
     from autoops.release import register_challenger
@@ -237,4 +243,6 @@ def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison:
     )
     title = f"Retrain on {month} (the model was trained on {drift['reference_month']})"
     git.run("commit", "--quiet", "-m", title, "-m", body)
+    # The record a rerun decides ownership by (autoops/branch.py): this very commit id.
+    record_proposed(git, f"{BRANCH_PREFIX}{month}", git.run("rev-parse", "HEAD"), month)
     return True

@@ -99,13 +99,20 @@ def fetch_model(root: Path) -> str:
         how = "rebuilt (no DVC remote configured)"
     actual = file_md5(root / key) if (root / key).exists() else "missing"
     if actual != pinned:
+        # Without a remote, nothing tells a rebuild that differs from a lock that is wrong: say both.
+        causes = (
+            ""
+            if how.startswith("pulled")
+            else (
+                ": either the pipeline is not byte-reproducible on this machine (use a DVC remote, so "
+                f"the release pulls the reviewed bytes), or the committed {LOCK_FILE} itself is wrong "
+                "(edited by hand, or committed without the `dvc repro` that wrote it: run `dvc repro` "
+                f"and commit {LOCK_FILE})"
+            )
+        )
         raise LoopError(
             f"{key} {how} is md5 {actual[:12]}, not the md5 {pinned[:12]} the committed {LOCK_FILE} pins"
-            + (
-                ""
-                if how.startswith("pulled")
-                else ": the pipeline is not byte-reproducible here; use a DVC remote"
-            )
+            + causes
         )
     return how
 
@@ -183,7 +190,8 @@ def register_challenger(root: Path, branch: str, pr: str | None = None) -> dict[
     else:
         model = load_model(root / MODELS_DIR / MODEL_FILE, sha256=card["model_sha256"])
         params = load_params(root / "params.yaml")
-        version = register(params, model, card, 0.0, tags=tags, first_is_champion=False)["version"]
+        proposed = register(params, model, card, 0.0, tags=tags, first_is_champion=False, challenger=True)
+        version = proposed["version"]
     return {"registered_model": name, "version": version, "model_version": card["version"], **tags}
 
 

@@ -138,8 +138,13 @@ def register(
     *,
     tags: dict[str, str] | None = None,
     first_is_champion: bool = True,
+    challenger: bool = False,
 ) -> dict:
-    """Log the run and register a new model version; returns what identifies it in MLflow."""
+    """Log the run and register a new model version; returns what identifies it in MLflow.
+
+    ``challenger``: the version is the one a retrain PR proposes (autoops.release.register_challenger)
+    and takes the alias. A person's own `dvc repro` moves no alias: `challenger` names a proposal.
+    """
     mlflow = tracking.configure()
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -173,7 +178,8 @@ def register(
     client.set_model_version_tag(name, version, "training_months", ",".join(card["training_months"]))
     for key, value in (tags or {}).items():
         client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, tracking.CHALLENGER, version)
+    if challenger:
+        client.set_registered_model_alias(name, tracking.CHALLENGER, version)
     try:
         client.get_model_version_by_alias(name, tracking.CHAMPION)
     except MlflowException:  # no version holds the alias yet

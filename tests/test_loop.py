@@ -9,6 +9,7 @@ helpers at the top; one file per module would copy or import them all.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -265,8 +266,9 @@ def _holdout(path: Path, slope: float, rows: int = 300) -> Path:
     return path
 
 
-def test_compare_scores_both_models_on_the_same_rows(tmp_path: Path) -> None:
+def test_compare_scores_both_models_on_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The world changed: trips now take 3 min per mile instead of 2.
+    monkeypatch.chdir(tmp_path)  # the repository root, as for every autoops command
     champion = _models_dir(tmp_path / "champion", _fit(0, 2.0), "2024-01")
     challenger = _models_dir(tmp_path / "challenger", _fit(1, 3.0), "2024-05")
     holdout = _holdout(tmp_path / "holdout.parquet", 3.0)
@@ -274,6 +276,9 @@ def test_compare_scores_both_models_on_the_same_rows(tmp_path: Path) -> None:
     comparison, scored = evidence.compare(champion, challenger, holdout, baseline)
     assert comparison["holdout"]["rows"] == len(scored) == 300
     assert comparison["holdout"]["sha256"] == file_sha256(holdout)
+    # Issue 20, point 3: the path as the repository names it, never this runner's absolute path
+    # (committed in reports/loop/comparison.json, it made a rerun from another checkout a new commit).
+    assert comparison["holdout"]["path"] == "holdout.parquet"
     assert comparison["challenger_better"]
     assert comparison["challenger"]["metrics"]["mae"] < comparison["champion"]["metrics"]["mae"]
     assert comparison["change"]["mae_relative"] < -0.5
@@ -440,6 +445,33 @@ def test_promote_moves_the_champion_alias_to_the_merged_model(tmp_path: Path) ->
         release.promote(project, uri, compiled=False)
 
 
+def test_a_persons_training_run_never_moves_the_challenger_alias(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20, point 5: `challenger` names a proposed model; a person's `dvc repro` registers a
+    version (the first one becomes `champion`, it has nothing to beat) and moves no alias."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from stages.train import register
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's artifacts beside its store
+    params = load_params(ROOT / "params.yaml")
+    for seed in (0, 1):
+        model = _fit(seed, 2.0)
+        folder = _models_dir(tmp_path / f"run{seed}", model, "2024-01")
+        card = json.loads((folder / "model_card.json").read_text())
+        card |= {"model_params": {}, "holdout_metrics": {"mae": 1.0}, "train_data_sha256": "0" * 64}
+        register(params, model, card, 0.0)
+    client = MlflowClient(tracking_uri=uri)
+    name = params.mlflow.registered_model
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(name, "challenger")
+
+
 def test_promote_without_a_tracking_server_is_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -511,12 +543,25 @@ def _project_with_origin(tmp_path: Path) -> tuple[Path, Path]:
     return project, origin
 
 
-def _retrain_commit(project: Path, month: str) -> None:
-    """A commit as `autoops propose` makes it (its trailer is how propose knows its own commits)."""
-    (project / "reports").mkdir(exist_ok=True)
-    (project / "reports" / f"retrain-{month}.txt").write_text(month)
-    _git(project, "add", "reports")
-    _git(project, "commit", "-qm", f"Retrain on {month}", "-m", f"{branch.PROPOSED_TRAILER}: {month}")
+def _retrain_commit(project: Path, month: str, note: str = "") -> str:
+    """A commit made by `autoops propose`'s own commit step (``propose._commit``); its sha."""
+    loop = project / "reports" / "loop"
+    loop.mkdir(parents=True, exist_ok=True)
+    (loop / "report.md").write_text(f"Retrain on {month}{note}\n")
+    drift = {"reason": "retrain recommended: data drift", "reference_month": "2024-01"}
+    assert propose._commit(Git(project), project, month, drift, {"verdict": "the challenger beats it"})
+    return _git(project, "rev-parse", "HEAD").strip()
+
+
+def _push(project: Path, name: str = "retrain/2024-05") -> None:
+    """Push the branch the way `autoops propose` does."""
+    branch.push_branch(Git(project), "origin", name, None)
+
+
+def _clone(origin: Path, dest: Path) -> Path:
+    """Another checkout of origin (a reviewer's, or a fresh CI runner's)."""
+    _git(dest.parent, "clone", "-q", str(origin), str(dest))
+    return dest
 
 
 def test_propose_never_drops_a_reviewers_commit_when_main_moved(
@@ -528,7 +573,7 @@ def test_propose_never_drops_a_reviewers_commit_when_main_moved(
     _retrain_commit(project, "2024-05")
     (project / "params.yaml").write_text((project / "params.yaml").read_text() + "# reviewed\n")
     _git(project, "commit", "-qam", "Reviewer: a note on the params")
-    _git(project, "push", "-q", "origin", "retrain/2024-05")
+    _push(project)
     reviewed = _git(project, "rev-parse", "HEAD").strip()
     _git(project, "checkout", "-q", "main")
     (project / "README.md").write_text("main moved on\n")
@@ -545,23 +590,138 @@ def test_propose_never_drops_a_reviewers_commit_when_main_moved(
 
 
 def test_propose_may_rebuild_a_branch_only_it_committed_to(tmp_path: Path) -> None:
-    project, _ = _project_with_origin(tmp_path)
+    project, origin = _project_with_origin(tmp_path)
     _git(project, "checkout", "-q", "-b", "retrain/2024-05")
     _retrain_commit(project, "2024-05")
-    _git(project, "push", "-q", "origin", "retrain/2024-05")
+    _push(project)
     _git(project, "checkout", "-q", "main")
     _git(project, "commit", "-q", "--allow-empty", "-m", "main moves on")
+    _git(project, "push", "-q", "origin", "main")
     git = Git(project)
     base = git.rev("main")
     assert base
     start = branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
     assert start.start == base and start.rebuilt and start.remote_sha
+    # A fresh runner (another clone) knows the bot's commit from what the remote recorded.
+    runner = Git(_clone(origin, tmp_path / "runner"))
+    start = branch.branch_start(runner, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    assert start.start == base and start.rebuilt
     # Unchanged base: continue the branch as it is.
     _git(project, "checkout", "-q", "retrain/2024-05")
     _git(project, "merge", "-q", "main")
     _git(project, "push", "-q", "origin", "retrain/2024-05")
     start = branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
     assert start.start == git.rev("retrain/2024-05") and not start.rebuilt
+
+
+def test_a_reviewers_amended_commit_is_theirs_whatever_its_trailer(tmp_path: Path) -> None:
+    """Issue 20, point 2: ownership is the commit the bot made, not a trailer a person can keep
+    while amending it; rebuilding the branch would throw the reviewer's change away."""
+    project, origin = _project_with_origin(tmp_path)
+    _git(project, "checkout", "-q", "-b", "retrain/2024-05")
+    made = _retrain_commit(project, "2024-05")
+    _push(project)
+    reviewer = _clone(origin, tmp_path / "reviewer")
+    _git(reviewer, "checkout", "-q", "retrain/2024-05")
+    (reviewer / "params.yaml").write_text((reviewer / "params.yaml").read_text() + "# tuned by hand\n")
+    _git(reviewer, "commit", "-q", "-a", "--amend", "--no-edit")  # the trailer stays
+    assert branch.PROPOSED_TRAILER in _git(reviewer, "log", "-1", "--format=%B")
+    _git(reviewer, "push", "-q", "--force", "origin", "retrain/2024-05")
+    amended = _git(reviewer, "rev-parse", "--short", "HEAD").strip()
+    _git(project, "checkout", "-q", "main")
+    _git(project, "commit", "-q", "--allow-empty", "-m", "main moves on")
+    _git(project, "push", "-q", "origin", "main")
+    git = Git(project)
+    base = git.rev("main")
+    assert base and made != _git(reviewer, "rev-parse", "HEAD").strip()
+    with pytest.raises(
+        LoopError, match=rf"origin/retrain/2024-05 has 1 commit autoops did not make \({amended} "
+    ):
+        branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    # A fresh runner sees the same.
+    runner = Git(_clone(origin, tmp_path / "runner"))
+    with pytest.raises(LoopError, match=rf"\({amended} "):
+        branch.branch_start(runner, "origin", "retrain/2024-05", base, "main", has_remote=True)
+
+
+def test_a_rerun_keeps_unpushed_local_commits(tmp_path: Path) -> None:
+    """Issue 20, point 1: commits on the local retrain/<month> that are not on the remote yet are
+    continued from (and pushed), never reset away to the remote's tip."""
+    project, origin = _project_with_origin(tmp_path)
+    _git(project, "checkout", "-q", "-b", "retrain/2024-05")
+    _retrain_commit(project, "2024-05")
+    _push(project)
+    (project / "params.yaml").write_text((project / "params.yaml").read_text() + "# mine\n")
+    _git(project, "commit", "-qam", "Mine, not pushed yet")
+    mine = _git(project, "rev-parse", "HEAD").strip()
+    _git(project, "checkout", "-q", "main")
+    git = Git(project)
+    base = git.rev("main")
+    assert base
+    start = branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    assert start.start == mine and not start.rebuilt
+    # Only a fast-forward push carries it: nothing on the remote is replaced.
+    _push(project)
+    assert _git(project, "ls-remote", "--heads", str(origin), "retrain/2024-05").split()[0] == mine
+
+    # Someone else pushes meanwhile while a local commit of a person waits: the two have diverged,
+    # and propose stops naming the local commit, leaving both as they are.
+    other = _clone(origin, tmp_path / "other")
+    _git(other, "checkout", "-q", "retrain/2024-05")
+    _git(other, "commit", "-q", "--allow-empty", "-m", "Theirs")
+    _git(other, "push", "-q", "origin", "retrain/2024-05")
+    _git(project, "checkout", "-q", "retrain/2024-05")
+    (project / "params.yaml").write_text((project / "params.yaml").read_text() + "# mine again\n")
+    _git(project, "commit", "-qam", "Mine again")
+    local = _git(project, "rev-parse", "HEAD").strip()
+    _git(project, "checkout", "-q", "main")
+    with pytest.raises(
+        LoopError, match=r"retrain/2024-05 has 1 commit not on origin/retrain/2024-05 \(.* Mine again"
+    ):
+        branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    assert git.rev("refs/heads/retrain/2024-05") == local
+
+    # The bot's own unpushed commit (an earlier `propose --no-push`) is not a person's work: the
+    # remote's branch wins and the rerun rebuilds that commit's content anyway.
+    _git(project, "branch", "-q", "-f", "retrain/2024-05", "origin/retrain/2024-05~1")
+    _git(project, "checkout", "-q", "retrain/2024-05")
+    _retrain_commit(project, "2024-05", note=" (no push)")
+    _git(project, "checkout", "-q", "main")
+    start = branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
+    assert start.start == git.rev("refs/remotes/origin/retrain/2024-05") and not start.rebuilt
+
+
+def test_a_push_refused_because_someone_pushed_says_so(tmp_path: Path) -> None:
+    """Issue 20, point 4: not git's bare "failed to push some refs" but what happened, and that a
+    rerun is safe."""
+    project, origin = _project_with_origin(tmp_path)
+    _git(project, "checkout", "-q", "-b", "retrain/2024-05")
+    _retrain_commit(project, "2024-05")
+    _push(project)
+    pushed = _git(project, "rev-parse", "HEAD").strip()
+    other = _clone(origin, tmp_path / "other")
+    _git(other, "checkout", "-q", "retrain/2024-05")
+    _git(other, "commit", "-q", "--allow-empty", "-m", "Theirs")
+    _git(other, "push", "-q", "origin", "retrain/2024-05")
+    _retrain_commit(project, "2024-05", note=" again")
+    message = r"someone pushed to origin/retrain/2024-05 while propose ran.*nothing was lost.*rerun"
+    for lease in (None, pushed):  # continued (a fast-forward), rebuilt (a lease on what it saw)
+        with pytest.raises(LoopError, match=message):
+            branch.push_branch(Git(project), "origin", "retrain/2024-05", lease)
+    # The rerun after a refused rebuild: the local branch is main's new tip plus propose's commit.
+    # main's commits are not the local branch's own; the other push is a person's, so it stops.
+    _git(project, "checkout", "-q", "main")
+    _git(project, "commit", "-q", "--allow-empty", "-m", "main moves on")
+    _git(project, "checkout", "-q", "-B", "retrain/2024-05", "main")
+    _retrain_commit(project, "2024-05", note=" rebuilt")
+    _git(project, "checkout", "-q", "main")
+    git = Git(project)
+    base = git.rev("main")
+    assert base
+    with pytest.raises(
+        LoopError, match=r"^origin/retrain/2024-05 has 1 commit autoops did not make \(.* Theirs"
+    ):
+        branch.branch_start(git, "origin", "retrain/2024-05", base, "main", has_remote=True)
 
 
 def test_a_month_whose_pr_was_closed_unmerged_is_not_proposed_again(
@@ -617,12 +777,54 @@ def test_fetch_model_without_a_remote_accepts_only_a_byte_identical_rebuild(
     shutil.rmtree(project / ".dvc" / "cache")
     (project / "models/model.pkl").unlink()
     monkeypatch.setenv("RUNNER_FLAVOUR", "different")
-    with pytest.raises(LoopError, match=r"rebuilt .* not the md5 .* committed dvc\.lock pins.*reproducible"):
+    # Issue 20, point 4: from here a rebuild that is not reproducible and a lock that pins the
+    # wrong bytes look the same, so the message names both.
+    both = (
+        r"rebuilt .* not the md5 .* committed dvc\.lock pins: "
+        r"either .*not byte-reproducible.* or .*dvc\.lock itself"
+    )
+    with pytest.raises(LoopError, match=both):
         release.fetch_model(project)
     monkeypatch.delenv("RUNNER_FLAVOUR")
     shutil.rmtree(project / ".dvc" / "cache", ignore_errors=True)
     assert release.fetch_model(project).startswith("rebuilt")
     assert (project / "models/model.pkl").read_text() == "approved"
+    # A lock edited by hand: the rebuild is faithful, the pinned md5 is what is wrong.
+    lock = (project / "dvc.lock").read_text()
+    pinned = yaml.safe_load(lock)["stages"]["train"]["outs"][0]["md5"]
+    (project / "dvc.lock").write_text(lock.replace(pinned, "0123456789abcdef" * 2))
+    _git(project, "commit", "-qam", "a lock edited by hand")
+    with pytest.raises(LoopError, match=both):
+        release.fetch_model(project)
+
+
+def test_a_failing_stage_names_its_cause_in_check(tmp_path: Path) -> None:
+    """Issue 20, point 4: the stage's own one-line error, not "see the output above", in the
+    console's last line and in the job summary."""
+    project = _mini_project(tmp_path / "p", git=True)
+    (project / "drift_stage.py").write_text(
+        "from stages.io import StageError\nfrom stages.runner import run_stage\n\n\n"
+        "def main():\n"
+        "    raise StageError('reports/metrics/evaluate.json: missing; run dvc repro evaluate')\n\n\n"
+        "run_stage('drift', main)\n"
+    )
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"drift": {"cmd": "python drift_stage.py"}}}))
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_STEP_SUMMARY": str(summary)}
+    # A process of its own, as in a workflow step: DVC's and the stage's output stream through it.
+    result = subprocess.run(
+        [sys.executable, "-m", "autoops.cli", "check", "--month", "2024-03"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: `dvc repro drift` failed")
+    assert "error [drift]: reports/metrics/evaluate.json: missing; run dvc repro evaluate" in last
+    assert "error [drift]: reports/metrics/evaluate.json: missing" in summary.read_text()
 
 
 def test_report_images_point_at_the_branch_commit_not_an_upload(

@@ -174,6 +174,8 @@ def test_3_propose_pushes_one_retrain_commit(loop: Loop) -> None:
     assert card["reference_month"] == "2024-05"
     comparison = json.loads(loop.show(branch, "reports/loop/comparison.json"))
     assert comparison["challenger_better"] and comparison["challenger"]["version"] == card["version"]
+    # Issue 20, point 3: no runner path in the repository (a rerun elsewhere would commit a new one).
+    assert comparison["holdout"]["path"] == "data/features/holdout.parquet"
     # Champion and challenger were scored on the same rows: the challenger's own holdout.
     evaluation = json.loads(loop.show(branch, "reports/metrics/evaluate.json"))
     assert comparison["challenger"]["metrics"] == evaluation["reference_holdout"]
@@ -211,6 +213,25 @@ def test_5_a_rerun_of_propose_changes_nothing(loop: Loop) -> None:
     out = loop.autoops("propose", "--month", "2024-05", "--base", "main")
     assert out["proposed"] == "true" and out["updated"] == "false", out
     assert loop.remote_heads() == {"main": loop.main_sha, "retrain/2024-05": proposal.branch_sha}
+
+
+@pytest.mark.slow
+@phase
+def test_5b_a_local_commit_survives_a_rerun(loop: Loop) -> None:
+    """Issue 20, point 1: a person's commit on the local retrain/<month>, not pushed yet, is where a
+    rerun continues from, and it reaches origin; it is never reset away to origin's tip."""
+    proposal = loop.require_proposal()
+    loop.run(loop.work, "git", "checkout", "-q", "retrain/2024-05")
+    (loop.work / "REVIEW.md").write_text("Checked the drift table by hand.\n")
+    loop.run(loop.work, *GIT, "add", "REVIEW.md")
+    loop.run(loop.work, *GIT, "commit", "-qm", "Review notes, not pushed yet")
+    mine = loop.run(loop.work, "git", "rev-parse", "HEAD").stdout.strip()
+    out = loop.autoops("propose", "--month", "2024-05", "--base", "main")
+    assert out["proposed"] == "true" and out["updated"] == "true", out
+    heads = loop.remote_heads()
+    # Pushed as a fast-forward of what was there; the rerun itself had nothing new to commit.
+    assert heads["retrain/2024-05"] == mine, heads
+    assert loop.run(loop.work, "git", "merge-base", "--is-ancestor", proposal.branch_sha, mine)
 
 
 @pytest.mark.slow

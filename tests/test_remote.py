@@ -4,11 +4,12 @@ The DVC remote is S3 (dvc-s3) against an S3-compatible server on localhost.
 
 moto's standalone server speaks the S3 protocol; the credentials reach DVC the way the workflows
 pass them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment). Skipped cleanly when
-the server cannot start here.
+the server cannot start here, except in CI (CI=true), where that fails.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -41,8 +42,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The endpoint URL of a fresh S3 server with one empty bucket."""
-    pytest.importorskip("moto.server", reason="moto[s3] is not installed")
-    boto3 = pytest.importorskip("boto3")
+    try:
+        import boto3
+        import moto.server  # noqa: F401  (started below as `python -m moto.server`)
+    except ImportError as exc:
+        _unavailable(f"moto[s3] is not installed: {exc}")
     port = _free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "w") as out:
@@ -56,18 +60,26 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         client = boto3.client("s3", endpoint_url=url, **_boto_credentials())
         for _ in range(100):  # readiness, not timing: poll until it answers or exits
             if server.poll() is not None:
-                pytest.skip(f"the S3 server exited: {log.read_text()[-500:]}")
+                _unavailable(f"the S3 server exited: {log.read_text()[-500:]}")
             try:
                 client.create_bucket(Bucket=BUCKET)
                 break
             except Exception:
                 time.sleep(0.2)
         else:
-            pytest.skip("the S3 server did not answer")
+            _unavailable("the S3 server did not answer")
         yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _unavailable(reason: str) -> None:
+    """Skip on a laptop; fail in CI (Actions sets CI=true), where a skip would hide that the remote
+    was never tested."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the S3 round trip must run in CI)")
+    pytest.skip(reason)
 
 
 def _boto_credentials() -> dict[str, str]:
@@ -100,6 +112,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _copy(project: Path, dest: Path) -> Path:
     shutil.copytree(project, dest, symlinks=True)
     return dest
+
+
+def test_an_s3_server_that_does_not_start_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20, point 6: on a laptop the round trip is skipped without an S3 server; in CI (where
+    Actions sets CI=true) a skip would hide that the remote was never tested, so it fails."""
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaseException) as raised:  # pytest's Skipped and Failed are BaseExceptions
+        _unavailable("the S3 server did not answer")
+    assert raised.type is pytest.fail.Exception, raised.type
+    monkeypatch.delenv("CI")
+    with pytest.raises(BaseException) as raised:
+        _unavailable("the S3 server did not answer")
+    assert raised.type is pytest.skip.Exception, raised.type
 
 
 def test_dvc_push_and_pull_through_s3(s3: str, trained: Path, tmp_path: Path) -> None:
@@ -189,7 +214,8 @@ def test_only_a_proposed_challenger_enters_the_registry(
         monkeypatch.setenv(key, value)
     dvc(project, "repro", "train", capture=True)
     assert _versions(uri).keys() == {"1"}, "a rebuild by the loop entered the registry"
-    assert _alias(uri, "challenger") == "1"
+    # Issue 20, point 5: the person's own run that registered version 1 proposed nothing.
+    assert _alias(uri, "challenger") is None
 
     # Proposed on retrain/2024-05, PR #7: registered once, tagged, alias `challenger`.
     _run(project, *GIT, "checkout", "-q", "-b", "retrain/2024-05")

@@ -175,6 +175,24 @@ def test_drift_watch_is_scheduled_serialised_and_thin() -> None:
         assert "workflow_dispatch" in step["env"]["ACCEPT"] and "--accept-data-problems" in step["run"]
 
 
+def test_a_run_by_hand_for_a_month_is_never_cancelled_by_a_scheduled_one() -> None:
+    """Issue 20, point 7: GitHub cancels an older *pending* run of a group when a newer one arrives.
+    A run for the newest month loses nothing by that, but a run asked for by hand for an explicit
+    month would be gone: it has a group of its own (one per month)."""
+    from tests.workflow_runner import interpolate
+
+    group = _load(WORKFLOWS_DIR / "drift-watch.yml")["concurrency"]["group"]
+
+    def group_of(event: str, month: str | None) -> str:
+        inputs = {} if month is None else {"month": month}
+        return interpolate(group, {"github": {"event_name": event}, "inputs": inputs})
+
+    newest = group_of("schedule", None)
+    assert group_of("workflow_dispatch", "") == newest  # by hand, no month: the newest month too
+    assert group_of("workflow_dispatch", "2024-05") not in (newest, group_of("workflow_dispatch", "2024-06"))
+    assert group_of("workflow_dispatch", "2024-05") == group_of("workflow_dispatch", "2024-05")
+
+
 def test_release_builds_from_the_verified_model_and_promotes() -> None:
     workflow = _load(WORKFLOWS_DIR / "release.yml")
     assert _on(workflow)["push"]["branches"] == ["main"]
