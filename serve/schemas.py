@@ -23,7 +23,16 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    model_validator,
+)
 
 from serve.zones import zones
 from stages.features import INPUT_COLUMNS, ZONE_ID_RANGE
@@ -122,34 +131,40 @@ def _zone_or_point(zone: str, lon: str, lat: str) -> dict[str, Any]:
     }
 
 
+# The original Auto-Ops API's names for the hour + weekday fields (its README's example request),
+# accepted as written so that its clients need no rewrite: this API's name for each.
+SEED_NAMES: dict[str, str] = {"hour": "pickup_hour", "day_of_week": "pickup_dow", "month": "pickup_month"}
+_TIME_FIELDS = ("pickup_datetime", "pickup_hour", "pickup_dow", "pickup_month", *SEED_NAMES)
+
+
+def _only(*fields: str) -> dict[str, Any]:
+    """A JSON Schema branch: ``fields[:2]`` required (``fields[:1]`` for pickup_datetime) and no
+    other pickup-time field."""
+    required = list(fields[:1] if fields[0] == "pickup_datetime" else fields[:2])
+    others = [f for f in _TIME_FIELDS if f not in fields]
+    return {"required": required, "not": {"anyOf": [{"required": [f]} for f in others]}}
+
+
 _PICKUP_TIME_SCHEMA: dict[str, Any] = {
     # Exactly one way of giving the pickup time; as JSON Schema so /docs and fuzzers know it.
     "oneOf": [
-        {
-            "required": ["pickup_datetime"],
-            "not": {
-                "anyOf": [
-                    {"required": ["pickup_hour"]},
-                    {"required": ["pickup_dow"]},
-                    {"required": ["pickup_month"]},
-                ]
-            },
-        },
-        {"required": ["pickup_hour", "pickup_dow"], "not": {"required": ["pickup_datetime"]}},
+        _only("pickup_datetime"),
+        _only("pickup_hour", "pickup_dow", "pickup_month"),
+        _only("hour", "day_of_week", "month"),
     ],
 }
-# The original Auto-Ops request, by coordinates: Midtown South (zone 164) to Clinton East (48).
-# The third example in /docs; the tests send it too.
+# The original Auto-Ops request exactly as its README gave it: by coordinates, Midtown South (zone
+# 164) to Clinton East (48), with its own field names. The third example in /docs; the tests send it.
 SEED_TRIP: dict[str, Any] = {
     "pickup_longitude": -73.9857,
     "pickup_latitude": 40.7484,
     "dropoff_longitude": -73.9881,
     "dropoff_latitude": 40.7614,
-    "trip_distance": 1.1,
-    "pickup_hour": 14,
-    "pickup_dow": 2,
-    "pickup_month": 6,
-    "passenger_count": 1,
+    "passenger_count": 2,
+    "trip_distance": 2.5,
+    "hour": 14,
+    "day_of_week": 1,
+    "month": 6,
 }
 _TRIP_SCHEMA: dict[str, Any] = {
     # Each end of the trip as a zone ID or as coordinates; the pickup time one way or the other.
@@ -183,6 +198,28 @@ _PICKUP_TIME_MESSAGE = (
     "give the pickup time either as pickup_datetime or as pickup_hour + pickup_dow "
     "(+ optional pickup_month), not both and not neither"
 )
+# The same, to a client that used the original API's names.
+_SEED_PICKUP_TIME_MESSAGE = (
+    "give the pickup time either as pickup_datetime or as hour + day_of_week "
+    "(+ optional month), not both and not neither"
+)
+
+
+def _seed_names_message(given: list[str]) -> str | None:
+    """Why a trip's pickup-time names are ambiguous (None: they are not)."""
+    for seed, ours in SEED_NAMES.items():
+        if seed in given and ours in given:
+            return (
+                f"{seed} and {ours} are the same field (the original API's name and this one's): "
+                "give one of them"
+            )
+    mixed = [f for f in given if f in SEED_NAMES or f in SEED_NAMES.values()]
+    if any(f in SEED_NAMES for f in mixed) and any(f in SEED_NAMES.values() for f in mixed):
+        return (
+            "give hour + weekday with one set of names, pickup_hour + pickup_dow (+ pickup_month) "
+            f"or the original API's hour + day_of_week (+ month), not a mix (got {', '.join(mixed)})"
+        )
+    return None
 
 
 def _zone_or_point(end: str, prefix: str, zone: int | None, lon: float | None, lat: float | None) -> None:
@@ -220,6 +257,13 @@ class Trip(BaseModel):
     pickup_hour: Hour = _optional("Pickup hour of day, local time; fractions are minutes (17.5 = 17:30)")
     pickup_dow: Weekday = _optional("Pickup day of week, Monday = 0")
     pickup_month: Month = _optional("Pickup month (optional with hour + weekday)")
+    hour: Hour = _optional("The original Auto-Ops API's name for pickup_hour (give one of the two)")
+    day_of_week: Weekday = _optional(
+        "The original Auto-Ops API's name for pickup_dow, numbered the same way: Monday = 0 ... "
+        "Sunday = 6 (pandas' dayofweek, which the pipeline's features and so the model use; 1 is "
+        "a Tuesday, not ISO's Monday)"
+    )
+    month: Month = _optional("The original Auto-Ops API's name for pickup_month")
     vendor_id: json_enum(1, 2, 6) | None = Field(
         None, description="TLC VendorID: 1 Creative Mobile, 2 Curb, 6 Myle; null = unknown"
     )
@@ -246,12 +290,25 @@ class Trip(BaseModel):
             _zone_or_point(
                 "dropoff", "do", self.do_location_id, self.dropoff_longitude, self.dropoff_latitude
             )
+        message = _PICKUP_TIME_MESSAGE
+        if self.hour is not None or self.day_of_week is not None or self.month is not None:
+            self._take_seed_names()
+            message = _SEED_PICKUP_TIME_MESSAGE
         if self.pickup_datetime is None:
             if self.pickup_hour is None or self.pickup_dow is None:
-                raise ValueError(_PICKUP_TIME_MESSAGE)
+                raise ValueError(message)
         elif self.pickup_hour is not None or self.pickup_dow is not None or self.pickup_month is not None:
-            raise ValueError(_PICKUP_TIME_MESSAGE)
+            raise ValueError(message)
         return self
+
+    def _take_seed_names(self) -> None:
+        # The original API's names (rare): refuse an ambiguous mix, then hold the values under this
+        # API's names, which everything downstream reads.
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if message := _seed_names_message(given):
+            raise ValueError(message)
+        for seed, ours in SEED_NAMES.items():
+            object.__setattr__(self, ours, getattr(self, seed))
 
     @property
     def has_coordinates(self) -> bool:
@@ -361,6 +418,12 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     trips: list[Trip] = Field(min_length=1, description="Trips to predict, at most the service's max_batch")
+
+
+# The original Auto-Ops API's batch form: the trips as a bare JSON array (errors are located at
+# ["body", index, field] then).
+TripList = Annotated[list[Trip], Field(min_length=1)]
+TRIP_LIST: TypeAdapter[list[Trip]] = TypeAdapter(TripList)
 
 
 class Zone(BaseModel):

@@ -499,6 +499,48 @@ def test_nan_and_infinity_are_refused_as_not_finite(value: str, field: str) -> N
     ]
 
 
+# --- the original Auto-Ops API's field names ---------------------------------------------------------
+
+
+def test_the_seed_names_are_this_apis_names() -> None:
+    """hour / day_of_week / month are pickup_hour / pickup_dow / pickup_month, day_of_week numbered
+    Monday = 0 like the features: the seed's day_of_week 1 in June is a Tuesday in June."""
+    by_seed = Trip.model_validate({**BASE_BY_PARTS, "hour": 14, "day_of_week": 1, "month": 6})
+    ours = Trip.model_validate({**BASE_BY_PARTS, "pickup_hour": 14, "pickup_dow": 1, "pickup_month": 6})
+    tuesday = Trip.model_validate({**BASE_BY_PARTS, "pickup_datetime": "2021-06-15T14:00:00"})
+    assert datetime(2021, 6, 15).weekday() == 1
+    matrices = [feature_matrix(trip_columns([t])) for t in (by_seed, ours, tuesday)]
+    np.testing.assert_array_equal(matrices[0], matrices[1])
+    np.testing.assert_array_equal(matrices[0], matrices[2])
+    assert by_seed.pickup_local().month == 6
+
+
+BASE_BY_PARTS = {"pu_location_id": 74, "do_location_id": 168, "trip_distance": 2.3}
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"hour": 14, "pickup_hour": 14, "day_of_week": 1}, ("hour", "pickup_hour")),
+        ({"hour": 14, "day_of_week": 1, "pickup_dow": 1}, ("day_of_week", "pickup_dow")),
+        ({"hour": 14, "day_of_week": 1, "month": 6, "pickup_month": 6}, ("month", "pickup_month")),
+        ({"hour": 14, "pickup_dow": 1}, ("hour", "pickup_dow")),
+        ({"pickup_hour": 14, "pickup_dow": 1, "month": 6}, ("pickup_hour", "month")),
+        (
+            {"hour": 14, "day_of_week": 1, "pickup_datetime": "2021-06-15T14:00:00"},
+            ("pickup_datetime", "hour"),
+        ),
+    ],
+)
+def test_ambiguous_seed_and_api_names_are_refused_naming_both(
+    fields: dict[str, Any], named: tuple[str, str]
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        Trip.model_validate({**BASE_BY_PARTS, **fields})
+    [error] = info.value.errors()
+    assert error["loc"] == () and all(name in error["msg"] for name in named), error["msg"]
+
+
 # --- coordinates -> taxi zones --------------------------------------------------------------------------
 
 
