@@ -6,15 +6,15 @@ The endpoints reach the running service (model holder, metrics, prediction log) 
 ``/predict_batch``'s texts state the app's ``max_batch`` setting.
 
 Predictions run inline on the event loop: a compiled prediction costs microseconds, far less than
-a thread hand-off would. The prediction endpoints read their bodies themselves (:func:`parse_body`:
-pydantic parses and validates the bytes in one pass); :func:`complete_openapi` documents them.
+a thread hand-off would. The prediction endpoints read their bodies themselves (serve/request_body.py:
+pydantic parses and validates the bytes in one pass, within bounds); :func:`complete_openapi`
+documents them.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -22,11 +22,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from serve.request_body import TooManyTrips
 from serve.schemas import (
     SEED_TRIP,
-    TRIP_LIST,
     BatchPrediction,
     BatchRequest,
     BatchTooLarge,
@@ -89,7 +89,7 @@ async def health(request: Request) -> Response:
 
 async def predict_one(request: Request) -> Response:
     service = service_of(request)
-    trip = parse_body(Trip, await request.body())
+    trip = service.bodies.trip(await request.body())
     located = _locate([trip], where=None)
     served = service.served_model()
     prediction = service.predict(served, [trip], located)
@@ -102,11 +102,12 @@ async def predict_one(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     service = service_of(request)
     max_batch = service.settings.max_batch
-    trips, where = parse_trips(await request.body())
-    if len(trips) > max_batch:
+    try:
+        trips, where = service.bodies.trips(await request.body())
+    except TooManyTrips as exc:
         return json_response(
             {
-                "detail": f"{len(trips)} trips: over the limit of {max_batch} per request",
+                "detail": f"{exc.count} trips: over the limit of {max_batch} per request",
                 "max_batch": max_batch,
             },
             413,
@@ -187,9 +188,10 @@ def add_api_routes(router: APIRouter, max_batch: int) -> None:
     """Route every endpoint on ``router`` with its OpenAPI texts (in this order in /docs)."""
     unavailable = {503: {"model": Error, "description": "No model loaded yet"}}
     body_errors = {
+        415: {"model": Error, "description": "The body is not sent as application/json, or is compressed"},
         422: {
             "model": ValidationErrors,
-            "description": "The body is not JSON or a field is invalid (named in loc)",
+            "description": "The body is not JSON, gives a field twice, or a field is invalid (named in loc)",
         },
         **unavailable,
     }
@@ -253,36 +255,6 @@ def add_api_routes(router: APIRouter, max_batch: int) -> None:
         },
         summary="Load the source's current model now (atomic swap; other workers follow at their next watch)",
     )
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-ResultT = TypeVar("ResultT")
-
-
-def parse_body(model: type[ModelT], body: bytes) -> ModelT:
-    """Validate a JSON body straight from bytes: pydantic's own parser does the JSON and the
-    validation in one pass, half the cost of FastAPI's json.loads + validation for a batch.
-    Errors are FastAPI's 422 (locations under "body")."""
-    return _validate(model.model_validate_json, body)
-
-
-def _validate(validate: Callable[[bytes], ResultT], body: bytes) -> ResultT:
-    try:
-        return validate(body)
-    except ValidationError as exc:
-        errors = [
-            {"type": err["type"], "loc": ("body", *err["loc"]), "msg": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise RequestValidationError(errors) from None
-
-
-def parse_trips(body: bytes) -> tuple[list[Trip], tuple[str, ...]]:
-    """A batch: ``{"trips": [...]}``, or the original API's bare array ``[...]``; also returns
-    where the trips are in the body (for error locations)."""
-    if body.lstrip()[:1] == b"[":
-        return _validate(TRIP_LIST.validate_json, body), ()
-    return parse_body(BatchRequest, body).trips, ("trips",)
 
 
 def _locate(trips: list[Trip], *, where: tuple[str, ...] | None) -> TripZones | None:

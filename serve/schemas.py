@@ -15,9 +15,10 @@ shows. One module, so the API's whole contract reads in one place.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -72,11 +73,28 @@ PICKUP_YEARS = (2000, 2099)
 ZoneId = json_int(*ZONE_ID_RANGE)
 
 
+# ISO 8601 extended form (RFC 3339's profile of it, seconds and offset optional): a date-time,
+# never a bare number (pydantic would take "1700000000" as a Unix timestamp) nor the basic form
+# ("20240115"). The same pattern is the schema's, so clients and fuzzers know it.
+_ISO_AFTER_YEAR = (
+    r"-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+ISO_DATETIME = "[0-9]{4}" + _ISO_AFTER_YEAR
+_ISO_DATETIME = re.compile(ISO_DATETIME)
+_ISO_MESSAGE = (
+    "must be an ISO 8601 date-time in extended form, YYYY-MM-DDThh:mm[:ss[.ffffff]][Z|+hh:mm], "
+    "e.g. 2021-01-15T08:30:00"
+)
+
+
 def _iso_string(value: Any) -> Any:
-    # pydantic would also take a number as a Unix timestamp; the schema promises an ISO 8601
-    # string, and a number here is far more likely a client bug than a timestamp.
-    if type(value) is str or isinstance(value, datetime):
+    if type(value) is str:
+        if _ISO_DATETIME.fullmatch(value):
+            return value
+        raise ValueError(_ISO_MESSAGE)
+    if isinstance(value, datetime):
         return value
+    # A number is far more likely a client bug than a timestamp.
     raise ValueError("must be an ISO 8601 date-time string, e.g. 2021-01-15T08:30:00")
 
 
@@ -105,12 +123,28 @@ def _new_york_time(value: datetime) -> datetime:
     # catches garbage; the schema says the same with a pattern, so clients and fuzzers know it.
     if not PICKUP_YEARS[0] <= value.year <= PICKUP_YEARS[1]:
         raise ValueError(f"the year must be {PICKUP_YEARS[0]}-{PICKUP_YEARS[1]}")
-    return value.astimezone(NYC).replace(tzinfo=None) if value.tzinfo else value
+    if value.tzinfo:
+        return value.astimezone(NYC).replace(tzinfo=None)
+    # New York wall-clock time, as TLC records it. A time the clocks skipped (the spring-forward
+    # hour, 02:00-03:00 on a March - before 2007 April - Sunday) never happened: refused. A time they
+    # showed twice (01:00-02:00 in the autumn) is taken as that wall-clock time: the features are
+    # the clock's hour and weekday, the same for both readings.
+    if value.hour == 2 and value.month in (3, 4) and _skipped(value):
+        raise ValueError(
+            f"{value.isoformat()} does not exist in New York (the clocks went from 02:00 to 03:00 "
+            "that night): give the time the clock showed, or an offset"
+        )
+    return value
+
+
+def _skipped(value: datetime) -> bool:
+    there = value.replace(tzinfo=NYC)
+    return there.astimezone(UTC).astimezone(NYC).replace(tzinfo=None) != value
 
 
 def _pickup_datetime_schema(schema: dict[str, Any]) -> None:
     _omit_not_null(schema)
-    schema["pattern"] = "^20[0-9]{2}-"
+    schema["pattern"] = f"^20[0-9]{{2}}{_ISO_AFTER_YEAR}$"
 
 
 PickupDatetime = Annotated[datetime | None, BeforeValidator(_iso_string), AfterValidator(_new_york_time)]
@@ -251,8 +285,10 @@ class Trip(BaseModel):
     pickup_datetime: PickupDatetime = Field(
         None,
         json_schema_extra=_pickup_datetime_schema,
-        description="Pickup time, ISO 8601, years 2000-2099. Without an offset it is New York local "
-        "time (as in TLC data); with one it is converted. Give this, or pickup_hour + pickup_dow.",
+        description="Pickup time, ISO 8601 extended form (2021-01-15T08:30:00, seconds and offset "
+        "optional), years 2000-2099. Without an offset it is New York local time (as in TLC data): "
+        "a time the spring-forward change skipped is refused, an autumn time that occurred twice is "
+        "that wall-clock time. With an offset it is converted. Give this, or pickup_hour + pickup_dow.",
     )
     pickup_hour: Hour = _optional("Pickup hour of day, local time; fractions are minutes (17.5 = 17:30)")
     pickup_dow: Weekday = _optional("Pickup day of week, Monday = 0")
@@ -320,7 +356,10 @@ class Trip(BaseModel):
             return self.pickup_datetime  # already New York time (see _new_york_time)
         day = date(_SYNTHETIC_YEAR, self.pickup_month or 1, 1)
         day += timedelta(days=(self.pickup_dow - day.weekday()) % 7)
-        return datetime(day.year, day.month, day.day) + timedelta(hours=self.pickup_hour)
+        # Whole microseconds, truncated: 23.999999999999996 h stays on that day (rounding would
+        # carry it into the next, and its weekday).
+        micros = min(int(self.pickup_hour * 3_600_000_000), _MICROS_PER_DAY - 1)
+        return datetime(day.year, day.month, day.day) + timedelta(microseconds=micros)
 
 
 # stages.features.INPUT_COLUMNS (TLC's names) <- the API's field names.
@@ -338,6 +377,7 @@ assert set(INPUT_FIELDS) | {"lpep_pickup_datetime"} == set(INPUT_COLUMNS)
 
 _input_values = attrgetter(*INPUT_FIELDS.values())
 _EPOCH = datetime(1970, 1, 1)
+_MICROS_PER_DAY = 86_400_000_000
 
 
 class OutsideZones(ValueError):
@@ -526,7 +566,8 @@ class FieldError(BaseModel):
 
 
 class ValidationErrors(BaseModel):
-    detail: list[FieldError]
+    detail: list[FieldError] = Field(description="The first max_errors errors (AUTOOPS_MAX_ERRORS)")
+    errors_omitted: int | None = Field(None, description="How many more errors there were, if any")
 
 
 class BatchTooLarge(BaseModel):
