@@ -3,6 +3,8 @@ features, compiled trees, metrics, prediction log), without HTTP: a quick before
 to the request path, far cheaper than bench/serve_bench.py.
 
     python -m bench.serve_request_cost --label after   # -> bench/results/serve_request_cost.json
+    # the code before a change, from an export of its commit (git archive <commit> | tar -x -C /tmp/x):
+    PYTHONPATH=/tmp/x python bench/serve_request_cost.py --label before --commit <commit>
 
 Each label is one entry of the results file (median and p90 of per-request microseconds over
 rounds of a single trip and of a 1000-trip batch), so a run before a change and one after sit side
@@ -121,7 +123,12 @@ async def _run(work: Path) -> dict[str, Any]:
         }
 
 
-def main(label: Annotated[str, typer.Option(help="name of this run in the results file")]) -> None:
+def main(
+    label: Annotated[str, typer.Option(help="name of this run in the results file")],
+    commit: Annotated[
+        str | None, typer.Option(help="the measured code's commit (default: HEAD here)")
+    ] = None,
+) -> None:
     load = float(Path("/proc/loadavg").read_text().split()[0])
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(_run(Path(tmp)))

@@ -499,6 +499,50 @@ def test_nan_and_infinity_are_refused_as_not_finite(value: str, field: str) -> N
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "local"),
+    [
+        ("2021-01-15T08:30:00", datetime(2021, 1, 15, 8, 30)),
+        ("2021-01-15T08:30", datetime(2021, 1, 15, 8, 30)),
+        ("2021-01-15 08:30:00.25", datetime(2021, 1, 15, 8, 30, 0, 250000)),
+        ("2021-01-15T13:30:00Z", datetime(2021, 1, 15, 8, 30)),
+        ("2021-07-15T08:30:00-04:00", datetime(2021, 7, 15, 8, 30)),
+        ("2024-11-03T01:30:00", datetime(2024, 11, 3, 1, 30)),  # occurred twice: the wall clock's
+        ("2024-03-10T03:30:00", datetime(2024, 3, 10, 3, 30)),  # just after the skipped hour
+        ("2024-03-10T02:30:00-05:00", datetime(2024, 3, 10, 3, 30)),  # an offset makes it exist
+    ],
+)
+def test_pickup_datetime_in_iso_8601_extended_form(value: str, local: datetime) -> None:
+    assert Trip.model_validate({**BASE, "pickup_datetime": value}).pickup_local() == local
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1700000000", "extended form"),
+        ("1700000000000", "extended form"),
+        ("1700000000.5", "extended form"),
+        ("20240115", "extended form"),
+        ("20240115T083000Z", "extended form"),
+        ("2024-01-15", "extended form"),
+        ("2024-03-10T02:30:00", "does not exist in New York"),
+        ("2006-04-02T02:15", "does not exist in New York"),  # before 2007: the first Sunday of April
+    ],
+)
+def test_pickup_datetime_refusals_say_what_is_expected(value: str, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Trip.model_validate({**BASE, "pickup_datetime": value})
+    [error] = info.value.errors()
+    assert error["loc"] == ("pickup_datetime",) and message in error["msg"]
+
+
+def test_an_hour_just_short_of_midnight_stays_on_its_day() -> None:
+    trip = Trip.model_validate({**BASE_BY_PARTS, "pickup_hour": 23.999999999999996, "pickup_dow": 1})
+    features = dict(zip(FEATURES, feature_matrix(trip_columns([trip]))[0], strict=True))
+    assert trip.pickup_local().weekday() == 1 and features["pickup_dow"] == 1
+    assert 23.99 < features["pickup_hour"] < 24
+
+
 # --- the original Auto-Ops API's field names ---------------------------------------------------------
 
 
