@@ -9,7 +9,7 @@ Numbers are strict (``"3"`` is not 3 and ``true`` is not 1; 3.0 is 3, as in JSON
 fields are refused, so a
 client's typo is a 422 naming the field rather than a silently different prediction.
 
-Size (~480 lines): declarations, mostly: every field with its constraint and the description /docs
+Size (~580 lines): declarations, mostly: every field with its constraint and the description /docs
 shows. One module, so the API's whole contract reads in one place.
 """
 

@@ -4,7 +4,7 @@ Every endpoint, every kind of validation error, the batch limit, readiness witho
 hot swap under concurrent requests (no failed request, no batch answered by two models), the
 prediction log -> parquet -> drift, the client example and the README's curl commands.
 
-Size (~740 lines): the tests share module-scoped running servers (starting uvicorn with a model is
+Size (~790 lines): the tests share module-scoped running servers (starting uvicorn with a model is
 the cost); split by endpoint, each file would start its own.
 """
 

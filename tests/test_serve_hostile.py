@@ -5,6 +5,9 @@
 Times are outcome bounds generous enough for a loaded 2-core CI machine (seconds where the server
 takes milliseconds), never a tight wall-clock assertion. The limits are set low (1 s deadlines, a
 cap of 40 connections per worker) so the attacks are small.
+
+Size (~430 lines): one attack per test, all against one running two-worker server (starting it
+with a model is the cost); split, each file would start its own.
 """
 
 from __future__ import annotations
