@@ -4,7 +4,7 @@ Run it with ``python -m serve`` (uvicorn, one worker per core). ``create_app`` o
 running service (serve/service.py: model holder, metrics, prediction log) kept as
 ``app.state.service`` and started and stopped by the lifespan, the docs pages (serve/docs.py), the
 API's routes (serve/routes.py: the endpoints), the exception handlers, and the middleware (request
-metrics, and the request checks and HEAD defined here). The connection-level limits (head size,
+metrics, and the request checks defined here). The connection-level limits (head size,
 deadlines, connection cap) are uvicorn's protocol's: serve/http_protocol.py.
 """
 
@@ -63,6 +63,11 @@ class RequestChecksMiddleware:
       curl and HTTP libraries do not.
     - **415** for a ``Content-Encoding`` (gzip, br, ...): none is supported, and a compressed body
       read as plain bytes would only be "Invalid JSON" (or worse, accepted as such).
+    - **HEAD** wherever GET is served (load balancers' health checks use it; FastAPI routes GET
+      only): the application answers the request as a GET, and uvicorn, which still sees HEAD in
+      its own scope, sends the status and headers without the body.
+
+    One middleware, not one per check: each ASGI layer costs every request a little.
 
     Starlette and FastAPI offer none of these for a route that reads its body itself.
     """
@@ -75,6 +80,8 @@ class RequestChecksMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
         refusal = self._refusal(scope)
         if refusal is not None:
             await json_response({"detail": refusal[1]}, refusal[0])(scope, receive, send)
@@ -126,20 +133,6 @@ class RequestChecksMiddleware:
 FORM = b"application/x-www-form-urlencoded"
 
 
-class HeadMiddleware:
-    """HEAD wherever GET is served (load balancers' health checks use it; FastAPI routes GET only):
-    the application answers the request as a GET, and uvicorn, which still sees HEAD, sends the
-    status and headers without the body."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "HEAD":
-            scope = {**scope, "method": "GET"}
-        await self.app(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     # One thread per worker for anything OpenMP (the sklearn fallback): workers scale across cores.
@@ -166,7 +159,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_exception_handler(Exception, unexpected_error)
-    app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestChecksMiddleware, max_bytes=settings.max_batch * BYTES_PER_TRIP + 65536)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     complete_openapi(app, settings.max_batch)
