@@ -137,9 +137,12 @@ def main(
     load = float(Path("/proc/loadavg").read_text().split()[0])
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(_run(Path(tmp)))
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    commit = (
+        commit
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    )
     result.update({"commit": commit, "load_at_start": load})
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[label] = result
