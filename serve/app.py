@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.docs import add_docs
-from serve.http_protocol import BODY_TIMED_OUT
+from serve.http_protocol import BODY_TIMED_OUT, METRICS_STATE
 from serve.metrics import MetricsMiddleware
 from serve.routes import add_api_routes, complete_openapi, json_response
 from serve.service import Service
@@ -166,10 +166,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     service: Service = app.state.service
     await service.start()
-    yield
+    # The lifespan state reaches uvicorn's protocol too (serve/http_protocol.py), which counts what
+    # it refuses before the application sees a request.
+    yield {METRICS_STATE: service.metrics}
     service.stop()
 
 

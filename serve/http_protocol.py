@@ -44,6 +44,10 @@ from serve.settings import Settings
 # handler logs it and counts a 408 (the client was sent the 408 by then).
 BODY_TIMED_OUT = "autoops.body_timed_out"
 
+# The key of the service's metrics in the lifespan state (serve/app.py), which uvicorn hands to
+# every protocol instance as ``app_state``.
+METRICS_STATE = "autoops.metrics"
+
 log = logging.getLogger("serve.http")
 
 
@@ -91,6 +95,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.max_connections and not self._make_room():
             log.info("connection refused: %d connections open, all mid-request", len(self.connections))
+            self._count("turned_away")
             self.transport = transport  # connection_lost closes it
             transport.abort()
             return
@@ -106,7 +111,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         oldest = min(waiting, key=lambda c: c.waiting_since)  # type: ignore[attr-defined]
         oldest.transport.close()
         self.connections.discard(oldest)  # counted out now, not when the loop gets to it
+        self._count("made_room")
         return True
+
+    def _count(self, reason: str) -> None:
+        metrics = self.app_state.get(METRICS_STATE)
+        if metrics is not None:
+            metrics.refused.labels(reason).inc()
 
     def eof_received(self) -> bool | None:
         if self.phase is Phase.CLOSING:
@@ -131,6 +142,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, HeadTooLarge):
+                self._count("head_too_large")
                 self._answer_and_close(431, f"request head over {self.max_head} bytes")
             else:
                 self._bad_request()
@@ -145,6 +157,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # never arms one.
         if self.phase is Phase.HEAD:
             if self.head_bytes > self.max_head:  # every byte so far belongs to the head
+                self._count("head_too_large")
                 self._answer_and_close(431, f"request head over {self.max_head} bytes")
             elif self.deadline_phase is not Phase.HEAD:
                 self._arm(Phase.HEAD)
@@ -208,6 +221,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # A connection that never sent a byte (a browser's preconnect, a port scan) is routine:
             # logged at debug level only.
             silent = self.phase is Phase.IDLE
+            self._count("nothing_sent" if silent else "head_timeout")
             self._answer_and_close(
                 408, f"request head not received within {self.header_timeout:g} s", quiet=silent
             )

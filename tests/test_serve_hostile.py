@@ -121,15 +121,20 @@ def server_rss(server: ServerProcess) -> int:
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
 
 
-def metric_total(server: ServerProcess, **labels: str) -> float:
+def metric_total(server: ServerProcess, name: str = "autoops_http_requests_total", **labels: str) -> float:
+    """A /metrics sample summed over both workers (and over the labels not given)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     total = 0.0
     for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text):
         for sample in family.samples:
-            if sample.name == "autoops_http_requests_total" and labels.items() <= sample.labels.items():
+            if sample.name == name and labels.items() <= sample.labels.items():
                 total += sample.value
     return total
+
+
+def refused(server: ServerProcess, reason: str) -> float:
+    return metric_total(server, "autoops_http_refused_total", reason=reason)
 
 
 def post(path: str, body: bytes, content_type: str = "application/json", extra: str = "") -> bytes:
@@ -146,6 +151,7 @@ def test_a_huge_head_is_431_at_the_limit_without_the_memory(server: ServerProces
     """Ten clients each sending a 5 MB header: each is answered 431 once it passes 16 KiB, the
     rest never read; the server's memory does not follow (it held 1.1 GB for 20 x 50 MB before)."""
     rss_before = server_rss(server)
+    counted_before = refused(server, "head_too_large")
     replies: list[tuple[bytes, float]] = []
 
     def attack() -> None:
@@ -171,6 +177,7 @@ def test_a_huge_head_is_431_at_the_limit_without_the_memory(server: ServerProces
         assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
         assert b"over 16384 bytes" in reply and took < 30
     assert server_rss(server) - rss_before < 50 * 2**20
+    assert refused(server, "head_too_large") == counted_before + 10  # in /metrics, though no request ran
     # A head under the limit is still served.
     ok = httpx.get(f"{server.url}/health", headers={"X-Big": "a" * 15_000})
     assert ok.status_code == 200
@@ -258,6 +265,7 @@ def test_idle_connections_beyond_the_cap_give_way_and_health_answers(server: Ser
     waiting ones are closed to make room, every /health meanwhile answers, and the server holds no
     more sockets than its cap."""
     assert server.proc is not None
+    made_room_before = refused(server, "made_room")
     held = []
     with HealthProbe(server.url) as probe:
         for _ in range(6 * 2 * MAX_CONNECTIONS):
@@ -271,13 +279,15 @@ def test_idle_connections_beyond_the_cap_give_way_and_health_answers(server: Ser
     # Each worker's cap, plus its listening socket and the probe's last connection.
     assert open_sockets <= 2 * (MAX_CONNECTIONS + 2), open_sockets
     # Every held connection ends: closed to make room, or answered 408 at its deadline.
-    endings = set()
+    endings_all = []
     for sock in held:
         sock.settimeout(HEAD_TIMEOUT_S + 10)
         reply = read_reply(sock)
-        endings.add("closed" if reply == b"" else reply[:12].decode())
+        endings_all.append("closed" if reply == b"" else reply[:12].decode())
         sock.close()
+    endings = set(endings_all)
     assert endings == {"closed", "HTTP/1.1 408"}
+    assert refused(server, "made_room") - made_room_before == endings_all.count("closed")
 
 
 # --- 4. only JSON, never compressed ----------------------------------------------------------------------
