@@ -22,13 +22,14 @@ PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("features (stages.features)", "stages/features.py", None),
     ("trips -> input columns", "serve/schemas.py", ("trip_columns", "locate_trips", "pickup_local")),
     ("validate JSON body (pydantic)", "serve/schemas.py", None),  # its validators
-    ("validate JSON body (pydantic)", "serve/routes.py", ("parse_body",)),
+    ("validate JSON body (pydantic)", "serve/request_body.py", None),  # and its guards
     ("prediction log: queue", "serve/prediction_log.py", ("append",)),
     ("prediction log: SQLite writer thread", "serve/prediction_log", None),
     ("metrics", "serve/metrics.py", None),
     ("metrics", "prometheus_client", None),
     ("response JSON", "serve/routes.py", ("json_response",)),
-    ("request body size limit", "serve/app.py", None),
+    ("request checks (size, type, deadlines)", "serve/app.py", None),
+    ("request checks (size, type, deadlines)", "serve/http_protocol.py", None),
     ("request handling (endpoint code)", "serve/routes.py", None),
     ("request handling (endpoint code)", "serve/service.py", None),
 ]

@@ -8,10 +8,13 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import resource
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -54,8 +57,10 @@ def run(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Quiet, offline MLflow when a model URI is used.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # Per start: the workers' summed metrics and their startup-failure reports; removed on exit.
-    run_dir = Path(tempfile.mkdtemp(prefix="autoops-serve-"))
+    # Per start: the workers' summed metrics and their startup-failure reports; removed on exit
+    # (SIGTERM and SIGINT included, below), and by the next start if this process was killed.
+    _remove_dead_run_dirs()
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
     failure_file = run_dir / "startup-failure"
     os.environ[STARTUP_FAILURE_ENV] = str(failure_file)
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
@@ -75,6 +80,11 @@ def run(
             "propagate": False,
         }
     failure = ""
+    # uvicorn, after a graceful shutdown on SIGTERM, re-raises the signal to the handler it found:
+    # Python's default would end the process before the clean-up below (one worker left its run
+    # folder behind). This one exits through it, with the usual 128 + 15.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _allow_open_files(settings.max_connections)
     try:
         uvicorn.run(
             "serve.app:create_app",
@@ -88,6 +98,9 @@ def run(
             access_log=False,
             # Keep-alive clients stay on one worker; closing idle ones after 5 s spreads load again.
             timeout_keep_alive=5,
+            # httptools with a head size limit, deadlines for head and body, and a connection cap
+            # (serve/http_protocol.py says why uvicorn's own options do not cover them).
+            http="serve.http_protocol:GuardedHttpToolsProtocol",
         )
     finally:
         # With one worker uvicorn exits 3 itself on a failed start; with several its supervisor
@@ -98,6 +111,43 @@ def run(
             print(f"error: the service did not start: {failure.splitlines()[0]}", file=sys.stderr)
     if failure:
         sys.exit(STARTUP_FAILURE_EXIT)
+
+
+RUN_DIR_PREFIX = "autoops-serve-"
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _remove_dead_run_dirs() -> None:
+    """Run folders of starts whose process is gone (killed with SIGKILL, say): nothing else would."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*-*"):
+        pid = folder.name.removeprefix(RUN_DIR_PREFIX).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            pass
+
+
+def _allow_open_files(max_connections: int) -> None:
+    """Raise this process's (and so its workers') open-file limit to fit the connection cap, as far
+    as the hard limit allows: a worker at the cap must still open its model and log files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        if new_soft < wanted:
+            logging.getLogger("serve").warning(
+                "open-file limit %d is below AUTOOPS_MAX_CONNECTIONS + 256 (%d): lower the cap",
+                new_soft,
+                wanted,
+            )
 
 
 if __name__ == "__main__":

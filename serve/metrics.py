@@ -83,6 +83,13 @@ class ServiceMetrics:
             multiprocess_mode="livemin",
             registry=reg,
         )
+        # Below the application: what the connection limits refused (serve/http_protocol.py).
+        self.refused = Counter(
+            "autoops_http_refused",
+            "Connections closed by a limit before the application saw their request, by reason",
+            ["reason"],
+            registry=reg,
+        )
         if not multiprocess_mode():
             ProcessCollector(registry=reg)
 

@@ -6,14 +6,15 @@ The endpoints reach the running service (model holder, metrics, prediction log) 
 ``/predict_batch``'s texts state the app's ``max_batch`` setting.
 
 Predictions run inline on the event loop: a compiled prediction costs microseconds, far less than
-a thread hand-off would. The prediction endpoints read their bodies themselves (:func:`parse_body`:
-pydantic parses and validates the bytes in one pass); :func:`complete_openapi` documents them.
+a thread hand-off would. The prediction endpoints read their bodies themselves (serve/request_body.py:
+pydantic parses and validates the bytes in one pass, within bounds); :func:`complete_openapi`
+documents them.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -21,9 +22,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from serve.request_body import TooManyTrips
 from serve.schemas import (
+    SEED_TRIP,
     BatchPrediction,
     BatchRequest,
     BatchTooLarge,
@@ -86,8 +89,8 @@ async def health(request: Request) -> Response:
 
 async def predict_one(request: Request) -> Response:
     service = service_of(request)
-    trip = parse_body(Trip, await request.body())
-    located = _locate([trip], batch=False)
+    trip = service.bodies.trip(await request.body())
+    located = _locate([trip], where=None)
     served = service.served_model()
     prediction = service.predict(served, [trip], located)
     answer = {"duration_min": float(prediction[0]), "model_version": served.version}
@@ -99,18 +102,19 @@ async def predict_one(request: Request) -> Response:
 async def predict_batch(request: Request) -> Response:
     service = service_of(request)
     max_batch = service.settings.max_batch
-    batch = parse_body(BatchRequest, await request.body())
-    if len(batch.trips) > max_batch:
+    try:
+        trips, where = service.bodies.trips(await request.body())
+    except TooManyTrips as exc:
         return json_response(
             {
-                "detail": f"{len(batch.trips)} trips: over the limit of {max_batch} per request",
+                "detail": f"{exc.count} trips: over the limit of {max_batch} per request",
                 "max_batch": max_batch,
             },
             413,
         )
-    located = _locate(batch.trips, batch=True)
+    located = _locate(trips, where=where)
     served = service.served_model()
-    predictions = service.predict(served, batch.trips, located)
+    predictions = service.predict(served, trips, located)
     answer = {
         "predictions": predictions.tolist(),
         "model_version": served.version,
@@ -184,9 +188,10 @@ def add_api_routes(router: APIRouter, max_batch: int) -> None:
     """Route every endpoint on ``router`` with its OpenAPI texts (in this order in /docs)."""
     unavailable = {503: {"model": Error, "description": "No model loaded yet"}}
     body_errors = {
+        415: {"model": Error, "description": "The body is not sent as application/json, or is compressed"},
         422: {
             "model": ValidationErrors,
-            "description": "The body is not JSON or a field is invalid (named in loc)",
+            "description": "The body is not JSON, gives a field twice, or a field is invalid (named in loc)",
         },
         **unavailable,
     }
@@ -218,7 +223,7 @@ def add_api_routes(router: APIRouter, max_batch: int) -> None:
             413: {"model": BatchTooLarge, "description": f"More than max_batch ({max_batch}) trips"},
             **body_errors,
         },
-        openapi_extra=_json_body(BatchRequest),
+        openapi_extra=_batch_body(max_batch),
         summary=f"Predict a list of trips (at most {max_batch}), answers in request order",
     )
     router.add_api_route(
@@ -252,32 +257,16 @@ def add_api_routes(router: APIRouter, max_batch: int) -> None:
     )
 
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def parse_body(model: type[ModelT], body: bytes) -> ModelT:
-    """Validate a JSON body straight from bytes: pydantic's own parser does the JSON and the
-    validation in one pass, half the cost of FastAPI's json.loads + validation for a batch.
-    Errors are FastAPI's 422 (locations under "body")."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errors = [
-            {"type": err["type"], "loc": ("body", *err["loc"]), "msg": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise RequestValidationError(errors) from None
-
-
-def _locate(trips: list[Trip], *, batch: bool) -> TripZones | None:
-    """Zones of the trips given by coordinates; a point in no zone is a 422 naming it."""
+def _locate(trips: list[Trip], *, where: tuple[str, ...] | None) -> TripZones | None:
+    """Zones of the trips given by coordinates; a point in no zone is a 422 naming it (``where``:
+    the trips' place in a batch body, None for one trip)."""
     try:
         return locate_trips(trips)
     except OutsideZones as exc:
         errors = [
             {
                 "type": "outside_taxi_zones",
-                "loc": ("body", *(("trips", i) if batch else ()), f"{end}_longitude"),
+                "loc": ("body", *((*where, i) if where is not None else ()), f"{end}_longitude"),
                 "msg": f"the {end} point ({lon}, {lat}) lies in no NYC taxi zone (in water or outside NYC)",
             }
             for i, end, lon, lat in exc.points
@@ -289,6 +278,41 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
     # The request body as documented in OpenAPI (the endpoints read it themselves, see parse_body).
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _batch_body(max_batch: int) -> dict[str, Any]:
+    # {"trips": [...]}, or the original Auto-Ops API's bare array of trips (its clients unchanged).
+    trip = {"$ref": "#/components/schemas/Trip"}
+    schema = {
+        "anyOf": [
+            {"$ref": "#/components/schemas/BatchRequest"},
+            {"type": "array", "items": trip, "minItems": 1, "maxItems": max_batch},
+        ]
+    }
+    examples = {
+        "trips": {
+            "summary": "An object with the trips",
+            "value": {"trips": [_EXAMPLE_TRIP, SEED_TRIP]},
+        },
+        "bare array": {
+            "summary": "The original Auto-Ops API's form: a bare array of trips",
+            "value": [SEED_TRIP, _EXAMPLE_TRIP],
+        },
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema, "examples": examples}},
+        }
+    }
+
+
+_EXAMPLE_TRIP = {
+    "pu_location_id": 74,
+    "do_location_id": 168,
+    "trip_distance": 2.3,
+    "pickup_datetime": "2021-01-15T08:30:00",
+}
 
 
 def complete_openapi(app: FastAPI, max_batch: int) -> None:

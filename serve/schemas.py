@@ -9,21 +9,31 @@ Numbers are strict (``"3"`` is not 3 and ``true`` is not 1; 3.0 is 3, as in JSON
 fields are refused, so a
 client's typo is a 422 naming the field rather than a silently different prediction.
 
-Size (~480 lines): declarations, mostly: every field with its constraint and the description /docs
+Size (~580 lines): declarations, mostly: every field with its constraint and the description /docs
 shows. One module, so the API's whole contract reads in one place.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    model_validator,
+)
 
 from serve.zones import zones
 from stages.features import INPUT_COLUMNS, ZONE_ID_RANGE
@@ -63,11 +73,34 @@ PICKUP_YEARS = (2000, 2099)
 ZoneId = json_int(*ZONE_ID_RANGE)
 
 
+# ISO 8601 extended form (RFC 3339's profile of it, seconds and offset optional): a date-time,
+# never a bare number (pydantic would take "1700000000" as a Unix timestamp) nor the basic form
+# ("20240115"). The same pattern is the schema's, so clients and fuzzers know it.
+_ISO_AFTER_YEAR = (
+    r"-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+ISO_DATETIME = "[0-9]{4}" + _ISO_AFTER_YEAR
+_ISO_DATETIME = re.compile(ISO_DATETIME)
+_ISO_MESSAGE = (
+    "must be an ISO 8601 date-time in extended form, YYYY-MM-DDThh:mm[:ss[.ffffff]][Z|+hh:mm], "
+    "e.g. 2021-01-15T08:30:00"
+)
+
+
 def _iso_string(value: Any) -> Any:
-    # pydantic would also take a number as a Unix timestamp; the schema promises an ISO 8601
-    # string, and a number here is far more likely a client bug than a timestamp.
-    if type(value) is str or isinstance(value, datetime):
+    if type(value) is str:
+        # By the separators' positions (pydantic's parser checks the digits and knows no basic-form
+        # date): a regex per trip would cost half a millisecond per 1000-trip batch. What this lets
+        # through that pydantic would also take is extended form, but for a basic-form offset
+        # (+0500): that, and every other shape, goes to the full pattern.
+        if len(value) >= 16 and value[10] in "Tt " and value[13] == ":" and value[-5] not in "+-":
+            return value
+        if _ISO_DATETIME.fullmatch(value):
+            return value
+        raise ValueError(_ISO_MESSAGE)
+    if isinstance(value, datetime):
         return value
+    # A number is far more likely a client bug than a timestamp.
     raise ValueError("must be an ISO 8601 date-time string, e.g. 2021-01-15T08:30:00")
 
 
@@ -96,12 +129,28 @@ def _new_york_time(value: datetime) -> datetime:
     # catches garbage; the schema says the same with a pattern, so clients and fuzzers know it.
     if not PICKUP_YEARS[0] <= value.year <= PICKUP_YEARS[1]:
         raise ValueError(f"the year must be {PICKUP_YEARS[0]}-{PICKUP_YEARS[1]}")
-    return value.astimezone(NYC).replace(tzinfo=None) if value.tzinfo else value
+    if value.tzinfo:
+        return value.astimezone(NYC).replace(tzinfo=None)
+    # New York wall-clock time, as TLC records it. A time the clocks skipped (the spring-forward
+    # hour, 02:00-03:00 on a March - before 2007 April - Sunday) never happened: refused. A time they
+    # showed twice (01:00-02:00 in the autumn) is taken as that wall-clock time: the features are
+    # the clock's hour and weekday, the same for both readings.
+    if value.hour == 2 and value.month in (3, 4) and _skipped(value):
+        raise ValueError(
+            f"{value.isoformat()} does not exist in New York (the clocks went from 02:00 to 03:00 "
+            "that night): give the time the clock showed, or an offset"
+        )
+    return value
+
+
+def _skipped(value: datetime) -> bool:
+    there = value.replace(tzinfo=NYC)
+    return there.astimezone(UTC).astimezone(NYC).replace(tzinfo=None) != value
 
 
 def _pickup_datetime_schema(schema: dict[str, Any]) -> None:
     _omit_not_null(schema)
-    schema["pattern"] = "^20[0-9]{2}-"
+    schema["pattern"] = f"^20[0-9]{{2}}{_ISO_AFTER_YEAR}$"
 
 
 PickupDatetime = Annotated[datetime | None, BeforeValidator(_iso_string), AfterValidator(_new_york_time)]
@@ -122,34 +171,40 @@ def _zone_or_point(zone: str, lon: str, lat: str) -> dict[str, Any]:
     }
 
 
+# The original Auto-Ops API's names for the hour + weekday fields (its README's example request),
+# accepted as written so that its clients need no rewrite: this API's name for each.
+SEED_NAMES: dict[str, str] = {"hour": "pickup_hour", "day_of_week": "pickup_dow", "month": "pickup_month"}
+_TIME_FIELDS = ("pickup_datetime", "pickup_hour", "pickup_dow", "pickup_month", *SEED_NAMES)
+
+
+def _only(*fields: str) -> dict[str, Any]:
+    """A JSON Schema branch: ``fields[:2]`` required (``fields[:1]`` for pickup_datetime) and no
+    other pickup-time field."""
+    required = list(fields[:1] if fields[0] == "pickup_datetime" else fields[:2])
+    others = [f for f in _TIME_FIELDS if f not in fields]
+    return {"required": required, "not": {"anyOf": [{"required": [f]} for f in others]}}
+
+
 _PICKUP_TIME_SCHEMA: dict[str, Any] = {
     # Exactly one way of giving the pickup time; as JSON Schema so /docs and fuzzers know it.
     "oneOf": [
-        {
-            "required": ["pickup_datetime"],
-            "not": {
-                "anyOf": [
-                    {"required": ["pickup_hour"]},
-                    {"required": ["pickup_dow"]},
-                    {"required": ["pickup_month"]},
-                ]
-            },
-        },
-        {"required": ["pickup_hour", "pickup_dow"], "not": {"required": ["pickup_datetime"]}},
+        _only("pickup_datetime"),
+        _only("pickup_hour", "pickup_dow", "pickup_month"),
+        _only("hour", "day_of_week", "month"),
     ],
 }
-# The original Auto-Ops request, by coordinates: Midtown South (zone 164) to Clinton East (48).
-# The third example in /docs; the tests send it too.
+# The original Auto-Ops request exactly as its README gave it: by coordinates, Midtown South (zone
+# 164) to Clinton East (48), with its own field names. The third example in /docs; the tests send it.
 SEED_TRIP: dict[str, Any] = {
     "pickup_longitude": -73.9857,
     "pickup_latitude": 40.7484,
     "dropoff_longitude": -73.9881,
     "dropoff_latitude": 40.7614,
-    "trip_distance": 1.1,
-    "pickup_hour": 14,
-    "pickup_dow": 2,
-    "pickup_month": 6,
-    "passenger_count": 1,
+    "passenger_count": 2,
+    "trip_distance": 2.5,
+    "hour": 14,
+    "day_of_week": 1,
+    "month": 6,
 }
 _TRIP_SCHEMA: dict[str, Any] = {
     # Each end of the trip as a zone ID or as coordinates; the pickup time one way or the other.
@@ -183,6 +238,28 @@ _PICKUP_TIME_MESSAGE = (
     "give the pickup time either as pickup_datetime or as pickup_hour + pickup_dow "
     "(+ optional pickup_month), not both and not neither"
 )
+# The same, to a client that used the original API's names.
+_SEED_PICKUP_TIME_MESSAGE = (
+    "give the pickup time either as pickup_datetime or as hour + day_of_week "
+    "(+ optional month), not both and not neither"
+)
+
+
+def _seed_names_message(given: list[str]) -> str | None:
+    """Why a trip's pickup-time names are ambiguous (None: they are not)."""
+    for seed, ours in SEED_NAMES.items():
+        if seed in given and ours in given:
+            return (
+                f"{seed} and {ours} are the same field (the original API's name and this one's): "
+                "give one of them"
+            )
+    mixed = [f for f in given if f in SEED_NAMES or f in SEED_NAMES.values()]
+    if any(f in SEED_NAMES for f in mixed) and any(f in SEED_NAMES.values() for f in mixed):
+        return (
+            "give hour + weekday with one set of names, pickup_hour + pickup_dow (+ pickup_month) "
+            f"or the original API's hour + day_of_week (+ month), not a mix (got {', '.join(mixed)})"
+        )
+    return None
 
 
 def _zone_or_point(end: str, prefix: str, zone: int | None, lon: float | None, lat: float | None) -> None:
@@ -214,12 +291,21 @@ class Trip(BaseModel):
     pickup_datetime: PickupDatetime = Field(
         None,
         json_schema_extra=_pickup_datetime_schema,
-        description="Pickup time, ISO 8601, years 2000-2099. Without an offset it is New York local "
-        "time (as in TLC data); with one it is converted. Give this, or pickup_hour + pickup_dow.",
+        description="Pickup time, ISO 8601 extended form (2021-01-15T08:30:00, seconds and offset "
+        "optional), years 2000-2099. Without an offset it is New York local time (as in TLC data): "
+        "a time the spring-forward change skipped is refused, an autumn time that occurred twice is "
+        "that wall-clock time. With an offset it is converted. Give this, or pickup_hour + pickup_dow.",
     )
     pickup_hour: Hour = _optional("Pickup hour of day, local time; fractions are minutes (17.5 = 17:30)")
     pickup_dow: Weekday = _optional("Pickup day of week, Monday = 0")
     pickup_month: Month = _optional("Pickup month (optional with hour + weekday)")
+    hour: Hour = _optional("The original Auto-Ops API's name for pickup_hour (give one of the two)")
+    day_of_week: Weekday = _optional(
+        "The original Auto-Ops API's name for pickup_dow, numbered the same way: Monday = 0 ... "
+        "Sunday = 6 (pandas' dayofweek, which the pipeline's features and so the model use; 1 is "
+        "a Tuesday, not ISO's Monday)"
+    )
+    month: Month = _optional("The original Auto-Ops API's name for pickup_month")
     vendor_id: json_enum(1, 2, 6) | None = Field(
         None, description="TLC VendorID: 1 Creative Mobile, 2 Curb, 6 Myle; null = unknown"
     )
@@ -246,12 +332,25 @@ class Trip(BaseModel):
             _zone_or_point(
                 "dropoff", "do", self.do_location_id, self.dropoff_longitude, self.dropoff_latitude
             )
+        message = _PICKUP_TIME_MESSAGE
+        if self.hour is not None or self.day_of_week is not None or self.month is not None:
+            self._take_seed_names()
+            message = _SEED_PICKUP_TIME_MESSAGE
         if self.pickup_datetime is None:
             if self.pickup_hour is None or self.pickup_dow is None:
-                raise ValueError(_PICKUP_TIME_MESSAGE)
+                raise ValueError(message)
         elif self.pickup_hour is not None or self.pickup_dow is not None or self.pickup_month is not None:
-            raise ValueError(_PICKUP_TIME_MESSAGE)
+            raise ValueError(message)
         return self
+
+    def _take_seed_names(self) -> None:
+        # The original API's names (rare): refuse an ambiguous mix, then hold the values under this
+        # API's names, which everything downstream reads.
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if message := _seed_names_message(given):
+            raise ValueError(message)
+        for seed, ours in SEED_NAMES.items():
+            object.__setattr__(self, ours, getattr(self, seed))
 
     @property
     def has_coordinates(self) -> bool:
@@ -263,7 +362,10 @@ class Trip(BaseModel):
             return self.pickup_datetime  # already New York time (see _new_york_time)
         day = date(_SYNTHETIC_YEAR, self.pickup_month or 1, 1)
         day += timedelta(days=(self.pickup_dow - day.weekday()) % 7)
-        return datetime(day.year, day.month, day.day) + timedelta(hours=self.pickup_hour)
+        # Whole microseconds, truncated: 23.999999999999996 h stays on that day (rounding would
+        # carry it into the next, and its weekday).
+        micros = min(int(self.pickup_hour * 3_600_000_000), _MICROS_PER_DAY - 1)
+        return datetime(day.year, day.month, day.day) + timedelta(microseconds=micros)
 
 
 # stages.features.INPUT_COLUMNS (TLC's names) <- the API's field names.
@@ -281,6 +383,7 @@ assert set(INPUT_FIELDS) | {"lpep_pickup_datetime"} == set(INPUT_COLUMNS)
 
 _input_values = attrgetter(*INPUT_FIELDS.values())
 _EPOCH = datetime(1970, 1, 1)
+_MICROS_PER_DAY = 86_400_000_000
 
 
 class OutsideZones(ValueError):
@@ -361,6 +464,12 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     trips: list[Trip] = Field(min_length=1, description="Trips to predict, at most the service's max_batch")
+
+
+# The original Auto-Ops API's batch form: the trips as a bare JSON array (errors are located at
+# ["body", index, field] then).
+TripList = Annotated[list[Trip], Field(min_length=1)]
+TRIP_LIST: TypeAdapter[list[Trip]] = TypeAdapter(TripList)
 
 
 class Zone(BaseModel):
@@ -463,7 +572,8 @@ class FieldError(BaseModel):
 
 
 class ValidationErrors(BaseModel):
-    detail: list[FieldError]
+    detail: list[FieldError] = Field(description="The first max_errors errors (AUTOOPS_MAX_ERRORS)")
+    errors_omitted: int | None = Field(None, description="How many more errors there were, if any")
 
 
 class BatchTooLarge(BaseModel):

@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 from serve.metrics import ServiceMetrics
 from serve.model_store import ModelHolder, ServedModel, make_source
 from serve.prediction_log import PredictionLog
+from serve.request_body import BodyReader
 from serve.schemas import Trip, TripZones, trip_columns
 from serve.settings import Settings, report_startup_failure
 from stages.features import feature_matrix
@@ -24,6 +25,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = metrics = ServiceMetrics()
+        self.bodies = BodyReader(settings.max_batch, settings.max_errors)
         self.holder = ModelHolder(
             make_source(settings), settings, on_swap=metrics.model_swapped, on_error=metrics.model_load_failed
         )

@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     log_flush_interval_s: float = Field(1.0, gt=0, description="... or after this long")
     log_max_pending_rows: int = Field(200_000, ge=1, description="rows dropped (and counted) beyond this")
     startup_timeout_s: float = Field(60.0, ge=0, description="wait this long for the first model")
+    # Hostile clients (serve/http_protocol.py, serve/request_body.py; serve/README.md, "Limits").
+    max_header_bytes: int = Field(
+        16_384, ge=1024, description="request line + headers beyond this: 431 (h11's default size)"
+    )
+    header_timeout_s: float = Field(10.0, gt=0, description="the head must arrive within this: 408")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="the body must arrive within this after the head: 408"
+    )
+    max_connections: int = Field(
+        1000, ge=2, description="open connections per worker; at the cap the longest-idle one is closed"
+    )
+    max_errors: int = Field(20, ge=1, description="validation errors returned in a 422 (the rest counted)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(default_factory=usable_cpus, ge=1, le=64)

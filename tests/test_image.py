@@ -89,6 +89,24 @@ def test_dockerfile_shape() -> None:
     assert json.loads(last["CMD"]) == ["python", "-m", "serve"]
 
 
+def test_compose_nginx_carries_the_services_limits() -> None:
+    """nginx in front holds the service's own defaults (issue 22): head size, deadlines, body size."""
+    from serve.app import BYTES_PER_TRIP
+    from serve.settings import Settings
+
+    settings = Settings()
+    nginx = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["configs"]["nginx"]["content"]
+    directives = dict(
+        line.strip().rstrip(";").split(None, 1) for line in nginx.splitlines() if line.strip().endswith(";")
+    )
+    assert directives["large_client_header_buffers"] == f"4 {settings.max_header_bytes // 1024}k"
+    assert directives["client_header_timeout"] == f"{settings.header_timeout_s:g}s"
+    assert directives["client_body_timeout"] == f"{settings.body_timeout_s:g}s"
+    max_body = settings.max_batch * BYTES_PER_TRIP + 65536
+    assert directives["client_max_body_size"] == f"{max_body // 1024}k"
+    assert directives["limit_conn"] == f"per_client {settings.max_connections}"
+
+
 def test_compose_has_replicas_behind_a_balancer_mlflow_and_postgres() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]

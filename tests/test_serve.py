@@ -4,7 +4,7 @@ Every endpoint, every kind of validation error, the batch limit, readiness witho
 hot swap under concurrent requests (no failed request, no batch answered by two models), the
 prediction log -> parquet -> drift, the client example and the README's curl commands.
 
-Size (~740 lines): the tests share module-scoped running servers (starting uvicorn with a model is
+Size (~790 lines): the tests share module-scoped running servers (starting uvicorn with a model is
 the cost); split by endpoint, each file would start its own.
 """
 
@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serve.model_store import CARD_FILE, DirSource
 from serve.predictor import compile_model, find_compiler
-from serve.schemas import SEED_TRIP, Trip, trip_columns
+from serve.schemas import SEED_NAMES, SEED_TRIP, Trip, trip_columns
 from serve.testing import ROOT, ServerProcess, features_with_target, random_trips, train_model_dir
 from stages.features import FEATURES, feature_matrix
 from stages.io import atomic_path
@@ -714,6 +714,55 @@ def test_a_released_version_arrives_compiled(models: Models, tmp_path: Path) -> 
         body = httpx.post(f"{proc.url}/predict_batch", json={"trips": [TRIP] * 3}).json()
         np.testing.assert_allclose(body["predictions"], models.v2.predict([TRIP] * 3), atol=1e-6, rtol=0)
         assert "release compiled" in proc.log() and "compile-" not in proc.log()
+
+
+# The original Auto-Ops README's two requests, verbatim (curl's -d: no JSON content type).
+SEED_CURL_PREDICT = (
+    """curl -X POST localhost:8000/predict -d '{"pickup_longitude": -73.9857, "pickup_latitude": 40.7484, """
+    """"dropoff_longitude": -73.9881, "dropoff_latitude": 40.7614, "passenger_count": 2, """
+    """"trip_distance": 2.5, "hour": 14, "day_of_week": 1, "month": 6}'"""
+)
+SEED_CURL_BATCH = (
+    "curl -X POST localhost:8000/predict_batch -d '["
+    + ", ".join([orjson.dumps(SEED_TRIP).decode(), orjson.dumps({**SEED_TRIP, "hour": 8}).decode()])
+    + "]'"
+)
+
+
+def test_the_seed_requests_answer_as_written(server: ServerProcess, client: httpx.Client) -> None:
+    """Issue 20: the seed's field names and its bare-array batch, sent exactly as its README did."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed")
+    answers = []
+    for command in (SEED_CURL_PREDICT, SEED_CURL_BATCH):
+        argv = shlex.split(command.replace("localhost:8000", f"127.0.0.1:{server.port}"))
+        run = subprocess.run(
+            [*argv, "--silent", "--show-error", "--write-out", "\n%{http_code}"], capture_output=True
+        )
+        body, _, status = run.stdout.decode().rpartition("\n")
+        assert status == "200", (command, body)
+        answers.append(orjson.loads(body))
+    one, batch = answers
+    assert one["pickup_zone"]["zone"] == "Midtown South" and one["dropoff_zone"]["zone"] == "Clinton East"
+    assert batch["count"] == 2 and batch["zones"][0]["pickup_zone"]["location_id"] == 164
+    assert batch["predictions"][0] == one["duration_min"]
+    # The same trip under this API's names answers the same.
+    ours = {SEED_NAMES.get(k, k): v for k, v in SEED_TRIP.items()}
+    assert client.post("/predict", json=ours).json()["duration_min"] == one["duration_min"]
+
+
+def test_a_bare_array_batch_locates_its_errors(client: httpx.Client) -> None:
+    reply = client.post("/predict_batch", json=[TRIP, {**TRIP, "trip_distance": 0}])
+    assert reply.status_code == 422
+    assert [e["loc"] for e in reply.json()["detail"]] == [["body", 1, "trip_distance"]]
+    at_sea = {**SEED_TRIP, "dropoff_longitude": -73.5, "dropoff_latitude": 40.3}
+    reply = client.post("/predict_batch", json=[TRIP, at_sea])
+    assert [e["loc"] for e in reply.json()["detail"]] == [["body", 1, "dropoff_longitude"]]
+    assert client.post("/predict_batch", json=[]).status_code == 422
+    assert client.post("/predict_batch", json=[TRIP] * (MAX_BATCH + 1)).status_code == 413
+    mixed = client.post("/predict", json={**SEED_TRIP, "pickup_hour": 14})
+    assert mixed.status_code == 422
+    assert "hour and pickup_hour" in mixed.json()["detail"][0]["msg"]
 
 
 def test_coordinates_are_mapped_to_taxi_zones(client: httpx.Client) -> None:

@@ -3,27 +3,31 @@ predictor and its parity with the trained model, settings, and the prediction lo
 
 The real server (a uvicorn subprocess) is exercised in tests/test_serve.py.
 
-Size (~600 lines): the building blocks share the trained model fixtures (a fit per file otherwise).
+Size (~770 lines): the building blocks share the trained model fixtures (a fit per file otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
 
 import serve.predictor as predictor_module
+from serve.app import create_app
 from serve.export_log import export, read_log
 from serve.model_store import CARD_FILE, REGISTRY_FILE, DirSource, ModelLoadError
 from serve.prediction_log import PredictionLog
@@ -497,6 +501,166 @@ def test_nan_and_infinity_are_refused_as_not_finite(value: str, field: str) -> N
     assert [(e["loc"], e["msg"]) for e in info.value.errors()] == [
         ((field,), "Input should be a finite number")
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "local"),
+    [
+        ("2021-01-15T08:30:00", datetime(2021, 1, 15, 8, 30)),
+        ("2021-01-15T08:30", datetime(2021, 1, 15, 8, 30)),
+        ("2021-01-15 08:30:00.25", datetime(2021, 1, 15, 8, 30, 0, 250000)),
+        ("2021-01-15T13:30:00Z", datetime(2021, 1, 15, 8, 30)),
+        ("2021-07-15T08:30:00-04:00", datetime(2021, 7, 15, 8, 30)),
+        ("2024-11-03T01:30:00", datetime(2024, 11, 3, 1, 30)),  # occurred twice: the wall clock's
+        ("2024-03-10T03:30:00", datetime(2024, 3, 10, 3, 30)),  # just after the skipped hour
+        ("2024-03-10T02:30:00-05:00", datetime(2024, 3, 10, 3, 30)),  # an offset makes it exist
+    ],
+)
+def test_pickup_datetime_in_iso_8601_extended_form(value: str, local: datetime) -> None:
+    assert Trip.model_validate({**BASE, "pickup_datetime": value}).pickup_local() == local
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1700000000", "extended form"),
+        ("1700000000000", "extended form"),
+        ("1700000000.5", "extended form"),
+        ("20240115", "extended form"),
+        ("20240115T083000Z", "extended form"),
+        ("2024-01-15", "extended form"),
+        ("2024-03-10T02:30:00", "does not exist in New York"),
+        ("2006-04-02T02:15", "does not exist in New York"),  # before 2007: the first Sunday of April
+    ],
+)
+def test_pickup_datetime_refusals_say_what_is_expected(value: str, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Trip.model_validate({**BASE, "pickup_datetime": value})
+    [error] = info.value.errors()
+    assert error["loc"] == ("pickup_datetime",) and message in error["msg"]
+
+
+def test_an_hour_just_short_of_midnight_stays_on_its_day() -> None:
+    trip = Trip.model_validate({**BASE_BY_PARTS, "pickup_hour": 23.999999999999996, "pickup_dow": 1})
+    features = dict(zip(FEATURES, feature_matrix(trip_columns([trip]))[0], strict=True))
+    assert trip.pickup_local().weekday() == 1 and features["pickup_dow"] == 1
+    assert 23.99 < features["pickup_hour"] < 24
+
+
+# --- the contract stays, except where issues 20 and 22 changed it on purpose ---------------------------
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+# What the code before issues 20 and 22 (commit 3743ab5) answered and documented: its OpenAPI
+# document (max_batch 20, as below) and 96 invalid requests' 422s (a replay of the requests listed
+# there through that commit's app, `git archive 3743ab5`).
+OPENAPI_BEFORE = SNAPSHOTS / "openapi_3743ab5.json"
+ANSWERS_BEFORE = SNAPSHOTS / "serve_422_3743ab5.json"
+CHANGED_ON_PURPOSE = {
+    # issue 20: the seed's names for hour + weekday, in the pickup-time rule and the examples
+    ("components", "schemas", "Trip", "allOf"),
+    ("components", "schemas", "Trip", "examples"),
+    ("components", "schemas", "Trip", "properties", "day_of_week"),
+    ("components", "schemas", "Trip", "properties", "hour"),
+    ("components", "schemas", "Trip", "properties", "month"),
+    # issue 20: /predict_batch also takes a bare array (and shows both forms)
+    ("paths", "/predict_batch", "post", "requestBody", "content", "application/json", "examples"),
+    ("paths", "/predict_batch", "post", "requestBody", "content", "application/json", "schema", "$ref"),
+    ("paths", "/predict_batch", "post", "requestBody", "content", "application/json", "schema", "anyOf"),
+    # issue 22: pickup_datetime strictly ISO 8601 extended
+    ("components", "schemas", "Trip", "properties", "pickup_datetime", "description"),
+    ("components", "schemas", "Trip", "properties", "pickup_datetime", "pattern"),
+    # issue 22: errors capped and counted, duplicate keys, 415
+    ("components", "schemas", "ValidationErrors", "properties", "detail", "description"),
+    ("components", "schemas", "ValidationErrors", "properties", "errors_omitted"),
+    ("paths", "/predict", "post", "responses", "415"),
+    ("paths", "/predict", "post", "responses", "422", "description"),
+    ("paths", "/predict_batch", "post", "responses", "415"),
+    ("paths", "/predict_batch", "post", "responses", "422", "description"),
+}
+
+
+def _changed(before: Any, now: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """JSON paths where two documents differ: a key only one has, or a differing leaf or list."""
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        if before != now:
+            yield path
+        return
+    for key in sorted(set(before) | set(now)):
+        if key not in before or key not in now:
+            yield (*path, key)
+        else:
+            yield from _changed(before[key], now[key], (*path, key))
+
+
+def test_the_openapi_document_changed_only_on_purpose() -> None:
+    now = create_app(Settings(max_batch=20, prediction_log=None, admin_token="x")).openapi()
+    before = json.loads(OPENAPI_BEFORE.read_text())
+    assert set(_changed(before, json.loads(json.dumps(now)))) == CHANGED_ON_PURPOSE
+
+
+def test_422_answers_are_as_they_were(model_dir: Path) -> None:
+    """The same invalid requests get the same 422s (field, type, message) as before the changes."""
+    app = create_app(Settings(models_dir=model_dir, compile="off", prediction_log=None, max_batch=20))
+    cases = json.loads(ANSWERS_BEFORE.read_text())
+    assert len(cases) == 96
+
+    async def replay() -> list[tuple[int, Any]]:
+        # No lifespan: every one of these is refused before a model is needed.
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answers = []
+            for case in cases:
+                reply = await client.post(
+                    case["path"], content=case["body"].encode(), headers={"content-type": "application/json"}
+                )
+                answers.append((reply.status_code, reply.json()))
+            return answers
+
+    answers = asyncio.run(replay())
+    for case, (status, answer) in zip(cases, answers, strict=True):
+        assert (status, answer) == (case["status"], case["answer"]), case["body"]
+
+
+# --- the original Auto-Ops API's field names ---------------------------------------------------------
+
+
+def test_the_seed_names_are_this_apis_names() -> None:
+    """hour / day_of_week / month are pickup_hour / pickup_dow / pickup_month, day_of_week numbered
+    Monday = 0 like the features: the seed's day_of_week 1 in June is a Tuesday in June."""
+    by_seed = Trip.model_validate({**BASE_BY_PARTS, "hour": 14, "day_of_week": 1, "month": 6})
+    ours = Trip.model_validate({**BASE_BY_PARTS, "pickup_hour": 14, "pickup_dow": 1, "pickup_month": 6})
+    tuesday = Trip.model_validate({**BASE_BY_PARTS, "pickup_datetime": "2021-06-15T14:00:00"})
+    assert datetime(2021, 6, 15).weekday() == 1
+    matrices = [feature_matrix(trip_columns([t])) for t in (by_seed, ours, tuesday)]
+    np.testing.assert_array_equal(matrices[0], matrices[1])
+    np.testing.assert_array_equal(matrices[0], matrices[2])
+    assert by_seed.pickup_local().month == 6
+
+
+BASE_BY_PARTS = {"pu_location_id": 74, "do_location_id": 168, "trip_distance": 2.3}
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"hour": 14, "pickup_hour": 14, "day_of_week": 1}, ("hour", "pickup_hour")),
+        ({"hour": 14, "day_of_week": 1, "pickup_dow": 1}, ("day_of_week", "pickup_dow")),
+        ({"hour": 14, "day_of_week": 1, "month": 6, "pickup_month": 6}, ("month", "pickup_month")),
+        ({"hour": 14, "pickup_dow": 1}, ("hour", "pickup_dow")),
+        ({"pickup_hour": 14, "pickup_dow": 1, "month": 6}, ("pickup_hour", "month")),
+        (
+            {"hour": 14, "day_of_week": 1, "pickup_datetime": "2021-06-15T14:00:00"},
+            ("pickup_datetime", "hour"),
+        ),
+    ],
+)
+def test_ambiguous_seed_and_api_names_are_refused_naming_both(
+    fields: dict[str, Any], named: tuple[str, str]
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        Trip.model_validate({**BASE_BY_PARTS, **fields})
+    [error] = info.value.errors()
+    assert error["loc"] == () and all(name in error["msg"] for name in named), error["msg"]
 
 
 # --- coordinates -> taxi zones --------------------------------------------------------------------------

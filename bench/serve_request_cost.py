@@ -1,0 +1,154 @@
+"""In-process cost of one request through the whole app (middleware, body checks, validation,
+features, compiled trees, metrics, prediction log), without HTTP: a quick before/after for changes
+to the request path, far cheaper than bench/serve_bench.py.
+
+    python -m bench.serve_request_cost --label after   # -> bench/results/serve_request_cost.json
+    # the code before a change, from an export of its commit (git archive <commit> | tar -x -C /tmp/x):
+    PYTHONPATH=/tmp/x python bench/serve_request_cost.py --label before --commit <commit>
+
+Each label is one entry of the results file: best, median and p90 over rounds of the per-request
+CPU microseconds of the event loop's thread (the prediction log's writer thread excluded), for a
+single trip and for a 1000-trip batch, so a run before a change and one after sit side by side.
+Measure on a quiet machine (load < 1.5), or alternate before and after runs and compare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from serve.app import create_app
+from serve.model_store import DirSource
+from serve.predictor import compile_model, find_compiler
+from serve.settings import Settings
+from serve.testing import features_with_target, random_trips, train_model_dir
+from stages.model import MODEL_FILE, load_model
+
+RESULTS = Path(__file__).parent / "results" / "serve_request_cost.json"
+
+
+def _trips(n: int) -> list[dict[str, Any]]:
+    frame = random_trips(n, seed=5)
+    return [
+        {
+            "pu_location_id": int(row.PULocationID),
+            "do_location_id": int(row.DOLocationID),
+            "trip_distance": float(row.trip_distance),
+            "pickup_datetime": row.lpep_pickup_datetime.isoformat(),
+            "vendor_id": int(row.VendorID),
+        }
+        for row in frame.itertuples(index=False)
+    ]
+
+
+async def _call(app: Any, path: str, body: bytes) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def _measure(app: Any, path: str, body: bytes, rounds: int, per_round: int) -> dict[str, float]:
+    assert await _call(app, path, body) == 200
+    times = []
+    for _ in range(rounds):
+        # CPU time of this thread (the event loop's): what the request path costs, far less
+        # disturbed than wall-clock time by other processes on a shared machine.
+        started = time.thread_time()
+        for _ in range(per_round):
+            await _call(app, path, body)
+        times.append((time.thread_time() - started) / per_round * 1e6)
+    return {
+        # The best round is the least disturbed by other work on a shared machine.
+        "best_us": round(min(times), 1),
+        "median_us": round(statistics.median(times), 1),
+        "p90_us": round(sorted(times)[int(0.9 * rounds)], 1),
+    }
+
+
+async def _run(work: Path) -> dict[str, Any]:
+    frame = features_with_target(random_trips(2000, seed=3))
+    models = train_model_dir(work, frame.iloc[:1600], frame.iloc[1600:], max_iter=10)
+    cache = work / "compiled"
+    card = DirSource(models).resolve().card
+    estimator = load_model(models / MODEL_FILE, sha256=card["model_sha256"])
+    if find_compiler() is None or compile_model(estimator, DirSource(models).fingerprint(), cache) is None:
+        raise SystemExit("a C compiler is needed: the point is the request path around the compiled trees")
+    settings = Settings(
+        models_dir=models,
+        compiled_cache=cache,
+        watch_interval_s=0,
+        prediction_log=work / "log.sqlite",
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        assert app.state.service.holder.current.predictor.kind == "compiled"
+        one = orjson.dumps(_trips(1)[0])
+        batch = orjson.dumps({"trips": _trips(1000)})
+        return {
+            "single_trip": await _measure(app, "/predict", one, rounds=30, per_round=300),
+            "batch_1000": await _measure(app, "/predict_batch", batch, rounds=30, per_round=5),
+        }
+
+
+def main(
+    label: Annotated[str, typer.Option(help="name of this run in the results file")],
+    commit: Annotated[
+        str | None, typer.Option(help="the measured code's commit (default: HEAD here)")
+    ] = None,
+) -> None:
+    load = float(Path("/proc/loadavg").read_text().split()[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = asyncio.run(_run(Path(tmp)))
+    commit = (
+        commit
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    )
+    result.update({"commit": commit, "load_at_start": load})
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[label] = result
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({label: result}, indent=2))
+
+
+if __name__ == "__main__":
+    typer.run(main)
