@@ -800,15 +800,16 @@ def test_fetch_model_without_a_remote_accepts_only_a_byte_identical_rebuild(
 
 def test_a_failing_stage_names_its_cause_in_check(tmp_path: Path) -> None:
     """Issue 20, point 4: the stage's own one-line error, not "see the output above", in the
-    console's last line and in the job summary."""
+    console's last line and in the job summary. `check` runs the data checks first, so that is the
+    stage that fails here."""
     project = _mini_project(tmp_path / "p", git=True)
-    (project / "drift_stage.py").write_text(
+    (project / "checks_stage.py").write_text(
         "from stages.io import StageError\nfrom stages.runner import run_stage\n\n\n"
         "def main():\n"
-        "    raise StageError('reports/metrics/evaluate.json: missing; run dvc repro evaluate')\n\n\n"
-        "run_stage('drift', main)\n"
+        "    raise StageError('data/raw/green_tripdata_2024-03.parquet: missing; run dvc repro ingest')\n\n\n"
+        "run_stage('data_checks', main)\n"
     )
-    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"drift": {"cmd": "python drift_stage.py"}}}))
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"data_checks": {"cmd": "python checks_stage.py"}}}))
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
     summary = tmp_path / "summary.md"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_STEP_SUMMARY": str(summary)}
@@ -822,9 +823,9 @@ def test_a_failing_stage_names_its_cause_in_check(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: `dvc repro drift` failed")
-    assert "error [drift]: reports/metrics/evaluate.json: missing; run dvc repro evaluate" in last
-    assert "error [drift]: reports/metrics/evaluate.json: missing" in summary.read_text()
+    assert last.startswith("error: `dvc repro data_checks` failed")
+    assert "error [data_checks]: data/raw/green_tripdata_2024-03.parquet: missing; run dvc repro ingest" in last
+    assert "error [data_checks]: data/raw/green_tripdata_2024-03.parquet: missing" in summary.read_text()
 
 
 def test_report_images_point_at_the_branch_commit_not_an_upload(
