@@ -27,7 +27,7 @@ from stages.params import Params, load_params
 from stages.paths import EVALUATE_METRICS as METRICS_FILE
 from stages.paths import FEATURES_DIR, MODELS_DIR, PLOTS_DIR, PREDICTIONS_DIR
 from stages.runner import run_stage
-from stages.scoring import scorer
+from stages.scoring import remember_sha256, scorer
 from stages.train import iter_features, xy
 
 PREDICTION = "prediction"
@@ -44,7 +44,9 @@ def load_trained_model(models_dir: Path = MODELS_DIR) -> tuple[object, dict]:
     model_path = models_dir / MODEL_FILE
     if not model_path.exists():
         raise StageError(f"{model_path}: missing; run `dvc pull` or `dvc repro train`")
-    return load_model(model_path, sha256=card["model_sha256"]), card
+    model = load_model(model_path, sha256=card["model_sha256"])
+    remember_sha256(model, card["model_sha256"])
+    return model, card
 
 
 def with_predictions(model: object, frame: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +114,7 @@ def evaluate(params: Params) -> dict:
     trained, card = load_trained_model()
     in_training = params.months.current in params.months.training_months
     rows = _rows("holdout") * (2 if in_training else 1) + (0 if in_training else _rows("current"))
-    model = scorer(trained, rows, "evaluate", sha256=card["model_sha256"])
+    model = scorer(trained, rows, "evaluate")
     scope = "month"
     with atomic_dir(PREDICTIONS_DIR) as tmp, contextlib.ExitStack() as stack:
         holdout_scored = _score(model, "holdout", tmp / "holdout.parquet", stack)

@@ -5,7 +5,7 @@ Why: scikit-learn's predict is most of the evaluate stage's CPU on a big month (
 predicts a big batch several times cheaper.
 
 Which: a library already in the cache for this model is always used. The cache is the service's
-(``.cache/serve/compiled``, keyed on the sha256 of the model's pickle), so ``python -m
+(``.cache/serve/compiled``, keyed on the model file's sha256, as in its model card), so ``python -m
 serve.compile``, the service and a big month's evaluate each fill it for the others; never a DVC
 output. Otherwise the model is compiled when the rows to score pay for the compile (tens of CPU
 seconds for the default 300 trees: :data:`COMPILE_MIN_ROWS`) and a C compiler is present (``$CC``,
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,19 @@ class ParityError(StageError):
     """The compiled trees and scikit-learn disagree on the month: a wrong library, never used."""
 
 
+# Models loaded from models/, with their card's sha256 (the file's): the service's cache key for them.
+# A loaded model pickled again need not give the file's bytes, so it is remembered, not recomputed.
+_CARD_SHA256: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def remember_sha256(model: Any, sha256: str) -> None:
+    """Key ``model``'s library by its model card's sha256 (:func:`stages.evaluate.load_trained_model`)."""
+    _CARD_SHA256[model] = sha256
+
+
 def model_sha256(model: Any) -> str:
-    """The sha256 of the model's pickle: :func:`stages.model.save_model`'s bytes, so the model card's
-    ``model_sha256`` and the service's cache key for a model loaded from models/."""
-    return hashlib.sha256(pickle.dumps(model, protocol=5)).hexdigest()
+    """The cache key of ``model``'s library: its card's sha256, else that of its pickle (a challenger)."""
+    return _CARD_SHA256.get(model) or hashlib.sha256(pickle.dumps(model, protocol=5)).hexdigest()
 
 
 class Scorer:
@@ -109,14 +119,9 @@ def _why_not_compile(model: Any, rows: int) -> str | None:
     return None
 
 
-def scorer(
-    model: Any, rows: int, label: str, *, sha256: str | None = None, cache_dir: Path = COMPILED_CACHE
-) -> Scorer:
-    """How to score ``rows`` rows with ``model``: its compiled library when there is or should be one.
-
-    ``sha256``: the model card's, when known (saves pickling the model to find it).
-    """
-    sha = sha256 or model_sha256(model)
+def scorer(model: Any, rows: int, label: str, *, cache_dir: Path = COMPILED_CACHE) -> Scorer:
+    """How to score ``rows`` rows with ``model``: its compiled library when there is or should be one."""
+    sha = model_sha256(model)
     compiled = load_compiled(cache_dir, sha)
     if compiled is None:
         reason = _why_not_compile(model, rows)
