@@ -40,9 +40,10 @@ from stages.model import predict
 
 # The service's default AUTOOPS_COMPILED_CACHE (serve/settings.py; tests/test_scoring.py checks they agree).
 COMPILED_CACHE = Path(".cache/serve/compiled")
-# A compile costs ~55 CPU-s (300 trees, -Os) and saves ~10 CPU-s per million rows scored (evaluate's
-# slope, bench/README.md "Scale"), so it pays from about five million rows. Below that only a library
-# someone already built is used: the default 60k-row month would otherwise spend a minute compiling.
+# A compile of the default 300 trees costs about a minute of CPU (-Os, one gcc per tree) and saves
+# ~10 CPU-s per million rows scored (scikit-learn is most of evaluate's slope, bench/README.md "Scale"),
+# so it pays from about five million rows. Below that only a library someone already built is used:
+# the default 60k-row month would otherwise spend a minute compiling to save a second.
 COMPILE_MIN_ROWS = 5_000_000
 # Rows of each batch also scored by scikit-learn: cheap (one call per batch) and spread over the batch.
 PARITY_ROWS = 256
