@@ -8,6 +8,7 @@ outputs are compared byte for byte.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Iterator
@@ -20,10 +21,11 @@ import pandas as pd
 import pytest
 
 import stages.scoring as scoring
-from stages.compiled_trees import find_compiler
+from stages.compiled_trees import COMPILED_META, find_compiler, load_compiled
 from stages.features import FEATURES, TARGET
 from stages.io import file_sha256
 from stages.paths import FEATURES_DIR, PLOTS_DIR, PREDICTIONS_DIR
+from stages.tree_codegen import CODEGEN_VERSION
 from tests.conftest import ROOT, set_params
 
 needs_compiler = pytest.mark.skipif(find_compiler() is None, reason="no C compiler (gcc/clang)")
@@ -208,3 +210,18 @@ def test_the_pipeline_and_the_service_share_one_cache_and_key(real_project: Real
 
     assert Settings.model_fields["compiled_cache"].default == scoring.COMPILED_CACHE
     assert scoring.model_sha256(real_project.model) == real_project.card["model_sha256"]
+
+
+@pytest.mark.realdata
+@needs_compiler
+def test_a_library_from_the_older_code_generator_is_not_used(
+    in_project: RealProject, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Codegen 1 added the base score last (~1e-13 off scikit-learn): such a library is rebuilt."""
+    monkeypatch.setattr(scoring, "COMPILE_MIN_ROWS", 0)
+    compiled = scoring.scorer(in_project.model, 1, "test").compiled
+    assert compiled is not None and compiled.meta["codegen"] == CODEGEN_VERSION
+    old = shutil.copytree(compiled.lib_dir, tmp_path / compiled.lib_dir.name)
+    meta = json.loads((old / COMPILED_META).read_text())
+    (old / COMPILED_META).write_text(json.dumps({k: v for k, v in meta.items() if k != "codegen"}))
+    assert load_compiled(tmp_path, old.name) is None
