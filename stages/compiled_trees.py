@@ -50,7 +50,8 @@ from stages.tree_codegen import (
 
 COMPILED_LIB = "predictor.so"
 COMPILED_META = "compiled.json"
-# Minutes; the compiled trees agree with sklearn to ~1e-13, so anything above this is a real bug.
+# Minutes; the compiled trees give scikit-learn's doubles (the same sum in the same order, codegen 2), so
+# anything above this is a real bug.
 PARITY_TOLERANCE = 1e-6
 # Requests up to this many rows are prepared in plain Python (CompiledPredictor._predict_rows).
 DIRECT_ROWS = 16
