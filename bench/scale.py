@@ -33,6 +33,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from stages.compiled_trees import COMPILED_LIB
+from stages.scoring import COMPILE_MIN_ROWS, COMPILED_CACHE
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "scale.json"
 SAMPLE_SIZE = ROOT / "bench" / "results" / "sample_size.json"
@@ -87,6 +90,9 @@ def run_size(rows: int, keep: bool = False) -> dict[str, Any]:
         result["raw_rows"] = sum(_parquet_rows(p) for p in sorted((work / "data" / "raw").glob("*.parquet")))
         result["current_rows"] = _parquet_rows(work / "data" / "features" / "current.parquet")
         result["load_average"] = round(float(np.mean(loads)), 1)
+        # Whether evaluate scored with the compiled trees (stages/scoring.py builds a library in the
+        # scratch folder's cache for a big enough month; its compile is in evaluate's time).
+        result["compiled"] = any((work / COMPILED_CACHE).glob(f"*/{COMPILED_LIB}"))
         result["total_seconds"] = round(sum(s["seconds"] for s in result["stages"].values()), 1)
         result["peak_rss_mb"] = max(s["peak_rss_mb"] for s in result["stages"].values())
         return result
@@ -170,6 +176,8 @@ def render_block() -> str:
                     "also carry into every other stage."
                 ),
             ]
+        if line := _scoring_line(sizes):
+            lines += ["", line]
         biggest = sizes[-1]
         verdict = "under" if biggest["peak_rss_mb"] < TARGET_PEAK_MB else "OVER"
         lines += [
@@ -197,6 +205,23 @@ def render_block() -> str:
             )
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _scoring_line(sizes: list[dict[str, Any]]) -> str | None:
+    """Which sizes evaluate scored with the compiled trees, and its CPU seconds for each."""
+    if not any("compiled" in s for s in sizes):
+        return None
+
+    def cell(s: dict[str, Any]) -> str:
+        how = {True: "compiled", False: "scikit-learn"}.get(s.get("compiled"), "not recorded")
+        return f"{_millions(s['rows_per_month'])} {s['stages']['evaluate']['cpu_seconds']:g} ({how})"
+
+    return (
+        "**Evaluate's scoring**: the compiled trees when the month has a library already or at least "
+        f"{COMPILE_MIN_ROWS:,} rows to score (stages/scoring.py; a fresh scratch folder has no library, "
+        "so the compile is in evaluate's time), scikit-learn below that; the slope above mixes both. "
+        f"Evaluate's CPU seconds: {', '.join(cell(s) for s in sizes)}."
+    )
 
 
 def render_docs_block() -> str:
@@ -228,6 +253,8 @@ def render_docs_block() -> str:
                 else "is the load changing between runs)."
             ),
         ]
+    if line := _scoring_line(sizes):
+        lines += ["", line]
     if sizes:
         peak = sizes[-1]["peak_rss_mb"]
         lines += [

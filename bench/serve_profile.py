@@ -15,7 +15,7 @@ from pathlib import Path
 PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     (
         "trees (compiled library)",
-        "serve/predictor.py",
+        "stages/compiled_trees.py",
         ("_predict_batch", "_predict_rows", "_run", "predict"),
     ),
     ("coordinates -> zones", "serve/zones.py", None),

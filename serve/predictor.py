@@ -1,431 +1,47 @@
-"""Predictors the service can serve a model with: the trees compiled to native code, or sklearn.
+"""The service's predictors: the trees compiled to native code, or sklearn.
 
-Why compile: sklearn's HistGradientBoosting makes one OpenMP call per tree, so a single trip costs
-~3 ms whatever the hardware; treelite + tl2cgen turn the same trees into C if/else code that
-predicts one trip in microseconds (serve/tree_codegen.py adds the batch entry point the service
-calls). Compiling takes tens of seconds for a 300-tree model, so it happens once per model version
-(at image build, ``python -m serve.compile``, or in a background thread the first time a version
-is served) and the library is cached under ``<cache>/<model sha256>/``. Without a C compiler the
-service serves sklearn, with a warning.
-
-A compiled library is only ever used after a parity check against sklearn on probe rows that
-cover every category code and missing values (tolerance :data:`PARITY_TOLERANCE` minutes).
-
-Size (~430 lines): one concern, the compiled library's whole life (compile, cache layout and lock,
-load, parity); split, the cache's file format and its locking would be spread over two modules.
+They live in stages/compiled_trees.py since the pipeline scores big months with the same compiled
+libraries, and a stage must not import the service; these are the names the service imports.
 """
 
-from __future__ import annotations
+from stages.compiled_trees import (
+    COMPILED_LIB,
+    COMPILED_META,
+    DIRECT_ROWS,
+    PARITY_TOLERANCE,
+    PLATFORM,
+    SORT_ROWS,
+    CompiledPredictor,
+    Predictor,
+    SklearnPredictor,
+    compile_model,
+    find_compiler,
+    install_compiled,
+    known_categories,
+    load_compiled,
+    lock_path,
+    max_abs_diff,
+    probe_features,
+    remove_abandoned_lock,
+)
 
-import contextlib
-import ctypes
-import fcntl
-import json
-import logging
-import math
-import os
-import platform
-import shutil
-import sys
-import tempfile
-import time
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
-
-from serve.tree_codegen import COMPILER_OPTIONS, COMPILER_PARAMS, TREES_PER_UNIT, export_library
-from stages.features import FEATURES, INPUT_COLUMNS, ZONE_ID_RANGE, feature_matrix
-from stages.host import usable_cpus
-
-COMPILED_LIB = "predictor.so"
-COMPILED_META = "compiled.json"
-# Minutes; the compiled trees agree with sklearn to ~1e-13, so anything above this is a real bug.
-PARITY_TOLERANCE = 1e-6
-# Requests up to this many rows are prepared in plain Python (CompiledPredictor._predict_rows).
-DIRECT_ROWS = 16
-# Batches from this size on are predicted grouped by category (CompiledPredictor._predict_batch).
-SORT_ROWS = 64
-# Raw category codes the compiled predictor can encode (zones: MAX_ZONE_CODES = 254 + "other").
-_CATEGORY_CODES = 256
-
-# A library only loads where it was built for (the release builds it on x86_64 Linux, like the image).
-PLATFORM = f"{sys.platform}-{platform.machine()}"
-
-log = logging.getLogger(__name__)
-
-
-class Predictor(Protocol):
-    """What the service calls: features (rows x :data:`FEATURES`) -> durations in minutes."""
-
-    kind: str
-
-    def predict(self, features: np.ndarray) -> np.ndarray: ...
-
-
-class SklearnPredictor:
-    """The trained estimator itself: always correct, slow for single rows."""
-
-    kind = "sklearn"
-
-    def __init__(self, estimator: Any) -> None:
-        from stages.model import predict
-
-        self._predict = predict
-        self.estimator = estimator
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return self._predict(self.estimator, features)
-
-
-class CompiledPredictor:
-    """A library compiled from the estimator's trees (see :func:`compile_model`)."""
-
-    kind = "compiled"
-
-    def __init__(self, lib_dir: Path) -> None:
-        self.lib_dir = lib_dir
-        self.meta: dict[str, Any] = json.loads((lib_dir / COMPILED_META).read_text())
-        if self.meta["n_features"] != len(FEATURES):
-            raise ValueError(
-                f"{lib_dir}: compiled for {self.meta['n_features']} features, not {len(FEATURES)}"
-            )
-        # ctypes on the library's own entry point rather than tl2cgen's runtime: no DMatrix or
-        # thread pool to set up per call (uvicorn workers scale across cores), and the function is
-        # reentrant (its only state is the rows and results it is handed), so no lock either.
-        self._lib = ctypes.CDLL(str(lib_dir / COMPILED_LIB))
-        if self._lib.get_num_feature() != len(FEATURES):
-            raise ValueError(f"{lib_dir}: the library takes {self._lib.get_num_feature()} features")
-        try:
-            self._predict_c = self._lib.predict_batch
-        except AttributeError:
-            raise ValueError(f"{lib_dir}: built without predict_batch (an older Auto-Ops)") from None
-        self._predict_c.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
-        self._predict_c.restype = None
-        categories = {int(col): codes for col, codes in self.meta["categories"].items()}
-        self._cat_cols = np.array(sorted(categories), dtype=np.intp)
-        self._rows = np.arange(len(self._cat_cols))
-        self._known = np.zeros((len(self._cat_cols), _CATEGORY_CODES), dtype=bool)
-        for row, col in enumerate(self._cat_cols):
-            self._known[row, categories[int(col)]] = True
-        self._known_sets = [(int(col), frozenset(categories[int(col)])) for col in self._cat_cols]
-        # np.lexsort's last key is the primary one: the categorical column with the most categories.
-        by_size = sorted(categories, key=lambda col: len(categories[col]))
-        self._sort_keys = np.array(by_size or [0], dtype=np.intp)
-
-    def _unseen_to_missing(self, features: np.ndarray) -> np.ndarray:
-        """sklearn's HistGradientBoosting encodes a category it never saw in training as missing;
-        the exported trees would send it down the 'not in the left set' branch instead."""
-        if not len(self._cat_cols):
-            return features
-        cats = features[:, self._cat_cols]
-        codes = np.where((cats >= 0) & (cats < _CATEGORY_CODES), cats, -1).astype(np.intp)
-        seen = self._known[self._rows, codes.clip(0)] & (codes == cats)
-        unseen = ~seen & ~np.isnan(cats)
-        if not unseen.any():
-            return features
-        cats[unseen] = np.nan
-        out = features.copy()
-        out[:, self._cat_cols] = cats
-        return out
-
-    def _predict_batch(self, features: np.ndarray) -> np.ndarray:
-        features = self._unseen_to_missing(np.asarray(features, np.float64))
-        # The trees are branchy code: rows that take the same paths one after another keep the
-        # branch predictor right. Grouping the batch by its categorical columns (the zones) cuts
-        # ~25% off a 1000-trip batch of random real trips; each row's prediction is unchanged.
-        if len(features) < SORT_ROWS:
-            return self._run(features)
-        order = np.lexsort(features[:, self._sort_keys].T)
-        out = np.empty(len(features))
-        out[order] = self._run(features[order])
-        return out
-
-    def _predict_rows(self, features: np.ndarray) -> np.ndarray:
-        """A few rows: the same library call, prepared in plain Python (numpy's per-call cost
-        would be most of a single trip's time)."""
-        rows = features.tolist()
-        for row in rows:
-            for col, known in self._known_sets:
-                value = row[col]
-                if value == value and value not in known:
-                    row[col] = math.nan
-        return self._run(np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURES)))
-
-    def _run(self, features: np.ndarray) -> np.ndarray:
-        """``predict_batch(union Entry* rows, int n, double* out)`` on a copy of ``features`` (the
-        library quantizes its input in place)."""
-        n = features.shape[0]
-        entries = np.array(features, dtype=np.float64, order="C")
-        missing = np.isnan(entries)
-        if missing.any():
-            # union Entry {int missing; double fvalue; int qvalue;}: the int at offset 0 is -1 for missing.
-            entries.view(np.int32).reshape(n, len(FEATURES), 2)[..., 0][missing] = -1
-        out = np.empty(n)
-        self._predict_c(entries.ctypes.data, n, out.ctypes.data)
-        return out
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        if features.shape[0] <= DIRECT_ROWS:
-            return self._predict_rows(features)
-        return self._predict_batch(features)
-
-
-def known_categories(estimator: Any) -> dict[int, list[int]]:
-    """Raw category codes seen in training, per categorical column (HistGradientBoosting only).
-
-    scikit-learn >= 1.4 ordinal-encodes categorical columns with a private preprocessor whose
-    ``categories_`` are the raw values; treelite maps its splits back to those raw values. The
-    parity check in :func:`compile_model` catches any release where this stops being true.
-    """
-    preprocessor = getattr(estimator, "_preprocessor", None)
-    if preprocessor is None:
-        return {}
-    cat_cols = [int(c) for c in np.flatnonzero(estimator.is_categorical_)]
-    categories: dict[int, list[int]] = {}
-    for col, values in zip(cat_cols, preprocessor.named_transformers_["encoder"].categories_, strict=True):
-        known = [float(v) for v in values if not np.isnan(v)]
-        if any(v != int(v) or not 0 <= v < _CATEGORY_CODES for v in known):
-            raise ValueError(
-                f"column {FEATURES[col]}: categories must be integer codes 0-{_CATEGORY_CODES - 1}"
-            )
-        categories[col] = [int(v) for v in known]
-    return categories
-
-
-def probe_features(rows: int = 2000, seed: int = 0) -> np.ndarray:
-    """Rows to compare predictors on: every zone as pickup and as dropoff (seen in training or
-    not, plus out-of-range codes), all hours and weekdays, unknown optional fields, random trips.
-
-    Built through :func:`stages.features.feature_matrix` from raw trips, like real requests.
-    """
-    rng = np.random.default_rng(seed)
-    zones = np.arange(ZONE_ID_RANGE[0] - 1, ZONE_ID_RANGE[1] + 2)
-    n = max(rows, 2 * len(zones))
-    pu = rng.integers(ZONE_ID_RANGE[0], ZONE_ID_RANGE[1] + 1, n)
-    do = rng.integers(ZONE_ID_RANGE[0], ZONE_ID_RANGE[1] + 1, n)
-    pu[: len(zones)] = zones
-    do[len(zones) : 2 * len(zones)] = zones
-    start = np.datetime64("2021-01-01T00:00", "us")
-    pickup = start + rng.integers(0, 366 * 86_400_000_000, n).astype("timedelta64[us]")
-
-    def maybe_missing(values: np.ndarray) -> np.ndarray:
-        values = values.astype(np.float64)
-        values[rng.random(n) < 0.3] = np.nan
-        return values
-
-    columns = {
-        "lpep_pickup_datetime": pickup,
-        "PULocationID": pu,
-        "DOLocationID": do,
-        "trip_distance": np.round(rng.lognormal(0.8, 0.9, n).clip(0.01, 100), 2),
-        "VendorID": maybe_missing(rng.choice([1, 2, 6], n)),
-        "RatecodeID": maybe_missing(rng.choice([1, 2, 3, 4, 5, 6, 99], n)),
-        "trip_type": maybe_missing(rng.choice([1, 2], n)),
-        "passenger_count": maybe_missing(rng.integers(0, 10, n)),
-    }
-    assert set(columns) == set(INPUT_COLUMNS)
-    return feature_matrix(columns)
-
-
-def max_abs_diff(a: Predictor, b: Predictor, features: np.ndarray) -> float:
-    return float(np.max(np.abs(a.predict(features) - b.predict(features)), initial=0.0))
-
-
-def find_compiler() -> str | None:
-    """A C toolchain tl2cgen knows how to drive (it takes gcc or clang by name)."""
-    return next((cc for cc in ("gcc", "clang") if shutil.which(cc)), None)
-
-
-def load_compiled(cache_dir: Path, model_sha256: str) -> CompiledPredictor | None:
-    """The cached library for this model version, or None when there is none (or it is unusable)."""
-    lib_dir = cache_dir / model_sha256
-    if not (lib_dir / COMPILED_META).exists():
-        return None
-    try:
-        meta = json.loads((lib_dir / COMPILED_META).read_text())
-        if meta.get("model_sha256") != model_sha256:
-            raise ValueError(f"built for model {str(meta.get('model_sha256'))[:12]}")
-        if meta.get("platform", PLATFORM) != PLATFORM:
-            raise ValueError(f"built for {meta['platform']}, this is {PLATFORM}")
-        return CompiledPredictor(lib_dir)
-    except Exception as exc:  # a library from another platform or tl2cgen version: recompile
-        log.warning("ignoring compiled model %s: %s", lib_dir, exc)
-        return None
-
-
-def install_compiled(lib_dir: Path, cache_dir: Path, model_sha256: str) -> CompiledPredictor | None:
-    """Copy a library built elsewhere (the release ships one with the model) into the cache and
-    load it; None if it is not one for this model and platform. The copy lands atomically, so a
-    concurrent worker sees the whole library or none."""
-    if (cached := load_compiled(cache_dir, model_sha256)) is not None:
-        return cached
-    try:
-        meta = json.loads((lib_dir / COMPILED_META).read_text())
-    except (OSError, ValueError):
-        return None
-    if meta.get("model_sha256") != model_sha256 or meta.get("platform") != PLATFORM:
-        log.warning(
-            "ignoring %s: built for model %s on %s", lib_dir, meta.get("model_sha256"), meta.get("platform")
-        )
-        return None
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_sha256[:12]}.", suffix=".tmp", dir=cache_dir))
-    try:
-        for name in (COMPILED_LIB, COMPILED_META):
-            shutil.copyfile(lib_dir / name, tmp / name)
-        os.chmod(tmp, 0o755)
-        with contextlib.suppress(OSError):  # another worker installed it first: same bytes
-            os.replace(tmp, cache_dir / model_sha256)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load_compiled(cache_dir, model_sha256)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path``, which is removed again on release.
-
-    Every uvicorn worker may want the same model compiled; one compiles, the others wait for it.
-    The holder deletes the file before unlocking, so a waiter that then gets the lock on the
-    deleted file notices (its inode is no longer the path's) and locks the new file instead:
-    no lock files pile up in the cache, and two holders can never coexist.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                current = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if current:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(fd)
-
-
-def lock_path(cache_dir: Path, model_sha256: str) -> Path:
-    return cache_dir / f".{model_sha256}.lock"
-
-
-def remove_abandoned_lock(cache_dir: Path, model_sha256: str) -> None:
-    """Delete the lock a killed compiler left behind, unless a live one still holds it."""
-    path = lock_path(cache_dir, model_sha256)
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return
-    with contextlib.suppress(FileNotFoundError):
-        if os.stat(path).st_ino == os.fstat(fd).st_ino:
-            os.unlink(path)
-    os.close(fd)
-
-
-def _parity_diff(compiled: CompiledPredictor, reference: SklearnPredictor, probe: np.ndarray) -> float:
-    """Largest difference from scikit-learn, through both ways predict() prepares the rows for the
-    library: a batch (grouped by zone, numpy) and a few rows (plain Python)."""
-    small = probe[: 50 * DIRECT_ROWS]
-    by_rows = np.concatenate(
-        [compiled.predict(small[i : i + DIRECT_ROWS]) for i in range(0, len(small), DIRECT_ROWS)]
-    )
-    return max(
-        max_abs_diff(compiled, reference, probe),
-        float(np.max(np.abs(by_rows - reference.predict(small)), initial=0.0)),
-    )
-
-
-def compile_model(
-    estimator: Any,
-    model_sha256: str,
-    cache_dir: Path,
-    *,
-    parity_features: np.ndarray | None = None,
-    nthread: int | None = None,
-    work_dir: Path | None = None,
-) -> CompiledPredictor | None:
-    """Compile ``estimator`` once (cached by its sha256) and return it, or None to serve sklearn.
-
-    ``work_dir`` (on the cache's file system) holds the unfinished library instead of the cache
-    itself, so whoever owns that folder can remove every trace of an interrupted compile.
-    """
-    if cached := load_compiled(cache_dir, model_sha256):
-        return cached
-    compiler = find_compiler()
-    if compiler is None:
-        log.warning("no C compiler (gcc or clang) found: serving the sklearn estimator, which is slower")
-        return None
-    try:
-        import tl2cgen
-        import treelite
-    except ImportError as exc:
-        log.warning("treelite/tl2cgen unavailable (%s): serving the sklearn estimator", exc)
-        return None
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(lock_path(cache_dir, model_sha256)):
-        if cached := load_compiled(cache_dir, model_sha256):
-            return cached
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{model_sha256[:12]}.", suffix=".tmp", dir=work_dir or cache_dir)
-        )
-        try:
-            started = time.perf_counter()
-            tl_model = treelite.sklearn.import_model(estimator)
-            export_library(tl_model, tmp / COMPILED_LIB, compiler, nthread or usable_cpus())
-            meta: dict[str, Any] = {
-                "model_sha256": model_sha256,
-                "n_features": len(FEATURES),
-                "num_tree": tl_model.num_tree,
-                "categories": {str(k): v for k, v in known_categories(estimator).items()},
-                "platform": PLATFORM,
-                "compiler": compiler,
-                "compiler_options": list(COMPILER_OPTIONS),
-                "compiler_params": COMPILER_PARAMS,
-                "trees_per_unit": TREES_PER_UNIT,
-                "treelite_version": treelite.__version__,
-                "tl2cgen_version": tl2cgen.__version__,
-                "compile_seconds": round(time.perf_counter() - started, 1),
-            }
-            _write_meta(tmp, meta)
-            probe = probe_features() if parity_features is None else parity_features
-            diff = _parity_diff(CompiledPredictor(tmp), SklearnPredictor(estimator), probe)
-            if not diff <= PARITY_TOLERANCE:
-                log.warning(
-                    "compiled model %s differs from sklearn by %.3g min (> %g): serving sklearn",
-                    model_sha256[:12],
-                    diff,
-                    PARITY_TOLERANCE,
-                )
-                return None
-            _write_meta(tmp, {**meta, "parity_max_abs_diff": diff, "parity_rows": len(probe)})
-            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the image's service user must read it
-            # A library load_compiled refused above (another platform, an older build) gives way.
-            shutil.rmtree(cache_dir / model_sha256, ignore_errors=True)
-            os.replace(tmp, cache_dir / model_sha256)
-            log.info("compiled model %s in %.1f s", model_sha256[:12], meta["compile_seconds"])
-        except Exception as exc:
-            log.warning(
-                "compiling model %s failed (%s): serving the sklearn estimator", model_sha256[:12], exc
-            )
-            return None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return load_compiled(cache_dir, model_sha256)
-
-
-def _write_meta(lib_dir: Path, meta: Mapping[str, Any]) -> None:
-    (lib_dir / COMPILED_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+__all__ = [
+    "COMPILED_LIB",
+    "COMPILED_META",
+    "DIRECT_ROWS",
+    "PARITY_TOLERANCE",
+    "PLATFORM",
+    "SORT_ROWS",
+    "CompiledPredictor",
+    "Predictor",
+    "SklearnPredictor",
+    "compile_model",
+    "find_compiler",
+    "install_compiled",
+    "known_categories",
+    "load_compiled",
+    "lock_path",
+    "max_abs_diff",
+    "probe_features",
+    "remove_abandoned_lock",
+]

@@ -3,7 +3,9 @@
 Labels arrive with the month, so the current month's MAE is the model's live accuracy. Writes
 DVC metrics (reports/metrics/evaluate.json), the predictions the drift stage compares, and the
 data behind the DVC plots declared in dvc.yaml. Files are scored one row group at a time; only
-the target, prediction and hour of each row stay in memory, for exact metrics and plots.
+the target, prediction and hour of each row stay in memory, for exact metrics and plots. A big
+month is scored with the model's trees compiled to C (stages/scoring.py: the same predictions,
+bit for bit, checked against scikit-learn on a sample of every batch).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import numpy as np
 import pandas as pd
 
 from stages.features import TARGET
-from stages.io import FrameWriter, StageError, atomic_dir, write_json, write_text
+from stages.io import FrameWriter, StageError, atomic_dir, open_parquet, write_json, write_text
 from stages.metrics import mae_by_hour, regression_metrics
 from stages.model import CARD_FILE, MODEL_FILE, load_model, predict
 from stages.params import Params, load_params
 from stages.paths import EVALUATE_METRICS as METRICS_FILE
-from stages.paths import MODELS_DIR, PLOTS_DIR, PREDICTIONS_DIR
+from stages.paths import FEATURES_DIR, MODELS_DIR, PLOTS_DIR, PREDICTIONS_DIR
 from stages.runner import run_stage
+from stages.scoring import remember_sha256, scorer
 from stages.train import iter_features, xy
 
 PREDICTION = "prediction"
@@ -41,7 +44,9 @@ def load_trained_model(models_dir: Path = MODELS_DIR) -> tuple[object, dict]:
     model_path = models_dir / MODEL_FILE
     if not model_path.exists():
         raise StageError(f"{model_path}: missing; run `dvc pull` or `dvc repro train`")
-    return load_model(model_path, sha256=card["model_sha256"]), card
+    model = load_model(model_path, sha256=card["model_sha256"])
+    remember_sha256(model, card["model_sha256"])
+    return model, card
 
 
 def with_predictions(model: object, frame: pd.DataFrame) -> pd.DataFrame:
@@ -99,12 +104,21 @@ def _score(model: object, name: str, dest: Path, stack: contextlib.ExitStack, ke
     return scored
 
 
+def _rows(name: str) -> int:
+    """Rows of a features file, from its footer (0 when missing: scoring it then says so)."""
+    path = FEATURES_DIR / f"{name}.parquet"
+    return open_parquet(path).metadata.num_rows if path.exists() else 0
+
+
 def evaluate(params: Params) -> dict:
-    model, card = load_trained_model()
+    trained, card = load_trained_model()
+    in_training = params.months.current in params.months.training_months
+    rows = _rows("holdout") * (2 if in_training else 1) + (0 if in_training else _rows("current"))
+    model = scorer(trained, rows, "evaluate")
     scope = "month"
     with atomic_dir(PREDICTIONS_DIR) as tmp, contextlib.ExitStack() as stack:
         holdout_scored = _score(model, "holdout", tmp / "holdout.parquet", stack)
-        if params.months.current in params.months.training_months:
+        if in_training:
             # The model trained on most of this month (a retrain branch): only the month's holdout rows
             # are out of sample, so they alone may stand for "current" (in a PR's metrics diff, say).
             month = params.months.current
@@ -114,6 +128,7 @@ def evaluate(params: Params) -> dict:
             scope = "holdout"
         else:
             current_scored = _score(model, "current", tmp / "current.parquet", stack)
+    model.log_parity()
     holdout, current = holdout_scored.frame(), current_scored.frame()
     metrics = {
         "model_version": card["version"],

@@ -31,6 +31,7 @@ from stages.features import FEATURES, PICKUP_TIME, TARGET
 from stages.io import StageError, iter_row_groups, open_parquet, read_rows
 from stages.model import predict
 from stages.params import Params
+from stages.scoring import scorer
 
 # Below this many trips on either side of the cut, the estimate is noise: say so instead.
 MIN_SPLIT_ROWS = 200
@@ -136,6 +137,11 @@ def estimate_gain_from_file(champion: Any, path: Path, params: Params, month: st
     log.info("%s: challenger fitted on %d trips in %.1f s", month, len(early), seconds)
     del early
     errors: dict[str, list[np.ndarray]] = {"challenger": [], "champion": []}
+    # Compiled trees when there is a library (or a big enough month to build one), as in evaluate.
+    scorers = {
+        name: scorer(model, n_late, name)
+        for name, model in (("challenger", challenger), ("champion", champion))
+    }
     start = 0
     for table in iter_row_groups(path, columns=[*FEATURES, TARGET]):
         mask = late[start : start + table.num_rows]
@@ -144,8 +150,10 @@ def estimate_gain_from_file(champion: Any, path: Path, params: Params, month: st
             continue
         frame = table.to_pandas()[mask]
         x, y = frame[list(FEATURES)].to_numpy(dtype=np.float64), frame[TARGET].to_numpy(dtype=np.float64)
-        for name, model in (("challenger", challenger), ("champion", champion)):
+        for name, model in scorers.items():
             errors[name].append(np.abs(predict(model, x) - y))
+    for checked in scorers.values():
+        checked.log_parity()
     facts = {
         "month": month,
         "challenger_late_mae": round(float(np.mean(np.concatenate(errors["challenger"]))), 6),

@@ -809,7 +809,8 @@ def test_a_failing_stage_names_its_cause_in_check(tmp_path: Path) -> None:
         "    raise StageError('data/raw/green_tripdata_2024-03.parquet: missing; run dvc repro ingest')\n\n\n"
         "run_stage('data_checks', main)\n"
     )
-    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"data_checks": {"cmd": "python checks_stage.py"}}}))
+    stages = {"data_checks": {"cmd": "python checks_stage.py"}}
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
     summary = tmp_path / "summary.md"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_STEP_SUMMARY": str(summary)}
@@ -824,8 +825,9 @@ def test_a_failing_stage_names_its_cause_in_check(tmp_path: Path) -> None:
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: `dvc repro data_checks` failed")
-    assert "error [data_checks]: data/raw/green_tripdata_2024-03.parquet: missing; run dvc repro ingest" in last
-    assert "error [data_checks]: data/raw/green_tripdata_2024-03.parquet: missing" in summary.read_text()
+    missing = "data/raw/green_tripdata_2024-03.parquet: missing"
+    assert f"error [data_checks]: {missing}; run dvc repro ingest" in last
+    assert f"error [data_checks]: {missing}" in summary.read_text()
 
 
 def test_report_images_point_at_the_branch_commit_not_an_upload(

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-import serve.predictor as predictor_module
+import stages.compiled_trees as predictor_module
 from serve.app import create_app
 from serve.export_log import export, read_log
 from serve.model_store import CARD_FILE, REGISTRY_FILE, DirSource, ModelLoadError
