@@ -1,6 +1,6 @@
 """The retrain PR report a reviewer gets, from a real run of the loop: docs/example_pr_report.md.
 
-    python -m bench.example_report               # real months (../shared/data/tlc): 2021-02 -> 2022-01
+    python -m bench.example_report               # real months (--real-dir): 2021-02 -> 2022-01
     python -m bench.example_report --synthetic   # no real months: synthetic 2024-04 -> 2024-05
     python -m bench.example_report --reference 2023-01 --month 2023-02 --force --out /tmp/x
 
@@ -53,15 +53,16 @@ def header(command: str, source: str, reference: str, month: str) -> str:
     )
 
 
-def generate(reference: str, month: str, synthetic: bool, force: bool, out: Path, command: str) -> Path:
+def generate(reference: str, month: str, real_dir: Path | None, force: bool, out: Path, command: str) -> Path:
+    """Run the loop on ``reference`` -> ``month`` (real months from ``real_dir``, else synthetic)."""
     from tests.conftest import copy_project, set_params
 
-    if not synthetic and not (REAL_DIR / f"green_tripdata_{month}.parquet").exists():
-        sys.exit(f"real months not found in {REAL_DIR}: pass --synthetic")
+    if real_dir is not None and not (real_dir / f"green_tripdata_{month}.parquet").exists():
+        sys.exit(f"real months not found in {real_dir}: pass --real-dir, or --synthetic")
     with tempfile.TemporaryDirectory(prefix="autoops-example-") as tmp:
         work = copy_project(Path(tmp) / "work")
         source = (
-            {"data.source": "synthetic"} if synthetic else {"data.source": "dir", "data.dir": str(REAL_DIR)}
+            {"data.source": "dir", "data.dir": str(real_dir)} if real_dir else {"data.source": "synthetic"}
         )
         set_params(work, **source, **{"months.reference": reference, "months.current": reference})
         _run(work, "dvc", "repro")
@@ -82,7 +83,7 @@ def generate(reference: str, month: str, synthetic: bool, force: bool, out: Path
             shutil.copy2(png, folder / png.name)
             # The report links its plots beside it (reports/loop/); here they sit with the evidence.
             body = body.replace(f"]({png.name})", f"]({EVIDENCE.name}/{png.name})")
-    kind = "synthetic" if synthetic else "real TLC Green Taxi"
+    kind = "real TLC Green Taxi" if real_dir else "synthetic"
     doc = out / DOC.name
     doc.write_text(header(command, kind, reference, month) + body)
     return doc
@@ -96,12 +97,20 @@ def main() -> None:
     parser.add_argument("--reference", help="the month the serving model learned")
     parser.add_argument("--month", help="the new month to propose")
     parser.add_argument("--force", action="store_true", help="propose even when the trigger says no")
+    parser.add_argument(
+        "--real-dir", type=Path, default=REAL_DIR, help="folder of the real TLC monthly files"
+    )
     parser.add_argument("--out", type=Path, default=DOC.parent, help="folder for the markdown and evidence")
     args = parser.parse_args()
     reference, month = SYNTHETIC if args.synthetic else REAL
     reference, month = args.reference or reference, args.month or month
-    command = " ".join(["python -m bench.example_report", *sys.argv[1:]])
-    doc = generate(reference, month, args.synthetic, args.force, args.out, command)
+    # The command as a reader reruns it: this machine's folders left out.
+    shown = [*(["--synthetic"] if args.synthetic else []), *(["--force"] if args.force else [])]
+    if args.reference or args.month:
+        shown += ["--reference", reference, "--month", month]
+    command = " ".join(["python -m bench.example_report", *shown])
+    real_dir = None if args.synthetic else args.real_dir.resolve()
+    doc = generate(reference, month, real_dir, args.force, args.out, command)
     comparison = json.loads((args.out / EVIDENCE.name / "comparison.json").read_text())
     print(f"{doc}: {comparison['verdict']}")
 
