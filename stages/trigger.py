@@ -10,14 +10,14 @@ month closely (including the months where retraining *hurts*, such as a December
 is the holidays), where the champion's random-holdout MAE is ~7% optimistic and its error trend
 mixes up "this month is harder" with "the model is stale".
 
-One decision, used by the drift stage, ``autoops check``/``propose`` and the backtest:
-retrain when Evidently sees data drift (abrupt change) or when ``expected_gain`` reaches
-``drift.min_retrain_gain``.
-
 The estimate carries a paired bootstrap 95% interval over the late trips
 (``expected_gain_ci95``, stages/bootstrap.py), so a reviewer sees how much the figure could move
 with other trips. The decision uses the point estimate, as the backtests measured it; the backtest
 itself (``gain_record`` alone) skips the interval, which no policy reads.
+
+One decision, used by the drift stage, ``autoops check``/``propose`` and the backtest:
+retrain when Evidently sees data drift (abrupt change) or when ``expected_gain`` reaches
+``drift.min_retrain_gain``.
 """
 
 from __future__ import annotations
