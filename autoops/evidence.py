@@ -1,8 +1,10 @@
 """The evidence a retrain pull request carries: champion vs challenger on the same rows, as files.
 
-``compare`` scores both models on the new month's holdout; ``write_evidence`` writes what the PR
-shows, small enough to commit on the retrain branch (under reports/loop/). The plots are drawn from
-these files by autoops/evidence_plots.py and the markdown by autoops/evidence_report.py.
+``compare`` scores both models on the new month's holdout, with the paired bootstrap interval of
+the MAE change (stages/bootstrap.py) and who loses (autoops/segments.py); ``write_evidence``
+writes what the PR shows, small enough to commit on the retrain branch (under reports/loop/). The
+plots are drawn from these files by autoops/evidence_plots.py and the markdown by
+autoops/evidence_report.py.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from autoops.gitops import LoopError
+from autoops.segments import SEGMENT_COLUMNS, who_loses
+from stages.bootstrap import paired_change_interval, percent_with_interval
 from stages.evaluate import PREDICTION, load_trained_model
 from stages.features import TARGET
 from stages.io import StageError, file_sha256, write_json, write_text
@@ -60,18 +64,21 @@ def compare(
         raise LoopError(f"{holdout_path}: missing; run `dvc repro featurize`")
     holdout = pd.read_parquet(holdout_path)
     x, y = xy(holdout)
-    scored = holdout[["pickup_hour", TARGET]].copy()
+    scored = holdout[list(dict.fromkeys([*SEGMENT_COLUMNS, "pickup_hour", TARGET]))].copy()
     scored["champion"] = np.asarray(champion.predict(x), dtype=np.float64)
     scored["challenger"] = np.asarray(challenger.predict(x), dtype=np.float64)
     champ = regression_metrics(y, scored["champion"].to_numpy())
     chall = regression_metrics(y, scored["challenger"].to_numpy())
     mae_change = chall["mae"] / champ["mae"] - 1.0
+    # The same trips resampled for both models: how far the change could move with other trips.
+    interval = paired_change_interval(np.abs(scored["challenger"] - y), np.abs(scored["champion"] - y))
     # A fact for the report, not a gate: the decision to retrain was the trigger's (stages/trigger.py).
     better = mae_change < 0
     month = challenger_card["reference_month"]
+    relative = percent_with_interval(mae_change, interval, inside=True)
     verdict = (
         f"the challenger {'beats' if better else 'does not beat'} the champion on the {month} holdout: "
-        f"MAE {chall['mae']:.3f} vs {champ['mae']:.3f} ({mae_change:+.1%})"
+        f"MAE {chall['mae']:.3f} vs {champ['mae']:.3f} ({relative})"
     )
     comparison = {
         "month": month,
@@ -100,11 +107,14 @@ def compare(
         "change": {
             "mae": round(chall["mae"] - champ["mae"], 6),
             "mae_relative": round(mae_change, 6),
+            "mae_relative_ci95": interval,
             "rmse": round(chall["rmse"] - champ["rmse"], 6),
             "r2": round(chall["r2"] - champ["r2"], 6),
         },
         "challenger_better": bool(better),
         "verdict": verdict,
+        # Challenger vs champion per borough, hour band and vendor; segments it is worse on first.
+        "segments": who_loses(scored),
     }
     return comparison, scored
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from autoops.evidence import COMPARISON, TRIGGER_DRIFT
 from autoops.gitops import LoopError, dvc
+from stages.bootstrap import percent_with_interval
 from stages.paths import LOOP_DIR
 
 # Long strings (the drift verdict's reason) make the metrics table unreadable; the report already
@@ -159,9 +160,9 @@ def _comparison_lines(comp: dict[str, Any], base: str) -> list[str]:
             f"| {label} | {', '.join(m['training_months'])} | `{m['version']}` | "
             f"{_fmt(mm['mae'])} | {_fmt(mm['rmse'])} | {_fmt(mm['r2'])} |"
         )
+    relative = percent_with_interval(change["mae_relative"], change.get("mae_relative_ci95"), inside=True)
     lines += [
-        f"| change | | | {change['mae']:+.3f} ({change['mae_relative']:+.1%}) | {change['rmse']:+.3f} "
-        f"| {change['r2']:+.3f} |",
+        f"| change | | | {change['mae']:+.3f} ({relative}) | {change['rmse']:+.3f} | {change['r2']:+.3f} |",
         "",
         f"{mark} {comp['verdict']}.",
     ]
@@ -172,6 +173,48 @@ def _comparison_lines(comp: dict[str, Any], base: str) -> list[str]:
             f"For scale: on its own {ref} holdout the champion had MAE {_fmt(before['mae'])}, "
             f"RMSE {_fmt(before['rmse'])}, R² {_fmt(before['r2'])}.",
         ]
+    if change.get("mae_relative_ci95"):
+        lines += [
+            "",
+            "The interval is a paired bootstrap over the holdout's trips (both models' errors on the same "
+            "resampled trips, stages/bootstrap.py): how far the change could move with other trips.",
+        ]
+    return [*lines, *who_loses_lines(comp)]
+
+
+def who_loses_lines(comp: dict[str, Any]) -> list[str]:
+    """Challenger vs champion per borough, hour band and vendor (autoops/segments.py), the
+    segments the challenger is worse on first: where merging costs something, and on how many trips."""
+    segments = comp.get("segments")
+    if not segments:
+        return []
+    worse = [s for s in segments if s["challenger_worse"]]
+    summary = (
+        f"The challenger is worse on {len(worse)} of {len(segments)} segments, listed first."
+        if worse
+        else f"The challenger is better on all {len(segments)} segments."
+    )
+    lines = [
+        "",
+        f"#### Who loses: by pickup borough, hour band and vendor ({comp['month']} holdout)",
+        "",
+        f"{summary} Change = challenger MAE / champion MAE - 1, with its paired bootstrap 95% interval; "
+        "a segment of few trips has a wide one.",
+        "",
+        "| | by | segment | trips | champion MAE | challenger MAE | change (95% CI) |",
+        "| :---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in segments:
+        change = (
+            "n/a"
+            if row["mae_relative"] is None
+            else percent_with_interval(row["mae_relative"], row.get("mae_relative_ci95"))
+        )
+        mark = "❌" if row["challenger_worse"] else "✅"
+        lines.append(
+            f"| {mark} | {row['by']} | {row['segment']} | {row['trips']:,} | "
+            f"{row['champion_mae']:.3f} | {row['challenger_mae']:.3f} | {change} |"
+        )
     return lines
 
 

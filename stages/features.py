@@ -63,20 +63,29 @@ _US_PER_DAY = 86_400_000_000
 
 
 @lru_cache(maxsize=1)
+def _zones() -> dict[str, Any]:
+    return json.loads(resources.files("stages.resources").joinpath("zones.json").read_text())["zones"]
+
+
+@lru_cache(maxsize=1)
+def borough_names() -> tuple[str, ...]:
+    """The borough each ``pu_borough`` / ``do_borough`` code stands for: code i is name i."""
+    return tuple(sorted({v["borough"] for v in _zones().values()}))
+
+
+@lru_cache(maxsize=1)
 def _zone_tables() -> tuple[np.ndarray, np.ndarray]:
     """Lookup arrays indexed by zone id: zone code and borough code.
 
     The codes come from the committed zones.json (trip counts over real months), not from the
     training data, so the encoding is identical for every model and needs no fitted state.
     """
-    raw: dict[str, Any] = json.loads(resources.files("stages.resources").joinpath("zones.json").read_text())[
-        "zones"
-    ]
+    raw = _zones()
     ranked = sorted(raw, key=lambda z: (-(raw[z]["pickups"] + raw[z]["dropoffs"]), int(z)))
     zone_code = np.full(ZONE_ID_RANGE[1] + 2, MAX_ZONE_CODES, dtype=np.float64)
     for code, zone in enumerate(ranked[:MAX_ZONE_CODES]):
         zone_code[int(zone)] = code
-    boroughs = sorted({v["borough"] for v in raw.values()})
+    boroughs = list(borough_names())
     borough_code = np.full(ZONE_ID_RANGE[1] + 2, boroughs.index("Unknown"), dtype=np.float64)
     for zone, info in raw.items():
         borough_code[int(zone)] = boroughs.index(info["borough"])

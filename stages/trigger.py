@@ -10,6 +10,11 @@ month closely (including the months where retraining *hurts*, such as a December
 is the holidays), where the champion's random-holdout MAE is ~7% optimistic and its error trend
 mixes up "this month is harder" with "the model is stale".
 
+The estimate carries a paired bootstrap 95% interval over the late trips
+(``expected_gain_ci95``, stages/bootstrap.py), so a reviewer sees how much the figure could move
+with other trips. The decision uses the point estimate, as the backtests measured it; the backtest
+itself (``gain_record`` alone) skips the interval, which no policy reads.
+
 One decision, used by the drift stage, ``autoops check``/``propose`` and the backtest:
 retrain when Evidently sees data drift (abrupt change) or when ``expected_gain`` reaches
 ``drift.min_retrain_gain`` - unless the month failed a blocking data check (stages/data_checks.py):
@@ -27,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stages.bootstrap import interval_text, paired_change_interval, percent_with_interval
 from stages.features import FEATURES, PICKUP_TIME, TARGET
 from stages.io import StageError, iter_row_groups, open_parquet, read_rows
 from stages.model import predict
@@ -56,11 +62,14 @@ def late_mask(ticks: np.ndarray, late_fraction: float) -> tuple[np.ndarray, int]
     return ticks >= cut, cut
 
 
-def mae(model: Any, frame: pd.DataFrame) -> float:
-    from stages.model import predict
-
+def abs_errors(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The model's absolute error on each trip of ``frame``, in its order."""
     pred = predict(model, frame[list(FEATURES)].to_numpy(dtype=np.float64))
-    return float(np.mean(np.abs(pred - frame[TARGET].to_numpy(dtype=np.float64))))
+    return np.abs(pred - frame[TARGET].to_numpy(dtype=np.float64))
+
+
+def mae(model: Any, frame: pd.DataFrame) -> float:
+    return float(np.mean(abs_errors(model, frame)))
 
 
 def fit_challenger(
@@ -101,10 +110,27 @@ def gain_record(challenger: dict[str, Any], champion_late_mae: float, min_gain: 
     }
 
 
+def with_interval(
+    gain: dict[str, Any], challenger_errors: np.ndarray, champion_errors: np.ndarray
+) -> dict[str, Any]:
+    """``gain`` with the paired bootstrap 95% interval of ``expected_gain`` over the same late trips.
+
+    ``expected_gain = 1 - MAE(challenger) / MAE(champion)`` is minus the relative MAE change, so
+    its interval is the change's, negated and swapped.
+    """
+    change = paired_change_interval(challenger_errors, champion_errors)
+    if change is None:
+        return {**gain, "expected_gain_ci95": None}
+    interval = {**change, "low": round(-change["high"], 6), "high": round(-change["low"], 6)}
+    return {**gain, "expected_gain_ci95": interval}
+
+
 def estimate_gain(champion: Any, frame: pd.DataFrame, params: Params, month: str) -> dict[str, Any]:
     """What a retrain on ``month`` should buy the ``champion``'s successor next month."""
-    _, facts, late = fit_challenger(frame, params, month)
-    return gain_record(facts, mae(champion, late), params.drift.min_retrain_gain)
+    challenger, facts, late = fit_challenger(frame, params, month)
+    champion_errors = abs_errors(champion, late)
+    gain = gain_record(facts, float(np.mean(champion_errors)), params.drift.min_retrain_gain)
+    return with_interval(gain, abs_errors(challenger, late), champion_errors)
 
 
 def estimate_gain_from_file(champion: Any, path: Path, params: Params, month: str) -> dict[str, Any]:
@@ -161,18 +187,24 @@ def estimate_gain_from_file(champion: Any, path: Path, params: Params, month: st
         "late_rows": n_late,
         "cut": pd.Timestamp(np.datetime64(int(cut), "us")).strftime("%Y-%m-%d %H:%M"),
     }
-    champion_mae = float(np.mean(np.concatenate(errors["champion"])))
-    return gain_record(facts, champion_mae, params.drift.min_retrain_gain)
+    champion_errors = np.concatenate(errors["champion"])
+    gain = gain_record(facts, float(np.mean(champion_errors)), params.drift.min_retrain_gain)
+    return with_interval(gain, np.concatenate(errors["challenger"]), champion_errors)
 
 
 def gain_sentence(gain: dict[str, Any]) -> str:
-    """What the estimate says and what it rests on, in words a reviewer can check."""
-    value = gain["expected_gain"]
-    outlook = (
-        f"a retrain should lower next month's MAE by about {value:.1%}"
-        if value >= 0
-        else f"a retrain should not lower next month's MAE (about {-value:.1%} worse)"
-    )
+    """What the estimate says and what it rests on, in words a reviewer can check.
+
+    With an interval (``expected_gain_ci95``): "by about 82.0% (95% CI 81.2 to 82.8)".
+    """
+    value, interval = gain["expected_gain"], gain.get("expected_gain_ci95")
+    if value >= 0:
+        about = percent_with_interval(value, interval, signed=False)
+        outlook = f"a retrain should lower next month's MAE by about {about}"
+    else:
+        worse = {**interval, "low": -interval["high"], "high": -interval["low"]} if interval else None
+        ci = f"; {interval_text(worse, signed=False)}" if worse else ""
+        outlook = f"a retrain should not lower next month's MAE (about {-value:.1%} worse{ci})"
     return (
         f"{outlook} (a model fitted "
         f"on {gain['month']} before {gain['cut']}, {gain['early_rows']:,} trips, vs the champion on the "

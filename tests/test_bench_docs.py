@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,35 @@ def test_model_quality_table_matches_its_results() -> None:
         for key in ("rmse", "mae", "r2"):
             assert f"{model[key]:.3f}" not in outside, (model["name"], key)
     assert str(results["targets"]["rmse"]) not in outside
+
+
+def test_the_example_pr_report_is_what_its_evidence_renders() -> None:
+    """docs/example_pr_report.md is a report `autoops propose` wrote in a real run
+    (python -m bench.example_report): its sections render again, byte for byte, from the evidence
+    committed beside it, so the intervals and the who-loses table carry no figure typed by hand."""
+    from autoops.evidence_report import _comparison_lines, _drift_lines, _proposal_lines, who_loses_lines
+    from bench.example_report import DOC, EVIDENCE
+
+    text = (ROOT / DOC).read_text()
+    drift = json.loads((ROOT / EVIDENCE / "drift.json").read_text())
+    comparison = json.loads((ROOT / EVIDENCE / "comparison.json").read_text())
+    head = text.split("\n---\n", 1)[0]
+    assert "python -m bench.example_report" in head, "the header names the command that regenerates it"
+    for lines in (
+        _proposal_lines(drift, comparison, "main"),
+        _comparison_lines(comparison, "main"),
+        _drift_lines(drift),
+    ):
+        assert "\n".join(lines) in text, "run `python -m bench.example_report`"
+    # The evidence a reviewer weighs: both intervals and the who-loses table, segments it loses first.
+    from stages.trigger import gain_sentence
+
+    assert drift["gain"]["expected_gain_ci95"] and "95% CI" in gain_sentence(drift["gain"])
+    assert comparison["change"]["mae_relative_ci95"] and "\n".join(who_loses_lines(comparison)) in text
+    worse = [s["challenger_worse"] for s in comparison["segments"]]
+    assert worse == sorted(worse, reverse=True)
+    for image in re.findall(r"\]\(([^)]+\.png)\)", text):
+        assert (ROOT / DOC.parent / image).is_file(), image
 
 
 def test_the_verdict_says_dominates_only_when_no_calendar_beats_it() -> None:

@@ -35,6 +35,7 @@ from autoops import (
 )
 from autoops.cli import app
 from autoops.gitops import Git, LoopError
+from stages.bootstrap import percent_with_interval
 from stages.features import FEATURES, TARGET
 from stages.io import file_sha256, write_json
 from stages.model import save_model
@@ -283,6 +284,14 @@ def test_compare_scores_both_models_on_the_same_rows(tmp_path: Path, monkeypatch
     assert comparison["challenger"]["metrics"]["mae"] < comparison["champion"]["metrics"]["mae"]
     assert comparison["change"]["mae_relative"] < -0.5
     assert "beats the champion on the 2024-05 holdout" in comparison["verdict"]
+    # The change with its paired bootstrap interval, in the verdict too; who loses, per segment.
+    change, ci = comparison["change"]["mae_relative"], comparison["change"]["mae_relative_ci95"]
+    assert ci["low"] <= change <= ci["high"] and ci["trips"] == 300
+    assert (
+        f"({change:+.1%}, 95% CI {ci['low'] * 100:+.1f} to {ci['high'] * 100:+.1f})" in comparison["verdict"]
+    )
+    assert {s["by"] for s in comparison["segments"]} == {"borough", "hour band", "vendor"}
+    assert sum(s["trips"] for s in comparison["segments"] if s["by"] == "vendor") == 300
     # The same pair the other way round: the report says so (a fact, not a gate: the trigger decides).
     worse, _ = evidence.compare(challenger, champion, holdout, baseline)
     assert not worse["challenger_better"] and "does not beat" in worse["verdict"]
@@ -344,7 +353,19 @@ def test_report_markdown_reads_on_its_own(tmp_path: Path, monkeypatch: pytest.Mo
     assert "**The trigger's estimate**: a retrain should lower next month's MAE by about 31.0%" in markdown
     assert "before 2024-05-24 10:00, 15,000 trips, vs the champion on the 5,000 trips after it" in markdown
     assert "| champion (`main`) | 2024-01 |" in markdown and "| challenger (this PR) | 2024-05 |" in markdown
-    assert "| change |" in markdown
+    change = comparison["change"]
+    relative = percent_with_interval(change["mae_relative"], change["mae_relative_ci95"], inside=True)
+    assert f"| change | | | {change['mae']:+.3f} ({relative}) |" in markdown
+    # Who loses: every segment a row, in the comparison's order (the ones the challenger loses first).
+    table = markdown.split("#### Who loses", 1)[1].split("\n\n", 3)[2].splitlines()
+    assert table[0] == "| | by | segment | trips | champion MAE | challenger MAE | change (95% CI) |"
+    rows = comparison["segments"]
+    assert len(table) == 2 + len(rows)
+    for line, row in zip(table[2:], rows, strict=True):
+        assert line.startswith(
+            f"| {'❌' if row['challenger_worse'] else '✅'} | {row['by']} | {row['segment']} |"
+        )
+        assert f"| {row['trips']:,} | {row['champion_mae']:.3f} | {row['challenger_mae']:.3f} |" in line
     assert "| `trip_distance` | 0.55 | Wasserstein distance (normed) | 0.1 | **yes** |" in markdown
     assert "| `pickup_hour` | 0.02 | Wasserstein distance (normed) | 0.1 | no |" in markdown
     # Images are referenced relative to the markdown file, which is how CML finds and uploads them.

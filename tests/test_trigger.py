@@ -43,5 +43,10 @@ def test_the_estimate_sees_a_regime_change_and_not_a_calm_month() -> None:
     assert loud["expected_gain"] > 0.2 > quiet["expected_gain"]
     assert loud["late_rows"] + loud["early_rows"] == len(shifted)
     assert loud["cut"].startswith("2024-05-")
+    # The gain's paired bootstrap interval, over exactly the late trips both models predicted.
+    for estimate in (quiet, loud):
+        ci = estimate["expected_gain_ci95"]
+        assert ci["low"] <= estimate["expected_gain"] <= ci["high"] and ci["trips"] == estimate["late_rows"]
+    assert loud["expected_gain_ci95"]["low"] > 0.2 > quiet["expected_gain_ci95"]["high"]
     with pytest.raises(StageError, match="too few to estimate"):
         estimate_gain(champion, calm.head(300), params, "2024-04")
