@@ -115,7 +115,11 @@ def test_mlflow_on_postgres_registers_moves_aliases_and_serves_the_champion(
 
     client = MlflowClient(tracking_uri=tracking_server)
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
-    assert client.get_model_version_by_alias(MODEL, "challenger").version == "2"
+    # A person's training run registers a version but moves no alias (issue 20, point 5); only the
+    # loop's proposal names a challenger, which it does through the same registry call.
+    assert [v.version for v in client.search_model_versions(f"name='{MODEL}'")] == ["2", "1"]
+    assert not any(a == "challenger" for a in client.get_registered_model(MODEL).aliases)
+    client.set_registered_model_alias(MODEL, "challenger", "2")
     # The registry really is in PostgreSQL: the aliases are rows there.
     with psycopg.connect(pg.url("mlflow")) as conn:
         rows = conn.execute("SELECT alias, version FROM registered_model_aliases ORDER BY alias").fetchall()
