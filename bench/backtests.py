@@ -21,6 +21,7 @@ from autoops.backtest import load_with_overrides, run_backtest
 from autoops.backtest_hindsight import hindsight
 from autoops.backtest_policy import CALENDAR, STATIC
 from autoops.backtest_report import TRIGGER, verdict_line
+from bench.readme_block import fill_block
 from stages.months import month_range
 from stages.params import Params
 
@@ -252,12 +253,7 @@ def _why(row: dict[str, Any]) -> str:
 
 
 def render(readme: Path = README) -> str:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + render_block() + tail
+    return fill_block(readme, BEGIN, END, render_block())
 
 
 def main() -> None:

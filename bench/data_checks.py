@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.readme_block import fill_block
 from stages.data_checks import MonthProfile, evaluate, profile_tables
 from stages.months import add_months
 from stages.params import Params, load_params
@@ -169,11 +170,7 @@ def render_block(r: dict[str, Any]) -> str:
 
 
 def render(readme: Path = README, results: Path = RESULTS) -> str:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    return head + render_block(json.loads(results.read_text())) + rest.split(END, 1)[1]
+    return fill_block(readme, BEGIN, END, render_block(json.loads(results.read_text())))
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression
 
+from bench.readme_block import fill_block
 from stages.features import MAX_ZONE_CODES, TARGET, duration_minutes, feature_matrix, filter_mask
 from stages.metrics import regression_metrics
 from stages.model import build_model, predict
@@ -183,11 +184,7 @@ def render_block(r: dict[str, Any]) -> str:
 
 
 def render(readme: Path = README, results: Path = RESULTS) -> str:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    return head + render_block(json.loads(results.read_text())) + rest.split(END, 1)[1]
+    return fill_block(readme, BEGIN, END, render_block(json.loads(results.read_text())))
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bench.readme_block import fill_block
 from stages.compiled_trees import COMPILED_LIB
 from stages.scoring import COMPILE_MIN_ROWS, COMPILED_CACHE
 
@@ -267,12 +268,7 @@ def render_docs_block() -> str:
 
 
 def render(readme: Path = README, block: str | None = None) -> str:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + (render_block() if block is None else block) + tail
+    return fill_block(readme, BEGIN, END, render_block() if block is None else block)
 
 
 def render_docs() -> str:

@@ -35,6 +35,7 @@ from joblib import Parallel, delayed
 
 from autoops.backtest import load_with_overrides
 from autoops.backtest_data import SourceMonths
+from bench.readme_block import fill_block
 from stages.featurize import split_holdout
 from stages.months import month_index, month_range
 from stages.params import Params
@@ -174,11 +175,7 @@ def render_block(results: dict[str, dict[str, Any]]) -> str:
 
 def render(readme: Path = README) -> str:
     results = {p.stem: json.loads(p.read_text()) for p in sorted(OUT_DIR.glob("trigger_study_*.json"))}
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    return head + render_block(results) + rest.split(END, 1)[1]
+    return fill_block(readme, BEGIN, END, render_block(results))
 
 
 def main() -> None:
