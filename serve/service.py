@@ -79,7 +79,7 @@ class Service:
         predictions = served.predictor.predict(features)
         if self.prediction_log is not None:
             self.prediction_log.append(features, predictions, served.version)
-        self.metrics.predictions.labels(served.version).inc(len(trips))
+        self.metrics.counted(served.version).inc(len(trips))
         return predictions
 
     def predict_trip(self, served: ServedModel, trip: Trip, located: TripZones | None) -> float:
@@ -89,7 +89,7 @@ class Service:
         prediction = served.predictor.predict_row(row)
         if self.prediction_log is not None:
             self.prediction_log.append(np.array([row]), np.array([prediction]), served.version)
-        self.metrics.predictions.labels(served.version).inc()
+        self.metrics.counted(served.version).inc()
         return prediction
 
 
