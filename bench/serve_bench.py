@@ -1,10 +1,13 @@
-"""Serving benchmark: this service (``python -m serve``) against MLflow's ``mlflow models serve``.
+"""Serving benchmark: this service (``python -m serve``) against MLflow's ``mlflow models serve``
+and against the ceiling, an empty FastAPI endpoint (bench/empty_endpoint.py).
 
 The same registered model, the same real trips, the same worker count and one OpenMP thread per
 worker for both, loopback only, one load generator (wrk), both servers measured in the same run
 with the order alternated every round. Reports requests/s and p50/p99 latency for single trips at
 concurrency 1, 8 and 32, rows/s for 1000-trip batches, cold start (process launch to the first
-successful prediction), and where the time goes inside one request (in-process timings).
+successful prediction), and where the time goes inside one request (in-process timings). Each
+measurement records the CPU each server process used, and is measured again when a multi-worker
+server got all of wrk's connections on one worker (flagged if it still did after the reruns).
 
 Needs a trained pipeline directory (models/, mlflow.db with the registered model) - see
 bench/README.md, "Serving" - and wrk (apt-get install wrk)::
@@ -12,7 +15,7 @@ bench/README.md, "Serving" - and wrk (apt-get install wrk)::
     python bench/serve_bench.py --workdir /tmp/serve-work \
         --trips ../shared/data/tlc/green_tripdata_2021-02.parquet
 
-Size (~630 lines): one run, read top to bottom in the order it measures (request bodies, the
+Size (~700 lines): one run, read top to bottom in the order it measures (request bodies, the
 servers, wrk, in-process timings, the hot swap, main), all sharing the servers and bodies. What
 stands on its own is elsewhere: the profile's steps (bench/serve_profile.py) and the README block
 rendered from the results (bench/serve_report.py).
@@ -40,6 +43,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 from threadpoolctl import threadpool_limits
 
 if not __package__:  # run as a file (python bench/serve_bench.py): its siblings are bench.*
@@ -50,6 +54,7 @@ from bench.serve_report import (
     BATCH_CONCURRENCY,
     BATCH_ROWS,
     CONCURRENCY,
+    ONE_WORKER_RERUNS,
     SWAP_AT_S,
     check_readme,
     earlier_runs,
@@ -137,6 +142,8 @@ class Server:
     command: list[str]
     env: dict[str, str]
     path: str  # the prediction endpoint
+    workers: int = 1  # worker processes meant to share the connections
+    trips: bool = True  # takes the API's trips (ours, the empty endpoint); False: MLflow's features
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
@@ -184,7 +191,8 @@ JSON = {"Content-Type": "application/json"}
 
 def servers(workdir: Path, workers: int, cache: Path) -> list[Server]:
     """Ours; MLflow as shipped (1 worker, OpenMP's default threads); MLflow with our settings
-    (the same workers, one OpenMP thread each) - the strongest MLflow this machine can run."""
+    (the same workers, one OpenMP thread each) - the strongest MLflow this machine can run; and the
+    ceiling, an empty FastAPI endpoint on uvicorn with the same workers (bench/empty_endpoint.py)."""
     registry = json.loads((workdir / "models" / "registry.json").read_text())
     base = {
         **os.environ,
@@ -205,17 +213,22 @@ def servers(workdir: Path, workers: int, cache: Path) -> list[Server]:
             "AUTOOPS_MAX_BATCH": str(BATCH_ROWS),
         },
         "/predict",
+        workers,
     )
     mlflow = [sys.executable, "-m", "mlflow", "models", "serve", "-m", registry["model_uri"]]
     mlflow += ["--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"]
-    shipped = Server("mlflow", mlflow, base, "/invocations")
+    shipped = Server("mlflow", mlflow, base, "/invocations", trips=False)
     matched = Server(
         "mlflow-matched",
         [*mlflow, "--workers", str(workers)],
         {**base, "OMP_NUM_THREADS": "1"},
         "/invocations",
+        workers,
+        trips=False,
     )
-    return [ours, shipped, matched]
+    empty = [sys.executable, "-m", "uvicorn", "bench.empty_endpoint:app", "--host", "127.0.0.1"]
+    empty += ["--port", "{port}", "--workers", str(workers), "--http", "httptools", "--no-access-log"]
+    return [ours, shipped, matched, Server("empty", empty, base, "/predict", workers)]
 
 
 # --- wrk ---------------------------------------------------------------------------------------------
@@ -257,6 +270,10 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    # CPU cores each of the server's processes used during the run, busiest first (see worker_cpu).
+    worker_cpu: list[float] = field(default_factory=list)
+    one_worker: bool = False  # all connections went to one of several workers (see one_worker)
+    reruns: int = 0  # how often it was measured again for that
 
 
 def wrk(url: str, script: Path, connections: int, seconds: float) -> Run:
@@ -297,6 +314,55 @@ def parse_wrk(out: str) -> Run:
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     errors += int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     return Run(float(rate[1]), _ms(latency["50"]), _ms(latency["99"]), errors)
+
+
+# --- how the connections spread over the workers ----------------------------------------------------
+
+# A process below this many cores during a run is idle (uvicorn's supervisor, a resource tracker).
+IDLE_CORES = 0.02
+# One process doing this share of the server's CPU while others should share it: one worker had
+# every connection (wrk keeps its connections, so a run's rate can halve by luck, for any server).
+ONE_WORKER_SHARE = 0.9
+
+
+def cpu_seconds(server: Server) -> dict[int, float]:
+    """CPU seconds so far of the server's process and all its descendants (its workers), by pid."""
+    assert server.proc is not None
+    root = psutil.Process(server.proc.pid)
+    seconds = {}
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            seconds[proc.pid] = times.user + times.system
+    return seconds
+
+
+def worker_cpu(before: dict[int, float], after: dict[int, float], elapsed: float) -> list[float]:
+    """Cores each busy process used between two :func:`cpu_seconds` snapshots, busiest first."""
+    cores = [(after[pid] - before[pid]) / elapsed for pid in after.keys() & before.keys()]
+    return sorted((round(c, 3) for c in cores if c >= IDLE_CORES), reverse=True)
+
+
+def one_worker(server: Server, connections: int, cores: list[float]) -> bool:
+    """Did one process do (nearly) all of a multi-worker server's work with several connections?"""
+    if server.workers < 2 or connections < 2 or not cores:
+        return False
+    return cores[0] >= ONE_WORKER_SHARE * sum(cores)
+
+
+def measured(server: Server, script: Path, connections: int, seconds: float) -> Run:
+    """wrk against ``server`` with each process's CPU share recorded; a run whose connections
+    all landed on one worker is measured again (flagged if it still is after the reruns)."""
+    for attempt in range(ONE_WORKER_RERUNS + 1):
+        before, started = cpu_seconds(server), time.perf_counter()
+        run = wrk(server.url, script, connections, seconds)
+        run.worker_cpu = worker_cpu(before, cpu_seconds(server), time.perf_counter() - started)
+        run.one_worker = one_worker(server, connections, run.worker_cpu)
+        run.reruns = attempt
+        if not run.one_worker:
+            return run
+        print(f"{server.name} c={connections}: all connections on one worker {run.worker_cpu}, again")
+    return run
 
 
 # --- where the time goes (in-process) ------------------------------------------------------------------
@@ -626,7 +692,7 @@ def run(args: argparse.Namespace) -> None:
         # Cold starts forwards then backwards; the last start of each stays up for the load.
         for server in [*pool, *reversed(pool)]:
             server.stop()
-            probe = bodies.ours_single[0] if server is ours else bodies.mlflow_single[0]
+            probe = bodies.ours_single[0] if server.trips else bodies.mlflow_single[0]
             cold[server.name].append(server.start(log_dir, probe))
             print(f"cold start {server.name}: {cold[server.name][-1]:.2f} s")
         # Identical inputs must give identical answers: check on the batch before timing.
@@ -641,13 +707,14 @@ def run(args: argparse.Namespace) -> None:
         print(f"max |ours - mlflow| over {BATCH_ROWS} trips: {results['max_abs_diff_vs_mlflow']:.2e} min")
         save(results, args.out)
 
-        scripts = {
-            (ours.name, "single"): lua_script(ours.path, bodies.ours_single, log_dir),
-            (ours.name, "batch"): lua_script("/predict_batch", [bodies.ours_batch], log_dir),
-        }
-        for server in pool[1:]:
-            scripts[(server.name, "single")] = lua_script(server.path, bodies.mlflow_single, log_dir)
-            scripts[(server.name, "batch")] = lua_script(server.path, [bodies.mlflow_batch], log_dir)
+        scripts = {}
+        for server in pool:
+            if server.trips:  # the same scripts (paths and bodies) for the service and the ceiling
+                scripts[(server.name, "single")] = lua_script(server.path, bodies.ours_single, log_dir)
+                scripts[(server.name, "batch")] = lua_script("/predict_batch", [bodies.ours_batch], log_dir)
+            else:
+                scripts[(server.name, "single")] = lua_script(server.path, bodies.mlflow_single, log_dir)
+                scripts[(server.name, "batch")] = lua_script(server.path, [bodies.mlflow_batch], log_dir)
         scenarios = [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]
         for round_index in range(args.rounds):
             # A different server goes first every round, so drifting machine load hits all alike.
@@ -656,7 +723,7 @@ def run(args: argparse.Namespace) -> None:
                 for server in order:
                     script = scripts[(server.name, kind)]
                     wrk(server.url, script, connections, args.warmup)
-                    run = wrk(server.url, script, connections, args.duration)
+                    run = measured(server, script, connections, args.duration)
                     results["runs"].setdefault(f"{server.name} {kind} c={connections}", []).append(
                         asdict(run)
                     )
@@ -664,7 +731,7 @@ def run(args: argparse.Namespace) -> None:
                     print(
                         f"round {round_index + 1} {server.name:14s} {kind:6s} c={connections:<2d} "
                         f"{run.rps:9.1f} req/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:8.2f} ms  "
-                        f"errors {run.errors}"
+                        f"errors {run.errors}  cpu {run.worker_cpu}{'  ONE WORKER' if run.one_worker else ''}"
                     )
         # Where a batch's time goes in the server, under the same load (a separate run: the
         # figures above are unprofiled).

@@ -18,13 +18,17 @@ CONCURRENCY = (1, 8, 32)  # single trips
 BATCH_ROWS = 1000
 BATCH_CONCURRENCY = 4
 SWAP_AT_S = 8.0  # the hot swap's new version is published this far into its load
+# A run whose connections all went to one of several workers is measured again, at most this often.
+ONE_WORKER_RERUNS = 2
 README_BEGIN = "<!-- serve_bench:begin -->"
 README_END = "<!-- serve_bench:end -->"
 NAMES = {
     "ours": "this service",
     "mlflow": "MLflow, as shipped",
     "mlflow-matched": "MLflow, our worker settings",
+    "empty": "empty FastAPI endpoint (the ceiling)",
 }
+CEILING = "empty"
 
 
 # The runs before the latest (bench/README.md: three consecutive runs, the last in serve.json).
@@ -126,6 +130,10 @@ def summary(
         f"between the two servers' predictions for the same {BATCH_ROWS} trips: "
         f"{results.get('max_abs_diff_vs_mlflow', float('nan')):.1e} minutes.",
     ]
+    if CEILING in names:
+        lines += ["", _ceiling_line(results)]
+    if any("worker_cpu" in run for runs in results["runs"].values() for run in runs):
+        lines += ["", *_worker_cpu_table(results)]
     if earlier:
         runs = [*earlier, ("serve.json", results)]
         lines += [
@@ -203,6 +211,61 @@ def update_readme(path: Path, block: str) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(new)
     os.replace(tmp, path)
+
+
+def _ceiling_line(results: dict[str, Any]) -> str:
+    """This service's rate as a share of the empty endpoint's, per scenario."""
+    med, ours = results["median"], next(iter(results["cold_start_s"]))
+    shares = []
+    for kind, connections in [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]:
+        key = f"{kind} c={connections}"
+        if f"{ours} {key}" in med and f"{CEILING} {key}" in med:
+            label = (
+                f"{BATCH_ROWS}-trip batches"
+                if kind == "batch"
+                else f"single trips at concurrency {connections}"
+            )
+            shares.append(f"{label} {med[f'{ours} {key}']['rps'] / med[f'{CEILING} {key}']['rps']:.0%}")
+    return (
+        "This service's requests/s as a share of the empty endpoint's (`bench/empty_endpoint.py`: "
+        "uvicorn, the same workers, client and trips, parses the JSON body and returns a constant): "
+        + "; ".join(shares)
+        + "."
+    )
+
+
+def _worker_cpu_table(results: dict[str, Any]) -> list[str]:
+    """Cores per server process (busiest first, median of the rounds by rank) for every scenario,
+    and the runs whose connections all went to one worker."""
+    names = list(results["cold_start_s"])
+    runs = results["runs"]
+    lines = [
+        "CPU cores used by each server process during the measurement (busiest first, medians of the "
+        "rounds; `worker_cpu`; ⚑: every connection still on one worker after "
+        f"{ONE_WORKER_RERUNS} reruns):",
+        "",
+        "| Scenario | " + " | ".join(NAMES.get(n, n) for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for kind, connections in [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]:
+        cells = []
+        for name in names:
+            rounds = runs.get(f"{name} {kind} c={connections}", [])
+            cpus = [r.get("worker_cpu", []) for r in rounds]
+            width = max(map(len, cpus), default=0)
+            by_rank = [statistics.median(c[i] if i < len(c) else 0.0 for c in cpus) for i in range(width)]
+            flags = "⚑" * sum(r.get("one_worker", False) for r in rounds)
+            cells.append(" + ".join(f"{c:.2f}" for c in by_rank) + flags if by_rank else "-")
+        lines.append(f"| {kind} c={connections} | " + " | ".join(cells) + " |")
+    measured = [r for rounds in runs.values() for r in rounds]
+    rerun = sum(1 for r in measured if r.get("reruns", 0))
+    lines += [
+        "",
+        f"Measurements taken again because every connection went to one worker: {rerun} of "
+        f"{len(measured)}; still on one worker after the reruns: "
+        f"{sum(r.get('one_worker', False) for r in measured)}.",
+    ]
+    return lines
 
 
 def _busy(results: dict[str, Any]) -> str:

@@ -8,18 +8,22 @@ to the request path, far cheaper than bench/serve_bench.py.
 
 Each label is one entry of the results file: best, median and p90 over rounds of the per-request
 CPU microseconds of the event loop's thread (the prediction log's writer thread excluded), for a
-single trip and for a 1000-trip batch, so a run before a change and one after sit side by side.
+single trip and for a 1000-trip batch, so a run before a change and one after sit side by side;
+and ``single_trip_steps_us``: where a single trip's time goes, each step of /predict timed alone
+(the request's total less the steps it takes is HTTP/ASGI, routing, middleware and body read).
 Measure on a quiet machine (load < 1.5), or alternate before and after runs and compare.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,8 +33,13 @@ import typer
 from serve.app import create_app
 from serve.model_store import DirSource
 from serve.predictor import compile_model, find_compiler
+from serve.request_body import _refuse_duplicates
+from serve.routes import json_response
+from serve.schemas import Trip, locate_trips, trip_columns
+from serve.service import Service
 from serve.settings import Settings
 from serve.testing import features_with_target, random_trips, train_model_dir
+from stages.features import feature_matrix
 from stages.model import MODEL_FILE, load_model
 
 RESULTS = Path(__file__).parent / "results" / "serve_request_cost.json"
@@ -103,6 +112,70 @@ async def _measure(app: Any, path: str, body: bytes, rounds: int, per_round: int
     }
 
 
+def _time_us(step: Callable[[], Any], rounds: int = 30, per_round: int = 300) -> float:
+    """Best-round CPU microseconds of one call of ``step`` (least disturbed on a shared machine)."""
+    times = []
+    for _ in range(rounds):
+        started = time.thread_time()
+        for _ in range(per_round):
+            step()
+        times.append((time.thread_time() - started) / per_round * 1e6)
+    return round(min(times), 2)
+
+
+def _single_trip_steps(service: Service, body: bytes) -> dict[str, float]:
+    """Best-round CPU microseconds of each step /predict takes for one trip (serve/routes.py's
+    predict_one, step by step, on the app's own service; both the general path, which batches
+    take, and the single-trip fast path); the request's total less the steps it takes is HTTP/ASGI,
+    FastAPI's routing, the middleware (size limit, content type, metrics timing) and the body read."""
+    bodies = service.bodies
+    trip = bodies.trip(body)
+    located = locate_trips([trip])
+    served = service.served_model()
+    columns = trip_columns([trip], located)
+    features = feature_matrix(columns)
+    predictions = served.predictor.predict(features)
+    counter = service.metrics.predictions.labels(served.version)
+    answer = {"duration_min": float(predictions[0]), "model_version": served.version}
+    log = service.prediction_log
+    assert log is not None
+    steps = {
+        "validate: field bound": lambda: bodies._bound_fields(body, bodies._most_colons_one),
+        "validate: pydantic": lambda: Trip.model_validate_json(body),
+        "validate: duplicate keys": lambda: _refuse_duplicates(body, len(trip.model_fields_set), None),
+        "locate (coordinates -> zones)": lambda: locate_trips([trip]),
+        "general path: trip -> columns": lambda: trip_columns([trip], located),
+        "general path: features": lambda: feature_matrix(columns),
+        "general path: predict (compiled trees)": lambda: served.predictor.predict(features),
+        "prediction log: queue": lambda: log.append(features, predictions, served.version),
+        "metrics: predictions counter": lambda: counter.inc(1),
+        # ServiceMetrics.counted, where it exists: the labelled counter looked up once per version.
+        "metrics: counter lookup": lambda: getattr(
+            service.metrics, "counted", service.metrics.predictions.labels
+        )(served.version),
+        "response JSON": lambda: json_response(answer),
+    }
+    try:
+        from serve.one_trip import feature_row
+    except ImportError:  # code from before the fast path (measured with --commit): general path only
+        pass
+    else:
+        row = feature_row(trip, located)
+        steps["fast path: features (serve/one_trip.py)"] = lambda: feature_row(trip, located)
+        steps["fast path: predict_row (compiled trees)"] = lambda: served.predictor.predict_row(row)
+    return {name: _time_us(step) for name, step in steps.items()}
+
+
+def _empty_endpoint() -> Any:
+    # By file: the code measured may come from another tree (--commit), the ceiling from this one.
+    path = Path(__file__).parent / "empty_endpoint.py"
+    spec = importlib.util.spec_from_file_location("empty_endpoint", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
+
+
 async def _run(work: Path) -> dict[str, Any]:
     frame = features_with_target(random_trips(2000, seed=3))
     models = train_model_dir(work, frame.iloc[:1600], frame.iloc[1600:], max_iter=10)
@@ -124,6 +197,11 @@ async def _run(work: Path) -> dict[str, Any]:
         batch = orjson.dumps({"trips": _trips(1000)})
         return {
             "single_trip": await _measure(app, "/predict", one, rounds=30, per_round=300),
+            # The floor: the same call into an app that only parses the body (bench/empty_endpoint.py).
+            "empty_endpoint_single_trip": await _measure(
+                _empty_endpoint(), "/predict", one, rounds=30, per_round=300
+            ),
+            "single_trip_steps_us": _single_trip_steps(app.state.service, one),
             "batch_1000": await _measure(app, "/predict_batch", batch, rounds=30, per_round=5),
         }
 

@@ -56,6 +56,7 @@ class ServiceMetrics:
             ["model_version"],
             registry=reg,
         )
+        self._predictions_by_version: dict[str, Any] = {}
         # 1 for the version a worker serves; "max" across workers: 1 while any worker serves it.
         self.model_info = Gauge(
             "autoops_model_info",
@@ -93,6 +94,14 @@ class ServiceMetrics:
         if not multiprocess_mode():
             ProcessCollector(registry=reg)
 
+    def counted(self, model_version: str) -> Any:
+        """The predictions counter of ``model_version``: ``predictions.labels(...)``, looked up once
+        per version (the lookup costs as much as the count itself, every request)."""
+        child = self._predictions_by_version.get(model_version)
+        if child is None:
+            child = self._predictions_by_version[model_version] = self.predictions.labels(model_version)
+        return child
+
     def model_swapped(self, previous: ServedModel | None, served: ServedModel) -> None:
         if previous is not None:
             self.model_info.labels(previous.name, previous.version, previous.predictor.kind).set(0)
@@ -117,6 +126,10 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Labelled series looked up once each (a lookup costs as much as the count): the label
+        # values are the routes' templates, methods and statuses, as bounded as the series themselves.
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,5 +150,10 @@ class MetricsMiddleware:
             route: Any = scope.get("route")
             # The route's template, never the raw path: label values must stay a small, fixed set.
             endpoint = getattr(route, "path", UNMATCHED)
-            self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            key = (endpoint, scope["method"], status)
+            if (requests := self._requests.get(key)) is None:
+                requests = self._requests[key] = self.metrics.requests.labels(endpoint, key[1], str(status))
+            if (latency := self._latency.get(endpoint)) is None:
+                latency = self._latency[endpoint] = self.metrics.latency.labels(endpoint)
+            requests.inc()
+            latency.observe(time.perf_counter() - started)

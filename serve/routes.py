@@ -92,8 +92,7 @@ async def predict_one(request: Request) -> Response:
     trip = service.bodies.trip(await request.body())
     located = _locate([trip], where=None)
     served = service.served_model()
-    prediction = service.predict(served, [trip], located)
-    answer = {"duration_min": float(prediction[0]), "model_version": served.version}
+    answer = {"duration_min": service.predict_trip(served, trip, located), "model_version": served.version}
     if located is not None:
         answer.update(located.describe(0) or {})
     return json_response(answer)

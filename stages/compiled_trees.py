@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from array import array
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,6 +74,8 @@ class Predictor(Protocol):
 
     def predict(self, features: np.ndarray) -> np.ndarray: ...
 
+    def predict_row(self, row: list[float]) -> float: ...
+
 
 class SklearnPredictor:
     """The trained estimator itself: always correct, slow for single rows."""
@@ -87,6 +90,9 @@ class SklearnPredictor:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self._predict(self.estimator, features)
+
+    def predict_row(self, row: list[float]) -> float:
+        return float(self.predict(np.array([row], dtype=np.float64))[0])
 
 
 class CompiledPredictor:
@@ -175,6 +181,23 @@ class CompiledPredictor:
         out = np.empty(n)
         self._predict_c(entries.ctypes.data, n, out.ctypes.data)
         return out
+
+    def predict_row(self, row: list[float]) -> float:
+        """One row (a list in :data:`FEATURES` order) without NumPy: the library's input written
+        as :meth:`_run` writes it, into a buffer of the stdlib's ``array`` (a NumPy array's set-up
+        costs more than the trees of one trip)."""
+        entries = array("d", row)
+        flags = memoryview(entries).cast("B").cast("i")  # union Entry's int at offset 0
+        for col, value in enumerate(row):
+            if value != value:
+                flags[2 * col] = -1
+        for col, known in self._known_sets:
+            value = row[col]
+            if value == value and value not in known:
+                flags[2 * col] = -1  # unseen category: missing, as sklearn encodes it
+        out = array("d", (0.0,))
+        self._predict_c(entries.buffer_info()[0], 1, out.buffer_info()[0])
+        return out[0]
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         if features.shape[0] <= DIRECT_ROWS:
