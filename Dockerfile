@@ -40,7 +40,7 @@ COPY . /opt/autoops/app
 # every start would recompile the service's modules (pip already compiled the packages).
 RUN PYTHONPATH=/opt/autoops/app OMP_NUM_THREADS=1 /opt/autoops/venv/bin/python -m serve.compile \
         --models-dir /opt/autoops/app/models --cache /opt/autoops/app/compiled --require \
-    && /opt/autoops/venv/bin/python -m compileall -q /opt/autoops/app/stages /opt/autoops/app/serve
+    && /opt/autoops/venv/bin/python -m compileall -q /opt/autoops/app/core /opt/autoops/app/serve
 
 # --- runtime: no compiler, no build tools, an unprivileged user -------------------------------------
 FROM ${BASE_IMAGE}

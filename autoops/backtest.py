@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 
-from stages.io import StageError
-from stages.months import month_range, validate_month
-from stages.params import PARAMS_FILE, Params, ParamsError, params_from_dict
-from stages.runner import EXPECTED_ERRORS
+from core.io import StageError
+from core.months import month_range, validate_month
+from core.params import PARAMS_FILE, Params, ParamsError, params_from_dict
+from core.runner import EXPECTED_ERRORS
 
 if TYPE_CHECKING:
     from autoops.backtest_data import MonthData

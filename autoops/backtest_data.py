@@ -6,7 +6,7 @@ through :class:`Timeline`, (and a test prove) that no label is read before its m
 predicted; a test swaps in a provider that corrupts or refuses labels.
 
 :class:`SourceMonths` builds months exactly as the pipeline does (``stages.ingest.load_month``,
-``stages.schema.normalize``, ``stages.featurize.month_frame``) and caches the featurised month
+``core.schema.normalize``, ``stages.featurize.month_frame``) and caches the featurised month
 under ``.cache/backtest/months/``, keyed on the source data's content and the params that shape it.
 """
 
@@ -26,15 +26,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.features import FEATURES, PICKUP_TIME, TARGET
-from stages.io import StageError, file_sha256, write_parquet
-from stages.months import month_index
-from stages.params import Params
+from core.features import FEATURES, PICKUP_TIME, TARGET
+from core.io import StageError, file_sha256, write_parquet
+from core.months import month_index
+from core.params import Params
 
 log = logging.getLogger(__name__)
 
 # Modules whose code shapes a featurised month: a change to any of them must miss the cache.
-MONTH_CODE = ("stages.ingest", "stages.schema", "stages.synthetic", "stages.features", "stages.featurize")
+MONTH_CODE = ("stages.ingest", "core.schema", "core.synthetic", "core.features", "stages.featurize")
 
 
 class MissingMonthError(StageError):
@@ -81,9 +81,9 @@ def build_month(month: str, params: Params) -> pd.DataFrame:
 
     Goes through a throw-away raw folder so ``month_frame`` (and so the filters) are reused as is.
     """
+    from core.schema import normalize
     from stages.featurize import month_frame
     from stages.ingest import load_month, raw_path
-    from stages.schema import normalize
 
     raw, label = load_month(month, params)
     with tempfile.TemporaryDirectory(prefix="autoops-backtest-raw-") as folder:
@@ -101,7 +101,7 @@ class SourceMonths:
         self._keys: dict[str, str] = {}
         # The generator's code shapes only synthetic months: editing it must not refeaturise real ones.
         synthetic = params.data.source == "synthetic"
-        self._code = code_digest(*(m for m in MONTH_CODE if synthetic or m != "stages.synthetic"))
+        self._code = code_digest(*(m for m in MONTH_CODE if synthetic or m != "core.synthetic"))
 
     @property
     def params(self) -> Params:
@@ -118,7 +118,7 @@ class SourceMonths:
         """The months the dir source has (None for sources that cannot list theirs)."""
         if self._params.data.source != "dir":
             return None
-        from stages.tlc import months_in
+        from core.tlc import months_in
 
         folder = Path(self._params.data.dir)
         return months_in(folder) if folder.is_dir() else []
@@ -128,7 +128,7 @@ class SourceMonths:
     def _source_identity(self, month: str) -> dict[str, Any]:
         data = self._params.data
         if data.source == "synthetic":
-            calibration = resources.files("stages.resources").joinpath("synthetic_calibration.json")
+            calibration = resources.files("core.resources").joinpath("synthetic_calibration.json")
             return {
                 "source": "synthetic",
                 "month": month,
@@ -138,7 +138,7 @@ class SourceMonths:
         return {"source": "file", "month": month, "sha256": file_sha256(self._path(month))}
 
     def _path(self, month: str) -> Path:
-        from stages import tlc
+        from core import tlc
 
         data = self._params.data
         if data.source == "dir":
@@ -146,7 +146,7 @@ class SourceMonths:
         return tlc.fetch_month(month, data)
 
     def _dir_file(self, month: str) -> Path:
-        from stages.tlc import FILE_PATTERN
+        from core.tlc import FILE_PATTERN
 
         return Path(self._params.data.dir) / FILE_PATTERN.format(month=month)
 

@@ -26,9 +26,9 @@ from autoops.backtest_data import MissingMonthError, MonthData, SourceMonths, Ti
 from autoops.backtest_policy import Policy, decide
 from autoops.backtest_store import ModelRef, Scores, Store
 from autoops.backtest_workers import make_executor
-from stages.io import StageError
-from stages.months import month_index
-from stages.params import Params
+from core.io import StageError
+from core.months import month_index
+from core.params import Params
 
 
 @dataclass

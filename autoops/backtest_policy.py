@@ -3,7 +3,7 @@
 ``static`` never retrains; ``periodic_kK`` retrains when its model has served K months (the
 calendar, K = 1..6, is always replayed: a trigger means something only next to the habit it must
 beat); ``data_drift``, ``performance`` and ``auto`` decide from the month's figures, ``auto`` with
-the product's own rule (``stages.trigger.decide``).
+the product's own rule (``core.trigger.decide``).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from core.io import StageError
+from core.params import DriftParams, policy_spec
+from core.trigger import decide as trigger_decision
 from stages.drift import performance_drift
-from stages.io import StageError
-from stages.params import DriftParams, policy_spec
-from stages.trigger import decide as trigger_decision
 
 PolicyKind = Literal["static", "periodic", "data_drift", "performance", "auto"]
 BASELINE = "periodic_k1"
@@ -45,7 +45,7 @@ class Policy:
             "periodic": f"retrain every {self.every} month{'s' if self.every > 1 else ''}",
             "data_drift": "retrain when Evidently's data-drift verdict fires (drift.drift_share)",
             "performance": "retrain when MAE exceeds the reference MAE by drift.performance_threshold",
-            "auto": "the product's trigger: data drift OR expected retrain gain (stages.trigger.decide)",
+            "auto": "the product's trigger: data drift OR expected retrain gain (core.trigger.decide)",
         }[self.kind]
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from autoops.backtest_hindsight import hindsight
 from autoops.backtest_policy import BASELINE, CALENDAR, STATIC, Policy
-from stages.io import atomic_path, write_json, write_text
+from core.io import atomic_path, write_json, write_text
 
 JSON_FILE = "backtest.json"
 MARKDOWN_FILE = "backtest.md"

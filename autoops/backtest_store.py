@@ -21,12 +21,12 @@ import pandas as pd
 
 from autoops.backtest_data import MonthData, Timeline, code_digest, digest
 from autoops.backtest_workers import REFERENCE_FILE, fit_model, score_month, split_gains
-from stages.io import write_json
-from stages.metrics import regression_metrics
-from stages.params import MonthParams, Params
+from core.io import write_json
+from core.metrics import regression_metrics
+from core.params import MonthParams, Params
 
-MODEL_CODE = ("stages.model", "stages.train", "stages.featurize", "stages.features")
-GAIN_CODE = (*MODEL_CODE, "stages.trigger")
+MODEL_CODE = ("core.model", "stages.train", "stages.featurize", "core.features")
+GAIN_CODE = (*MODEL_CODE, "core.trigger")
 DRIFT_CODE = ("stages.drift",)
 
 

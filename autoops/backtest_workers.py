@@ -23,19 +23,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.features import FEATURES, TARGET
+from core.host import usable_cpus
+from core.io import atomic_dir, write_json, write_parquet
+from core.metrics import regression_metrics
+from core.model import MODEL_FILE, load_model, predict, save_model
+from core.params import DriftParams, Params
+from core.trigger import fit_challenger, gain_record, mae, time_split
 from stages.drift import compute_drift
 from stages.evaluate import PREDICTION, with_predictions
-from stages.features import FEATURES, TARGET
-from stages.host import usable_cpus
-from stages.io import atomic_dir, write_json, write_parquet
-from stages.metrics import regression_metrics
-from stages.model import MODEL_FILE, load_model, predict, save_model
-from stages.params import DriftParams, Params
-from stages.trigger import fit_challenger, gain_record, mae, time_split
 
 # One thread per worker: the workers are the parallelism, and see the module docstring.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-# A fitted model's folder: the model (stages.model.MODEL_FILE), these two, nothing else.
+# A fitted model's folder: the model (core.model.MODEL_FILE), these two, nothing else.
 HOLDOUT_FILE = "holdout.parquet"
 REFERENCE_FILE = "reference.json"
 

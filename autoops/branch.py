@@ -7,7 +7,7 @@ from typing import NamedTuple
 from autoops.gitops import Git, LoopError, dvc
 from autoops.params_edit import only_current_month_changed
 from autoops.project import pipeline_paths
-from stages.paths import PARAMS_FILE
+from core.paths import PARAMS_FILE
 
 # A git trailer on every commit `propose` makes: for people reading the log. It decides nothing: a
 # reviewer who amends or rewords the commit keeps it.

@@ -21,10 +21,10 @@ from autoops.gitops import LoopError, dvc
 from autoops.params_edit import accept_data_problems, set_months
 from autoops.project import BRANCH_PREFIX, ensure_work_dir, read_json, to_month
 from autoops.sources import latest_month
-from stages.io import write_json, write_text
-from stages.months import month_index
-from stages.params import load_params
-from stages.paths import DATA_CHECKS_METRICS, DRIFT_METRICS, DRIFT_REPORT, PARAMS_FILE, WORK_DIR
+from core.io import write_json, write_text
+from core.months import month_index
+from core.params import load_params
+from core.paths import DATA_CHECKS_METRICS, DRIFT_METRICS, DRIFT_REPORT, PARAMS_FILE, WORK_DIR
 
 CHECK_JSON = WORK_DIR / "check.json"
 CHECK_MD = WORK_DIR / "check.md"
@@ -36,7 +36,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 def run_check(
     root: Path, month: str | None, as_of: date | None = None, accept_problems: bool = False
 ) -> dict[str, Any]:
-    from stages.trigger import data_problem
+    from core.trigger import data_problem
 
     params = load_params(root / PARAMS_FILE)
     month = to_month(month) if month else latest_month(root, params, as_of)
@@ -148,7 +148,7 @@ def data_problem_markdown(checks: dict[str, Any], problem: str) -> str:
 
 def check_markdown(drift: dict[str, Any], breach: bool) -> str:
     from autoops.evidence_report import data_checks_lines, drift_table
-    from stages.trigger import gain_sentence
+    from core.trigger import gain_sentence
 
     head = "Retrain recommended" if breach else "No retrain needed"
     gain = drift["gain"]

@@ -25,10 +25,10 @@ from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
 from autoops.project import BRANCH_PREFIX, ensure_work_dir, project_root, read_json
 from autoops.propose import run_propose
 from autoops.sources import latest_month
-from stages.io import write_json, write_text
-from stages.params import load_params
-from stages.paths import LOOP_REPORT, PARAMS_FILE, RELEASE_DIR, WORK_DIR
-from stages.runner import EXPECTED_ERRORS, quiet_telemetry
+from core.io import write_json, write_text
+from core.params import load_params
+from core.paths import LOOP_REPORT, PARAMS_FILE, RELEASE_DIR, WORK_DIR
+from core.runner import EXPECTED_ERRORS, quiet_telemetry
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,7 +1,7 @@
 """The evidence a retrain pull request carries: champion vs challenger on the same rows, as files.
 
 ``compare`` scores both models on the new month's holdout, with the paired bootstrap interval of
-the MAE change (stages/bootstrap.py) and who loses (autoops/segments.py); ``write_evidence``
+the MAE change (core/bootstrap.py) and who loses (autoops/segments.py); ``write_evidence``
 writes what the PR shows, small enough to commit on the retrain branch (under reports/loop/). The
 plots are drawn from these files by autoops/evidence_plots.py and the markdown by
 autoops/evidence_report.py.
@@ -18,12 +18,12 @@ import pandas as pd
 
 from autoops.gitops import LoopError
 from autoops.segments import SEGMENT_COLUMNS, who_loses
-from stages.bootstrap import paired_change_interval, percent_with_interval
+from core.bootstrap import paired_change_interval, percent_with_interval
+from core.features import TARGET
+from core.io import StageError, file_sha256, write_json, write_text
+from core.metrics import mae_by_hour, regression_metrics
+from core.paths import LOOP_DIR, LOOP_REPORT
 from stages.evaluate import PREDICTION, load_trained_model
-from stages.features import TARGET
-from stages.io import StageError, file_sha256, write_json, write_text
-from stages.metrics import mae_by_hour, regression_metrics
-from stages.paths import LOOP_DIR, LOOP_REPORT
 from stages.train import xy
 
 TRIGGER_DRIFT = LOOP_DIR / "drift.json"
@@ -72,7 +72,7 @@ def compare(
     mae_change = chall["mae"] / champ["mae"] - 1.0
     # The same trips resampled for both models: how far the change could move with other trips.
     interval = paired_change_interval(np.abs(scored["challenger"] - y), np.abs(scored["champion"] - y))
-    # A fact for the report, not a gate: the decision to retrain was the trigger's (stages/trigger.py).
+    # A fact for the report, not a gate: the decision to retrain was the trigger's (core/trigger.py).
     better = mae_change < 0
     month = challenger_card["reference_month"]
     relative = percent_with_interval(mae_change, interval, inside=True)

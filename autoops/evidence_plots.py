@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from autoops.evidence import COMPARISON, DURATION_BINS, DURATION_HIST, ERROR_BY_HOUR, PRED_VS_ACTUAL
-from stages.paths import LOOP_DIR
+from core.paths import LOOP_DIR
 
 
 def render_plots(folder: Path = LOOP_DIR) -> list[tuple[str, Path]]:

@@ -15,8 +15,8 @@ from typing import Any
 
 from autoops.evidence import COMPARISON, TRIGGER_DRIFT
 from autoops.gitops import LoopError, dvc
-from stages.bootstrap import percent_with_interval
-from stages.paths import LOOP_DIR
+from core.bootstrap import percent_with_interval
+from core.paths import LOOP_DIR
 
 # Long strings (the drift verdict's reason) make the metrics table unreadable; the report already
 # quotes the reason in full.
@@ -177,7 +177,7 @@ def _comparison_lines(comp: dict[str, Any], base: str) -> list[str]:
         lines += [
             "",
             "The interval is a paired bootstrap over the holdout's trips (both models' errors on the same "
-            "resampled trips, stages/bootstrap.py): how far the change could move with other trips.",
+            "resampled trips, core/bootstrap.py): how far the change could move with other trips.",
         ]
     return [*lines, *who_loses_lines(comp)]
 
@@ -268,7 +268,7 @@ def _evidently_lines(drift: dict[str, Any], base: str, run_url: str | None) -> l
 
 def _estimate_lines(drift: dict[str, Any]) -> list[str]:
     """The trigger's estimate, the evidence the decision to retrain rests on."""
-    from stages.trigger import gain_sentence
+    from core.trigger import gain_sentence
 
     gain = drift.get("gain")
     if not gain:

@@ -18,7 +18,7 @@ from pathlib import Path
 # `cml repo prepare`), so a commit never fails on "Please tell me who you are".
 BOT_NAME = "auto-ops[bot]"
 BOT_EMAIL = "auto-ops-bot@users.noreply.github.com"
-# How a stage (stages/runner.py) and DVC itself name the cause of a failure, one line each.
+# How a stage (core/runner.py) and DVC itself name the cause of a failure, one line each.
 STAGE_ERROR = re.compile(r"error \[[\w-]+\]: ")
 DVC_ERROR = re.compile(r"ERROR: ")
 
@@ -190,7 +190,7 @@ def _stream(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Co
 
 
 def _cause(output: str | None) -> str:
-    """The line that says why DVC failed: a stage's own one-line error (stages/runner.py prints
+    """The line that says why DVC failed: a stage's own one-line error (core/runner.py prints
     `error [<stage>]: ...`), else DVC's `ERROR:` line, else the last line."""
     lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
     for pattern in (STAGE_ERROR, DVC_ERROR):

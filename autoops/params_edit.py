@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 
 from autoops.gitops import Git, LoopError
-from stages.io import write_text
-from stages.params import Params, ParamsError, params_from_dict
-from stages.paths import PARAMS_FILE
+from core.io import write_text
+from core.params import Params, ParamsError, params_from_dict
+from core.paths import PARAMS_FILE
 
 
 def set_months(path: Path, **months: str) -> bool:

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from autoops.gitops import LoopError
-from stages.months import MonthError, validate_month
-from stages.paths import DVC_LOCK, DVC_YAML, PARAMS_FILE, WORK_DIR
+from core.months import MonthError, validate_month
+from core.paths import DVC_LOCK, DVC_YAML, PARAMS_FILE, WORK_DIR
 
 # One branch per retrained month.
 BRANCH_PREFIX = "retrain/"

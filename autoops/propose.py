@@ -26,9 +26,9 @@ from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
 from autoops.params_edit import accept_data_problems, params_at, set_months
 from autoops.project import BRANCH_PREFIX, dvc_outputs, lock_outputs, read_json, to_month
 from autoops.sources import ensure_published
-from stages.io import file_md5, write_text
-from stages.months import month_index
-from stages.paths import (
+from core.io import file_md5, write_text
+from core.months import month_index
+from core.paths import (
     DRIFT_METRICS,
     DVC_LOCK,
     EVALUATE_METRICS,
@@ -70,8 +70,8 @@ def snapshot_champion(root: Path, git: Git, base_sha: str, base: str) -> None:
 def read_trigger_predictions(root: Path) -> dict[str, Any]:
     import pandas as pd
 
+    from core.features import TARGET
     from stages.evaluate import PREDICTION
-    from stages.features import TARGET
 
     columns = ["pickup_hour", TARGET, PREDICTION]
     return {

@@ -19,12 +19,12 @@ import numpy as np
 
 from autoops.gitops import Git, LoopError
 from autoops.project import lock_outputs
-from stages import tracking
-from stages.features import FEATURES
-from stages.io import file_md5, file_sha256, write_json
-from stages.model import CARD_FILE, MODEL_FILE, load_model, predict
-from stages.paths import DVC_LOCK as LOCK_FILE
-from stages.paths import MODELS_DIR
+from core import tracking
+from core.features import FEATURES
+from core.io import file_md5, file_sha256, write_json
+from core.model import CARD_FILE, MODEL_FILE, load_model, predict
+from core.paths import DVC_LOCK as LOCK_FILE
+from core.paths import MODELS_DIR
 
 LABEL_PREFIX = "io.auto-ops.model"
 
@@ -169,7 +169,7 @@ def register_challenger(root: Path, branch: str, pr: str | None = None) -> dict[
     of drift-watch adds no version. Only proposed models get here; the stages never register
     when the loop runs them.
     """
-    from stages.params import load_params
+    from core.params import load_params
     from stages.train import register
 
     card = verify_model(root)
@@ -200,7 +200,7 @@ def retire_challenger(branch: str) -> bool:
     mlflow = tracking.configure()
     from mlflow.exceptions import MlflowException
 
-    from stages.params import load_params
+    from core.params import load_params
 
     client = mlflow.MlflowClient()
     name = load_params().mlflow.registered_model

@@ -2,7 +2,7 @@
 
 A challenger that wins on the month's average can still be worse for part of it (a borough, the
 night, one vendor's trips). The retrain PR lists those parts first, each with its trip count and
-the paired bootstrap interval of its change (stages/bootstrap.py), so a reviewer sees where the
+the paired bootstrap interval of its change (core/bootstrap.py), so a reviewer sees where the
 new model costs something and whether that rests on 40 trips or 4,000.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.bootstrap import paired_change_interval
-from stages.features import TARGET, borough_names
+from core.bootstrap import paired_change_interval
+from core.features import TARGET, borough_names
 
 # Bands of the pickup hour by how congested the streets are, not equal slices of the day: trips
 # take the fewest minutes per mile at night and the most in the two rush hours, and a model that

@@ -6,8 +6,8 @@ from datetime import date
 from pathlib import Path
 
 from autoops.gitops import LoopError
-from stages.months import add_months, current_month, month_index
-from stages.params import Params
+from core.months import add_months, current_month, month_index
+from core.params import Params
 
 # How far back `latest-month` probes TLC: it publishes with a lag of about two months, so a year
 # without a new file means something other than lag is wrong.
@@ -22,7 +22,7 @@ def latest_month(root: Path, params: Params, as_of: date | None = None) -> str:
         # The generator can make any month; "published" means complete, i.e. last month.
         return add_months(today_month, -1)
     if source == "dir":
-        from stages.tlc import months_in
+        from core.tlc import months_in
 
         folder = (root / params.data.dir).resolve()
         if not folder.is_dir():
@@ -31,7 +31,7 @@ def latest_month(root: Path, params: Params, as_of: date | None = None) -> str:
         if not months:
             raise LoopError(f"no green_tripdata_YYYY-MM.parquet files in {folder}")
         return months[-1]
-    from stages.tlc import probe_month
+    from core.tlc import probe_month
 
     for back in range(TLC_LOOKBACK_MONTHS + 1):
         month = add_months(today_month, -back)
@@ -48,7 +48,7 @@ def ensure_published(root: Path, params: Params, month: str, as_of: date | None 
             f"{month} is not published yet: it is after this month ({today_month}, the newest possible)"
         )
     if params.data.source == "tlc":
-        from stages.tlc import probe_month
+        from core.tlc import probe_month
 
         # One HEAD request for the month itself: TLC's newest file is the authority, not the calendar.
         if not probe_month(month, params.data):

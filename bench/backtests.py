@@ -22,8 +22,8 @@ from autoops.backtest_hindsight import hindsight
 from autoops.backtest_policy import CALENDAR, STATIC
 from autoops.backtest_report import TRIGGER, verdict_line
 from bench.readme_block import fill_block
-from stages.months import month_range
-from stages.params import Params
+from core.months import month_range
+from core.params import Params
 
 RESULTS = Path("bench/results")
 README = Path("bench/README.md")

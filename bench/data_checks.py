@@ -26,10 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.readme_block import fill_block
+from core.months import add_months
+from core.params import Params, load_params
+from core.schema import CANONICAL_SCHEMA, normalize
 from stages.data_checks import MonthProfile, evaluate, profile_tables
-from stages.months import add_months
-from stages.params import Params, load_params
-from stages.schema import CANONICAL_SCHEMA, normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = ROOT.parent / "shared" / "data" / "tlc"
@@ -122,7 +122,7 @@ def measure(params: Params, folder: Path = REAL_DIR) -> dict[str, Any]:
 
 
 def _synthetic_frame(month: str, params: Params) -> pd.DataFrame:
-    from stages.synthetic import generate_month
+    from core.synthetic import generate_month
 
     return normalize(generate_month(month, params.synthetic), f"synthetic {month}").to_pandas()
 

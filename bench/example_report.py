@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stages.paths import LOOP_DIR, LOOP_REPORT
+from core.paths import LOOP_DIR, LOOP_REPORT
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = ROOT.parent / "shared" / "data" / "tlc"

@@ -26,12 +26,12 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LinearRegression
 
 from bench.readme_block import fill_block
-from stages.features import MAX_ZONE_CODES, TARGET, duration_minutes, feature_matrix, filter_mask
-from stages.metrics import regression_metrics
-from stages.model import build_model, predict
-from stages.months import month_bounds
-from stages.params import load_params
-from stages.schema import normalize
+from core.features import MAX_ZONE_CODES, TARGET, duration_minutes, feature_matrix, filter_mask
+from core.metrics import regression_metrics
+from core.model import build_model, predict
+from core.months import month_bounds
+from core.params import load_params
+from core.schema import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "model_quality.json"
@@ -173,7 +173,7 @@ def render_block(r: dict[str, Any]) -> str:
         "fit time.",
         "",
         "What helps beyond PU/DO + distance: native categorical zone codes (the "
-        f"{r['zone_codes']} most frequent zones, `stages/resources/zones.json`), boroughs, fractional "
+        f"{r['zone_codes']} most frequent zones, `core/resources/zones.json`), boroughs, fractional "
         "pickup hour, weekday, and the dispatch fields (vendor, rate code, trip type, passengers; "
         'missing together in TLC\'s "no meter data" block, which the model learns as its own trip '
         "class).",

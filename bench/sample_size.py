@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from stages.features import FEATURES, TARGET, duration_minutes, feature_frame, filter_mask
-from stages.metrics import regression_metrics
-from stages.model import build_model, predict
-from stages.months import month_bounds
-from stages.params import load_params
-from stages.schema import normalize
+from core.features import FEATURES, TARGET, duration_minutes, feature_frame, filter_mask
+from core.metrics import regression_metrics
+from core.model import build_model, predict
+from core.months import month_bounds
+from core.params import load_params
+from core.schema import normalize
 from stages.train import sample_positions
 
 ROOT = Path(__file__).resolve().parents[1]

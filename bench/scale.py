@@ -34,8 +34,8 @@ import numpy as np
 import yaml
 
 from bench.readme_block import fill_block
-from stages.compiled_trees import COMPILED_LIB
-from stages.scoring import COMPILE_MIN_ROWS, COMPILED_CACHE
+from core.compiled_trees import COMPILED_LIB
+from core.scoring import COMPILE_MIN_ROWS, COMPILED_CACHE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "scale.json"
@@ -91,7 +91,7 @@ def run_size(rows: int, keep: bool = False) -> dict[str, Any]:
         result["raw_rows"] = sum(_parquet_rows(p) for p in sorted((work / "data" / "raw").glob("*.parquet")))
         result["current_rows"] = _parquet_rows(work / "data" / "features" / "current.parquet")
         result["load_average"] = round(float(np.mean(loads)), 1)
-        # Whether evaluate scored with the compiled trees (stages/scoring.py builds a library in the
+        # Whether evaluate scored with the compiled trees (core/scoring.py builds a library in the
         # scratch folder's cache for a big enough month; its compile is in evaluate's time).
         result["compiled"] = any((work / COMPILED_CACHE).glob(f"*/{COMPILED_LIB}"))
         result["total_seconds"] = round(sum(s["seconds"] for s in result["stages"].values()), 1)
@@ -219,7 +219,7 @@ def _scoring_line(sizes: list[dict[str, Any]]) -> str | None:
 
     return (
         "**Evaluate's scoring**: the compiled trees when the month has a library already or at least "
-        f"{COMPILE_MIN_ROWS:,} rows to score (stages/scoring.py; a fresh scratch folder has no library, "
+        f"{COMPILE_MIN_ROWS:,} rows to score (core/scoring.py; a fresh scratch folder has no library, "
         "so the compile is in evaluate's time), scikit-learn below that; the slope above mixes both. "
         f"Evaluate's CPU seconds: {', '.join(cell(s) for s in sizes)}."
     )

@@ -62,12 +62,12 @@ from bench.serve_report import (
     summary,
     update_readme,
 )
+from core.features import feature_matrix, filter_mask
+from core.model import load_model
+from core.params import FilterParams
 from serve.predictor import SklearnPredictor, compile_model
 from serve.schemas import BatchRequest, Trip, trip_columns
 from serve.testing import ROOT, free_port
-from stages.features import feature_matrix, filter_mask
-from stages.model import load_model
-from stages.params import FilterParams
 
 SINGLE_BODIES = 256
 
@@ -392,7 +392,7 @@ def micro(estimator: Any, compiled: Any, bodies: Bodies) -> dict[str, float]:
     with threadpool_limits(limits=1):
         return {
             "1 trip: validate JSON body": timed(lambda: Trip.model_validate_json(one_body), 2000),
-            "1 trip: features (stages.features)": timed(lambda: feature_matrix(trip_columns(one)), 2000),
+            "1 trip: features (core.features)": timed(lambda: feature_matrix(trip_columns(one)), 2000),
             "1 trip: predict, sklearn": timed(lambda: sklearn.predict(x1), 200),
             "1 trip: predict, compiled": timed(lambda: compiled.predict(x1), 2000),
             f"{BATCH_ROWS} trips: validate JSON body": timed(
@@ -437,7 +437,7 @@ def second_version(workdir: Path, seed_offset: int = 1) -> Path:
     out = workdir / "models-bench-v2"
     if (out / "model_card.json").exists():
         return out
-    from stages.params import load_params
+    from core.params import load_params
     from stages.train import train
 
     params = load_params(workdir / "params.yaml")

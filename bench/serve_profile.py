@@ -15,11 +15,11 @@ from pathlib import Path
 PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     (
         "trees (compiled library)",
-        "stages/compiled_trees.py",
+        "core/compiled_trees.py",
         ("_predict_batch", "_predict_rows", "_run", "predict"),
     ),
     ("coordinates -> zones", "serve/zones.py", None),
-    ("features (stages.features)", "stages/features.py", None),
+    ("features (core.features)", "core/features.py", None),
     ("trips -> input columns", "serve/schemas.py", ("trip_columns", "locate_trips", "pickup_local")),
     ("validate JSON body (pydantic)", "serve/schemas.py", None),  # its validators
     ("validate JSON body (pydantic)", "serve/request_body.py", None),  # and its guards

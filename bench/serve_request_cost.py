@@ -30,6 +30,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from core.features import feature_matrix
+from core.model import MODEL_FILE, load_model
 from serve.app import create_app
 from serve.model_store import DirSource
 from serve.predictor import compile_model, find_compiler
@@ -39,8 +41,6 @@ from serve.schemas import Trip, locate_trips, trip_columns
 from serve.service import Service
 from serve.settings import Settings
 from serve.testing import features_with_target, random_trips, train_model_dir
-from stages.features import feature_matrix
-from stages.model import MODEL_FILE, load_model
 
 RESULTS = Path(__file__).parent / "results" / "serve_request_cost.json"
 

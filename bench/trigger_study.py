@@ -36,10 +36,10 @@ from joblib import Parallel, delayed
 from autoops.backtest import load_with_overrides
 from autoops.backtest_data import SourceMonths
 from bench.readme_block import fill_block
+from core.months import month_index, month_range
+from core.params import Params
+from core.trigger import mae, time_split
 from stages.featurize import split_holdout
-from stages.months import month_index, month_range
-from stages.params import Params
-from stages.trigger import mae, time_split
 
 OUT_DIR = Path("bench/results")
 README = Path("bench/README.md")

@@ -1,6 +1,6 @@
-"""Derive stages/resources/synthetic_calibration.json from the real TLC months in ../shared/data/tlc.
+"""Derive core/resources/synthetic_calibration.json from the real TLC months in ../shared/data/tlc.
 
-The synthetic generator (stages/synthetic.py) samples every month from these statistics, so its
+The synthetic generator (core/synthetic.py) samples every month from these statistics, so its
 trips look like real Green Taxi trips without shipping a single real row: the JSON holds only
 aggregates (zone and zone-pair shares, fitted effects, quantiles), never trip records.
 
@@ -39,15 +39,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.features import ZONE_ID_RANGE, filter_mask
-from stages.io import write_text
-from stages.months import month_bounds
-from stages.params import FilterParams
-from stages.schema import normalize
+from core.features import ZONE_ID_RANGE, filter_mask
+from core.io import write_text
+from core.months import month_bounds
+from core.params import FilterParams
+from core.schema import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TLC_DIR = ROOT.parent / "shared" / "data" / "tlc"
-DEFAULT_OUT = ROOT / "stages" / "resources" / "synthetic_calibration.json"
+DEFAULT_OUT = ROOT / "core" / "resources" / "synthetic_calibration.json"
 
 N_ZONES = ZONE_ID_RANGE[1]
 # Log-distance bins of the duration model's distance curve (miles); the generator interpolates
@@ -132,7 +132,7 @@ def load_months(folder: Path) -> pd.DataFrame:
 
 
 def clean_mask(df: pd.DataFrame) -> pd.Series:
-    """The pipeline's own filters (stages.features.filter_mask), month by month.
+    """The pipeline's own filters (core.features.filter_mask), month by month.
 
     With FilterParams' defaults (params.yaml's values), not params.yaml itself: the calibration
     describes real months, and a user's filter experiment must not change the generator.
@@ -689,7 +689,7 @@ def main(tlc_dir: str | None = None, out: str | None = None) -> None:
         anchors[month] = stats
     lt = long_trips[long_trips["segment"] == "S"]
     calibration = {
-        "about": "Aggregate statistics of real NYC TLC Green Taxi months for stages/synthetic.py; "
+        "about": "Aggregate statistics of real NYC TLC Green Taxi months for core/synthetic.py; "
         "written by scripts/calibrate_synthetic.py. No trip records.",
         "source_months": months,
         "quantile_levels": {"fine": FINE_LEVELS, "coarse": COARSE_LEVELS, "junk": JUNK_LEVELS},

@@ -1,4 +1,4 @@
-"""Derive stages/resources/zones.json from the real TLC months in ../shared/data/tlc.
+"""Derive core/resources/zones.json from the real TLC months in ../shared/data/tlc.
 
 The committed table holds statistics only (trip counts per zone, and each zone's borough and
 service zone from TLC's lookup), never the trip files themselves, so a user's clone works without
@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.io import write_json
+from core.io import write_json
 
 
-def main(tlc_dir: str = "../shared/data/tlc", out: str = "stages/resources/zones.json") -> None:
+def main(tlc_dir: str = "../shared/data/tlc", out: str = "core/resources/zones.json") -> None:
     folder = Path(tlc_dir)
     pickups: dict[int, int] = {}
     dropoffs: dict[int, int] = {}

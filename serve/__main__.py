@@ -73,7 +73,7 @@ def run(
 
     # uvicorn sets up logging in each worker from this; without it our loggers would go unheard there.
     log_config = copy.deepcopy(LOGGING_CONFIG)
-    for name in ("serve", "stages"):
+    for name in ("serve", "core"):
         log_config["loggers"][name] = {
             "handlers": ["default"],
             "level": log_level.upper(),

@@ -144,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=(
             "Predicts a Green Taxi trip's duration in minutes from what a dispatcher knows at pickup. "
             f"`/predict_batch` takes at most **{settings.max_batch}** trips (413 beyond). "
-            "Features are computed by the pipeline's own `stages/features.py`."
+            "Features are computed by the pipeline's own `core/features.py`."
         ),
         lifespan=lifespan,
         # serve.docs serves /docs from local files (FastAPI's pages load a CDN); no ReDoc, see there.

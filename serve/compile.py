@@ -25,9 +25,9 @@ from typing import Annotated
 
 import typer
 
+from core.compiled_trees import COMPILED_LIB, COMPILED_META, CompiledPredictor, compile_model
 from serve.model_store import RELEASE_COMPILED_DIR, ModelArtifact, ModelLoadError, make_source
 from serve.settings import Settings, SettingsError
-from stages.compiled_trees import COMPILED_LIB, COMPILED_META, CompiledPredictor, compile_model
 
 # prctl(2): deliver a signal to this process when its parent exits.
 _PR_SET_PDEATHSIG = 1

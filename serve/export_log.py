@@ -25,12 +25,12 @@ import pandas as pd
 import pyarrow as pa
 import typer
 
+from core.features import FEATURES
+from core.io import write_parquet
 from serve.prediction_log_postgres import connect_postgres, describe, is_postgres
 from serve.prediction_log_sqlite import connect
 from serve.prediction_log_table import BLOB_DTYPE, PREDICTION, TABLE
 from serve.settings import Settings
-from stages.features import FEATURES
-from stages.io import write_parquet
 
 
 def read_log(

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.io import file_sha256
 from serve.predictor import (
     Predictor,
     SklearnPredictor,
@@ -39,9 +40,8 @@ from serve.predictor import (
     remove_abandoned_lock,
 )
 from serve.settings import Settings
-from stages.io import file_sha256
 
-# stages.model.CARD_FILE / stages.train.REGISTRY_FILE: importing those modules would pull in
+# core.model.CARD_FILE / stages.train.REGISTRY_FILE: importing those modules would pull in
 # scikit-learn and the whole pipeline at startup, which a cached compiled model does not need
 # (tests/test_serve_units.py checks the names agree).
 CARD_FILE = "model_card.json"
@@ -140,7 +140,7 @@ class DirSource:
             )
 
         def load_estimator() -> Any:
-            from stages.model import load_model
+            from core.model import load_model
 
             return load_model(model_path, sha256=card["model_sha256"])
 
@@ -197,7 +197,7 @@ class MlflowSource:
         if self._client is None:
             from mlflow import MlflowClient
 
-            from stages import tracking
+            from core import tracking
 
             tracking.configure()
             self._client = MlflowClient()
@@ -259,7 +259,7 @@ def _load_mlflow_sklearn(uri: str, card: Mapping[str, Any]) -> Any:
     """
     import mlflow
 
-    from stages.model import SKOPS_TRUSTED_TYPES, load_model
+    from core.model import SKOPS_TRUSTED_TYPES, load_model
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     flavor = mlflow.models.Model.load(local).flavors["sklearn"]

@@ -1,15 +1,15 @@
-"""One trip's features for /predict's fast path: the request's shape to :func:`stages.features.feature_row`.
+"""One trip's features for /predict's fast path: the request's shape to :func:`core.features.feature_row`.
 
-The arithmetic is the pipeline's own (stages/features.py holds both the column form the pipeline
+The arithmetic is the pipeline's own (core/features.py holds both the column form the pipeline
 and batches use and the one-row form); this module only resolves what a request gives (zone IDs or
 coordinates already located, a local pickup time) into that function's scalar inputs.
 """
 
 from __future__ import annotations
 
+from core.features import feature_row as _feature_row
 from serve.schemas import _EPOCH, Trip, TripZones
 from serve.zones import zones
-from stages.features import feature_row as _feature_row
 
 
 def _zone_id(given: int | None, found: int) -> int:
@@ -19,7 +19,7 @@ def _zone_id(given: int | None, found: int) -> int:
 
 
 def feature_row(trip: Trip, located: TripZones | None) -> list[float]:
-    """The trip's features in :data:`stages.features.FEATURES` order, as feature_matrix computes
+    """The trip's features in :data:`core.features.FEATURES` order, as feature_matrix computes
     them for a one-row column set from :func:`serve.schemas.trip_columns`."""
     pu = _zone_id(trip.pu_location_id, int(located.pickup[0]) if located is not None else -1)
     do = _zone_id(trip.do_location_id, int(located.dropoff[0]) if located is not None else -1)

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from stages.features import FEATURES
+from core.features import FEATURES
 
 TABLE = "requests"
 PREDICTION = "prediction"  # stages.evaluate.PREDICTION, the column the drift stage compares

@@ -1,10 +1,10 @@
 """The service's predictors: the trees compiled to native code, or sklearn.
 
-They live in stages/compiled_trees.py since the pipeline scores big months with the same compiled
+They live in core/compiled_trees.py since the pipeline scores big months with the same compiled
 libraries, and a stage must not import the service; these are the names the service imports.
 """
 
-from stages.compiled_trees import (
+from core.compiled_trees import (
     COMPILED_LIB,
     COMPILED_META,
     DIRECT_ROWS,

@@ -3,7 +3,7 @@
 A trip is what a dispatcher knows at pickup: zones, the route planner's distance, the pickup time
 (a timestamp, or hour + weekday), and optionally the fields the features use (vendor, rate code,
 trip type, passengers). :func:`trip_columns` turns trips into the raw columns
-:func:`stages.features.feature_matrix` takes, so the service computes features exactly as training did.
+:func:`core.features.feature_matrix` takes, so the service computes features exactly as training did.
 
 Numbers are strict (``"3"`` is not 3 and ``true`` is not 1; 3.0 is 3, as in JSON Schema) and unknown
 fields are refused, so a
@@ -35,8 +35,8 @@ from pydantic import (
     model_validator,
 )
 
+from core.features import INPUT_COLUMNS, ZONE_ID_RANGE
 from serve.zones import zones
-from stages.features import INPUT_COLUMNS, ZONE_ID_RANGE
 
 # TLC timestamps are New York wall-clock time; an offset-aware pickup time is converted to it.
 NYC = ZoneInfo("America/New_York")
@@ -368,7 +368,7 @@ class Trip(BaseModel):
         return datetime(day.year, day.month, day.day) + timedelta(microseconds=micros)
 
 
-# stages.features.INPUT_COLUMNS (TLC's names) <- the API's field names.
+# core.features.INPUT_COLUMNS (TLC's names) <- the API's field names.
 INPUT_FIELDS: dict[str, str] = {
     "PULocationID": "pu_location_id",
     "DOLocationID": "do_location_id",
@@ -436,7 +436,7 @@ def locate_trips(trips: Sequence[Trip]) -> TripZones | None:
 
 
 def trip_columns(trips: Sequence[Trip], located: TripZones | None = None) -> dict[str, Any]:
-    """Raw input columns for :func:`stages.features.feature_matrix` (None becomes NaN: unknown).
+    """Raw input columns for :func:`core.features.feature_matrix` (None becomes NaN: unknown).
 
     Trips given by coordinates need their zones: ``located`` (from :func:`locate_trips`), else
     they are located here."""

@@ -12,6 +12,7 @@ import asyncio
 import numpy as np
 from fastapi import HTTPException, Request
 
+from core.features import feature_matrix
 from serve.metrics import ServiceMetrics
 from serve.model_store import ModelHolder, ServedModel, make_source
 from serve.one_trip import feature_row
@@ -19,7 +20,6 @@ from serve.prediction_log import PredictionLog
 from serve.request_body import BodyReader
 from serve.schemas import Trip, TripZones, trip_columns
 from serve.settings import Settings, report_startup_failure
-from stages.features import feature_matrix
 
 
 class Service:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stages.host import usable_cpus
+from core.host import usable_cpus
 
 ENV_PREFIX = "AUTOOPS_"
 # The models/ folder `dvc repro` writes (stages.train.MODELS_DIR); relative to the working directory.

@@ -1,7 +1,7 @@
-"""The C the compiled library is built from: moved to stages/tree_codegen.py (the pipeline builds
+"""The C the compiled library is built from: moved to core/tree_codegen.py (the pipeline builds
 the same libraries, and a stage must not import the service); these are its public names."""
 
-from stages.tree_codegen import (
+from core.tree_codegen import (
     BATCH_SOURCE,
     CODEGEN_VERSION,
     COMPILER_OPTIONS,

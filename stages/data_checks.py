@@ -44,13 +44,13 @@ import pandas as pd
 import pandera.pandas as pa
 from pyarrow import Table as ArrowTable
 
-from stages.features import ZONE_ID_RANGE, duration_minutes, filter_checks
+from core.features import ZONE_ID_RANGE, duration_minutes, filter_checks
+from core.io import StageError, iter_row_groups, write_json
+from core.months import month_bounds
+from core.params import DataChecksParams, FilterParams, Params, load_params
+from core.paths import DATA_CHECKS_METRICS, RAW_DIR
+from core.runner import run_stage
 from stages.ingest import raw_path
-from stages.io import StageError, iter_row_groups, write_json
-from stages.months import month_bounds
-from stages.params import DataChecksParams, FilterParams, Params, load_params
-from stages.paths import DATA_CHECKS_METRICS, RAW_DIR
-from stages.runner import run_stage
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def profile_month(month: str, filters: FilterParams, raw_dir: Path = RAW_DIR) ->
 
 
 def profile_tables(month: str, tables: Iterable[ArrowTable], filters: FilterParams) -> MonthProfile:
-    """:func:`profile_month` of a month given as canonical-schema tables (stages/schema.py)."""
+    """:func:`profile_month` of a month given as canonical-schema tables (core/schema.py)."""
     start, end = month_bounds(month)
     schema = month_schema(month)
     profile = MonthProfile(month)
@@ -519,7 +519,7 @@ def run_checks(params: Params, raw_dir: Path = RAW_DIR) -> dict[str, Any]:
 
 def data_checks(params: Params) -> dict[str, Any]:
     """The DVC stage: checks the current month, writes the metric. Never fails on bad data: the
-    verdict is the output, and the decision (stages/trigger.py) acts on it."""
+    verdict is the output, and the decision (core/trigger.py) acts on it."""
     result = run_checks(params)
     write_json(result, DATA_CHECKS_METRICS)
     if result["problem"]:

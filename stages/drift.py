@@ -2,7 +2,7 @@
 
 Evidently 0.7 compares the current month with the reference holdout on the model's features and
 on its predictions (``DataDriftPreset``; Evidently picks each column's test). The retrain
-trigger (stages/trigger.py) estimates what a retrain would buy next month from the month's own
+trigger (core/trigger.py) estimates what a retrain would buy next month from the month's own
 labels, out of time. Data drift (abrupt change) or a big enough expected gain give one verdict:
 ``retrain_recommended`` with a reason a person can read, unless the month failed a blocking data
 check (stages/data_checks.py, whose result drift.json carries under ``data_checks``): then the
@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 import typer
 
-from stages.evaluate import PREDICTION
-from stages.features import CATEGORICAL_FEATURES, FEATURES
-from stages.io import StageError, open_parquet, read_rows, write_json, write_text
-from stages.params import DriftParams, Params, load_params
-from stages.paths import (
+from core.features import CATEGORICAL_FEATURES, FEATURES
+from core.io import StageError, open_parquet, read_rows, write_json, write_text
+from core.params import DriftParams, Params, load_params
+from core.paths import (
     DATA_CHECKS_METRICS,
     DRIFT_METRICS,
     DRIFT_REPORT,
@@ -39,8 +38,9 @@ from stages.paths import (
     SERVING_DRIFT_METRICS,
     SERVING_DRIFT_REPORT,
 )
-from stages.runner import run_stage
-from stages.trigger import data_problem, decide, estimate_gain_from_file
+from core.runner import run_stage
+from core.trigger import data_problem, decide, estimate_gain_from_file
+from stages.evaluate import PREDICTION
 
 DRIFT_COLUMNS = [*FEATURES, PREDICTION]
 # Evidently stamps random ids into the HTML on every run; they are renumbered in order of

@@ -4,7 +4,7 @@ Labels arrive with the month, so the current month's MAE is the model's live acc
 DVC metrics (reports/metrics/evaluate.json), the predictions the drift stage compares, and the
 data behind the DVC plots declared in dvc.yaml. Files are scored one row group at a time; only
 the target, prediction and hour of each row stay in memory, for exact metrics and plots. A big
-month is scored with the model's trees compiled to C (stages/scoring.py: the same predictions,
+month is scored with the model's trees compiled to C (core/scoring.py: the same predictions,
 bit for bit, checked against scikit-learn on a sample of every batch).
 """
 
@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.features import TARGET
-from stages.io import FrameWriter, StageError, atomic_dir, open_parquet, write_json, write_text
-from stages.metrics import mae_by_hour, regression_metrics
-from stages.model import CARD_FILE, MODEL_FILE, load_model, predict
-from stages.params import Params, load_params
-from stages.paths import EVALUATE_METRICS as METRICS_FILE
-from stages.paths import FEATURES_DIR, MODELS_DIR, PLOTS_DIR, PREDICTIONS_DIR
-from stages.runner import run_stage
-from stages.scoring import remember_sha256, scorer
+from core.features import TARGET
+from core.io import FrameWriter, StageError, atomic_dir, open_parquet, write_json, write_text
+from core.metrics import mae_by_hour, regression_metrics
+from core.model import CARD_FILE, MODEL_FILE, load_model, predict
+from core.params import Params, load_params
+from core.paths import EVALUATE_METRICS as METRICS_FILE
+from core.paths import FEATURES_DIR, MODELS_DIR, PLOTS_DIR, PREDICTIONS_DIR
+from core.runner import run_stage
+from core.scoring import remember_sha256, scorer
 from stages.train import iter_features, xy
 
 PREDICTION = "prediction"

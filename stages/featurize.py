@@ -1,6 +1,6 @@
 """Stage 2, featurize: target, filters and features for the training window and the current month.
 
-Writes data/features/{train,holdout,current}.parquet: the model's features (stages/features.py,
+Writes data/features/{train,holdout,current}.parquet: the model's features (core/features.py,
 the same code the service runs), the target ``duration_min`` and the pickup ``month``.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.features import (
+from core.features import (
     INPUT_COLUMNS,
     PICKUP_TIME,
     TARGET,
@@ -22,12 +22,12 @@ from stages.features import (
     feature_frame,
     filter_mask,
 )
+from core.io import FrameWriter, StageError, atomic_dir, iter_row_groups
+from core.months import month_bounds
+from core.params import Params, load_params
+from core.paths import FEATURES_DIR, RAW_DIR
+from core.runner import run_stage
 from stages.ingest import raw_path
-from stages.io import FrameWriter, StageError, atomic_dir, iter_row_groups
-from stages.months import month_bounds
-from stages.params import Params, load_params
-from stages.paths import FEATURES_DIR, RAW_DIR
-from stages.runner import run_stage
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Stage 1, ingest: one month -> one canonical parquet under data/raw/.
 
 The source (synthetic, tlc or dir) comes from params.yaml. Every month is normalised to the
-canonical schema (stages/schema.py) so later stages never see TLC's schema eras. A month is
+canonical schema (core/schema.py) so later stages never see TLC's schema eras. A month is
 streamed, one row group (or generator chunk) at a time, so memory does not grow with its size.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages import tlc
-from stages.io import BATCH_ROWS, StageError, atomic_dir, open_parquet, parquet_writer
-from stages.params import DataParams, Params, load_params
-from stages.paths import RAW_DIR
-from stages.runner import run_stage
-from stages.schema import CANONICAL_SCHEMA, normalize
+from core import tlc
+from core.io import BATCH_ROWS, StageError, atomic_dir, open_parquet, parquet_writer
+from core.params import DataParams, Params, load_params
+from core.paths import RAW_DIR
+from core.runner import run_stage
+from core.schema import CANONICAL_SCHEMA, normalize
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def month_chunks(month: str, params: Params) -> tuple[Iterator[pa.Table], str]:
     """The raw month in pieces of bounded size (a file's row groups, the generator's chunks)."""
     data: DataParams = params.data
     if data.source == "synthetic":
-        from stages.synthetic import generate_month_chunks  # only this source needs the generator
+        from core.synthetic import generate_month_chunks  # only this source needs the generator
 
         return generate_month_chunks(month, params.synthetic), f"synthetic month {month}"
     path = tlc.read_month_dir(month, Path(data.dir)) if data.source == "dir" else tlc.fetch_month(month, data)

@@ -9,9 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from core.model import CARD_FILE
 from stages.drift import DRIFT_METRICS, DRIFT_REPORT
 from stages.evaluate import METRICS_FILE
-from stages.model import CARD_FILE
 from stages.train import MODELS_DIR, REGISTRY_FILE
 
 

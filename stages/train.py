@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from stages import tracking
-from stages.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
-from stages.io import StageError, file_sha256, iter_row_groups, open_parquet, read_rows, write_json
-from stages.metrics import regression_metrics
-from stages.model import CARD_FILE, MODEL_FILE, SKOPS_TRUSTED_TYPES, build_model, predict, save_model
-from stages.params import Params, load_params
-from stages.paths import FEATURES_DIR, MODELS_DIR
-from stages.runner import run_stage
+from core import tracking
+from core.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
+from core.io import StageError, file_sha256, iter_row_groups, open_parquet, read_rows, write_json
+from core.metrics import regression_metrics
+from core.model import CARD_FILE, MODEL_FILE, SKOPS_TRUSTED_TYPES, build_model, predict, save_model
+from core.params import Params, load_params
+from core.paths import FEATURES_DIR, MODELS_DIR
+from core.runner import run_stage
 
 # Written after registration; not a DVC output because its contents (run id, version number)
 # depend on the tracking store, not on the data, and would break reproducibility.

@@ -1,4 +1,4 @@
-"""Realistic feed faults, injected into a real month's canonical frame (stages/schema.py).
+"""Realistic feed faults, injected into a real month's canonical frame (core/schema.py).
 
 Shared by the data-check tests (tests/test_data_checks.py) and the calibration bench
 (bench/data_checks.py), so the table of figures and the tests judge the very same faults.

@@ -24,9 +24,9 @@ from autoops.backtest_hindsight import frontier, schedule_mae
 from autoops.backtest_policy import BASELINE, parse_policies
 from autoops.backtest_report import markdown
 from autoops.cli import app
-from stages.io import StageError
-from stages.months import month_range
-from stages.params import Params
+from core.io import StageError
+from core.months import month_range
+from core.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 MONTHS = month_range("2024-02", "2024-07")
@@ -182,10 +182,10 @@ def test_model_is_the_pipelines_model(
     """The backtest's "model trained on 2024-03" is the train stage's model with reference 2024-03."""
     from threadpoolctl import threadpool_limits
 
+    from core.metrics import regression_metrics
+    from core.model import predict
     from stages.featurize import featurize
     from stages.ingest import ingest
-    from stages.metrics import regression_metrics
-    from stages.model import predict
     from stages.train import fit, read_features, xy
 
     params = small_params("months.reference=2024-03", "months.current=2024-04")
@@ -200,7 +200,7 @@ def test_model_is_the_pipelines_model(
 
 
 def write_months(folder: Path, months: list[str]) -> None:
-    from stages.synthetic import generate_month
+    from core.synthetic import generate_month
 
     folder.mkdir(parents=True, exist_ok=True)
     synthetic = small_params().synthetic

@@ -72,7 +72,7 @@ def test_the_example_pr_report_is_what_its_evidence_renders() -> None:
     ):
         assert "\n".join(lines) in text, "run `python -m bench.example_report`"
     # The evidence a reviewer weighs: both intervals and the who-loses table, segments it loses first.
-    from stages.trigger import gain_sentence
+    from core.trigger import gain_sentence
 
     assert drift["gain"]["expected_gain_ci95"] and "95% CI" in gain_sentence(drift["gain"])
     assert comparison["change"]["mae_relative_ci95"] and "\n".join(who_loses_lines(comparison)) in text

@@ -1,4 +1,4 @@
-"""The paired bootstrap interval (stages/bootstrap.py), the trigger's sentence with it, and who loses
+"""The paired bootstrap interval (core/bootstrap.py), the trigger's sentence with it, and who loses
 (autoops/segments.py): the evidence a reviewer weighs in the retrain PR."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from autoops.segments import HOUR_BANDS, who_loses
-from stages.bootstrap import paired_change_interval, percent_with_interval
-from stages.features import TARGET, borough_names
-from stages.trigger import gain_sentence, with_interval
+from core.bootstrap import paired_change_interval, percent_with_interval
+from core.features import TARGET, borough_names
+from core.trigger import gain_sentence, with_interval
 
 
 def _errors(n: int, seed: int = 0, change: float = -0.05) -> tuple[np.ndarray, np.ndarray]:

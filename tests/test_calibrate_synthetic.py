@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.features import filter_mask
-from stages.months import month_bounds
-from stages.params import FilterParams
+from core.features import filter_mask
+from core.months import month_bounds
+from core.params import FilterParams
 from tests.conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("calibrate_synthetic", ROOT / "scripts/calibrate_synthetic.py")
@@ -41,7 +41,7 @@ def calibrated(real_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 @pytest.mark.realdata
 def test_the_calibration_has_the_shape_the_generator_reads(calibrated: tuple[Path, dict]) -> None:
     _, calibration = calibrated
-    committed = json.loads((ROOT / "stages/resources/synthetic_calibration.json").read_text())
+    committed = json.loads((ROOT / "core/resources/synthetic_calibration.json").read_text())
     assert calibration["source_months"] == MONTHS
     assert sorted(calibration["anchors"]) == MONTHS
     shape = {k: v for k, v in _keys(calibration, 2).items() if k not in ("anchors", "source_months")}

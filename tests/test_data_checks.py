@@ -2,7 +2,7 @@
 
 Faults are injected into real 2023-02 (tests/data_faults.py) and checked against real 2023-01, the
 case of issue 18: a champion trained on 2023-01 that, without the checks, "learns" a broken clock.
-Each month is profiled in process (well under a second); the decision is stages/trigger.py's own.
+Each month is profiled in process (well under a second); the decision is core/trigger.py's own.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 
 from autoops.check import data_problem_markdown
 from autoops.evidence_report import data_checks_lines
+from core.params import DataChecksParams, Params, load_params
+from core.schema import CANONICAL_SCHEMA, normalize
+from core.trigger import decide
 from stages.data_checks import BIN_MIN, N_BINS, MonthProfile, evaluate, profile_tables, vendor_check
-from stages.params import DataChecksParams, Params, load_params
-from stages.schema import CANONICAL_SCHEMA, normalize
-from stages.trigger import decide
 from tests.data_faults import FAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,8 +141,8 @@ def test_a_real_change_is_still_a_retrain(real_dir: Path, params: Params) -> Non
 
 
 def test_the_synthetic_regime_shift_is_still_a_retrain(params: Params) -> None:
-    from stages.months import add_months
-    from stages.synthetic import generate_month
+    from core.months import add_months
+    from core.synthetic import generate_month
 
     shift = params.synthetic.shift_month
     before, after = (

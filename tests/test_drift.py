@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.features import FEATURES
+from core.params import DriftParams
+from core.trigger import decide
 from stages.drift import _stable_ids, compute_drift, performance_drift
 from stages.evaluate import PREDICTION
-from stages.features import FEATURES
-from stages.params import DriftParams
-from stages.trigger import decide
 
 
 def _frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:

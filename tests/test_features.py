@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stages.features import FEATURES, feature_frame, feature_matrix
+from core.features import FEATURES, feature_frame, feature_matrix
 
 TRIPS = pd.DataFrame(
     {

@@ -25,10 +25,10 @@ import httpx
 import pytest
 import yaml
 
+from core.features import feature_matrix
+from core.model import load_model
 from serve.model_store import DirSource
 from serve.testing import ROOT, features_with_target, free_port, random_trips, train_model_dir
-from stages.features import feature_matrix
-from stages.model import load_model
 from tests.browser import remote_references
 from tests.conftest import stop_group
 

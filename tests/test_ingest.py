@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.schema import CANONICAL_SCHEMA, SchemaError, normalize
+from core.schema import CANONICAL_SCHEMA, SchemaError, normalize
 from tests.conftest import ROOT, set_params
 
 REAL_MONTHS = ["2021-01", "2021-02", "2022-01", "2023-01", "2023-02", "2025-01"]
@@ -57,8 +57,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _run_ingest(capsys: pytest.CaptureFixture[str]) -> str:
     """`python -m stages.ingest`, in this process: exit status 1 and its stderr."""
+    from core.runner import run_stage
     from stages.ingest import main
-    from stages.runner import run_stage
 
     with pytest.raises(SystemExit) as exited:
         run_stage("ingest", main)

@@ -1,4 +1,4 @@
-"""stages/io.py: outputs are published whole or not at all; the file hashes DVC and the model card use."""
+"""core/io.py: outputs are published whole or not at all; the file hashes DVC and the model card use."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.io import atomic_dir, file_md5, file_sha256
+from core.io import atomic_dir, file_md5, file_sha256
 
 
 def test_atomic_dir_replaces_an_existing_folder(tmp_path: Path) -> None:

@@ -35,11 +35,11 @@ from autoops import (
 )
 from autoops.cli import app
 from autoops.gitops import Git, LoopError
-from stages.bootstrap import percent_with_interval
-from stages.features import FEATURES, TARGET
-from stages.io import file_sha256, write_json
-from stages.model import save_model
-from stages.params import DataParams, ParamsError, load_params
+from core.bootstrap import percent_with_interval
+from core.features import FEATURES, TARGET
+from core.io import file_sha256, write_json
+from core.model import save_model
+from core.params import DataParams, ParamsError, load_params
 from tests.conftest import ROOT
 
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
@@ -129,11 +129,11 @@ def test_latest_month_tlc_walks_back_with_head_probes(
         probed.append(month)
         return month <= "2024-03"
 
-    monkeypatch.setattr("stages.tlc.probe_month", probe)
+    monkeypatch.setattr("core.tlc.probe_month", probe)
     params = load_params(ROOT / "params.yaml").model_copy(update={"data": DataParams(source="tlc")})
     assert sources.latest_month(tmp_path, params, date(2024, 6, 20)) == "2024-03"
     assert probed == ["2024-06", "2024-05", "2024-04", "2024-03"]
-    monkeypatch.setattr("stages.tlc.probe_month", lambda month, params: False)
+    monkeypatch.setattr("core.tlc.probe_month", lambda month, params: False)
     with pytest.raises(LoopError, match="no month"):
         sources.latest_month(tmp_path, params, date(2024, 6, 20))
 
@@ -546,7 +546,7 @@ def test_published_month_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(LoopError, match=r"2024-03 is not published yet.*2024-02"):
         sources.ensure_published(tmp_path, in_dir, "2024-03", today)
     # TLC: one HEAD probe of that very month (the stand-in for TLC's website).
-    monkeypatch.setattr("stages.tlc.probe_month", lambda month, data: month <= "2024-03")
+    monkeypatch.setattr("core.tlc.probe_month", lambda month, data: month <= "2024-03")
     tlc = params.model_copy(update={"data": DataParams(source="tlc")})
     sources.ensure_published(tmp_path, tlc, "2024-03", today)
     with pytest.raises(LoopError, match="2024-04 is not published yet"):
@@ -825,7 +825,7 @@ def test_a_failing_stage_names_its_cause_in_check(tmp_path: Path) -> None:
     stage that fails here."""
     project = _mini_project(tmp_path / "p", git=True)
     (project / "checks_stage.py").write_text(
-        "from stages.io import StageError\nfrom stages.runner import run_stage\n\n\n"
+        "from core.io import StageError\nfrom core.runner import run_stage\n\n\n"
         "def main():\n"
         "    raise StageError('data/raw/green_tripdata_2024-03.parquet: missing; run dvc repro ingest')\n\n\n"
         "run_stage('data_checks', main)\n"

@@ -274,7 +274,7 @@ def test_7_the_merge_releases_and_promotes_the_proposed_model(loop: Loop) -> Non
         [
             sys.executable,
             "-c",
-            "import numpy as np; from stages.model import load_model, predict; "
+            "import numpy as np; from core.model import load_model, predict; "
             f"m = load_model('.autoops/release/model.pkl', sha256='{card['model_sha256']}'); "
             "print(predict(m, np.ones((1, 12)))[0])",
         ],

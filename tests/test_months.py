@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from stages.months import MonthError, add_months, month_range, validate_month
-from stages.params import MonthParams
+from core.months import MonthError, add_months, month_range, validate_month
+from core.params import MonthParams
 
 
 @pytest.mark.parametrize("bad", ["2023-13", "2023-00", "23-01", "2023/01", "", "2023-1", "1999-05"])

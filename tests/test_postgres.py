@@ -26,6 +26,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.features import FEATURES
+from core.model import MODEL_FILE, load_model
 from serve.testing import (
     ServerProcess,
     features_with_target,
@@ -34,8 +36,6 @@ from serve.testing import (
     small_model_dir,
     train_model_dir,
 )
-from stages.features import FEATURES
-from stages.model import MODEL_FILE, load_model
 from tests.conftest import stop_group
 from tests.pg import PostgresServer, postgres_server
 
@@ -264,8 +264,8 @@ def test_two_services_share_one_log_nothing_lost_nothing_duplicated(
     assert [last for _, last in rows] == list(np.cumsum([n for n, _ in rows]))
 
     # The drift check reads what both services served.
+    from core.params import DriftParams
     from stages.drift import compute_drift
-    from stages.params import DriftParams
 
     reference = features_with_target(random_trips(800, seed=8))
     reference["prediction"] = np.linspace(5, 30, len(reference))

@@ -16,12 +16,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+import core.io
+import core.synthetic
 import stages.ingest
-import stages.io
-import stages.synthetic
-from stages.io import file_sha256
-from stages.metrics import regression_metrics
-from stages.params import load_params
+from core.io import file_sha256
+from core.metrics import regression_metrics
+from core.params import load_params
 from tests.conftest import ROOT, run_stages
 
 ROWS, CHUNK, GROUP, MAX_ROWS = 12_000, 5_000, 4_096, 6_000
@@ -45,9 +45,9 @@ OUTPUTS = [
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stages.synthetic, "CHUNK_ROWS", CHUNK)
-    monkeypatch.setattr(stages.io, "ROW_GROUP_ROWS", GROUP)
-    monkeypatch.setattr(stages.io, "BATCH_ROWS", GROUP // 2)
+    monkeypatch.setattr(core.synthetic, "CHUNK_ROWS", CHUNK)
+    monkeypatch.setattr(core.io, "ROW_GROUP_ROWS", GROUP)
+    monkeypatch.setattr(core.io, "BATCH_ROWS", GROUP // 2)
     monkeypatch.setattr(stages.ingest, "BATCH_ROWS", GROUP // 2)
 
 
@@ -114,8 +114,8 @@ def test_big_month_code_paths_are_reproducible_exact_and_bounded(
     assert card["train_max_rows"] == MAX_ROWS
 
     # The drift stage's challenger: the same sample rule, the same estimate as in memory.
+    from core.trigger import estimate_gain
     from stages.evaluate import load_trained_model
-    from stages.trigger import estimate_gain
 
     champion, _ = load_trained_model()
     in_memory = estimate_gain(
@@ -139,13 +139,13 @@ def test_sample_positions_are_deterministic_sorted_and_bounded() -> None:
 def test_generator_chunks_are_deterministic_and_a_small_month_is_one_chunk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stages.params import SyntheticParams
-    from stages.synthetic import generate_month, generate_month_chunks
+    from core.params import SyntheticParams
+    from core.synthetic import generate_month, generate_month_chunks
 
     params = SyntheticParams(rows_per_month=3000)
     whole = generate_month("2024-03", params)
     assert [t.num_rows for t in generate_month_chunks("2024-03", params)] == [whole.num_rows]
-    monkeypatch.setattr(stages.synthetic, "CHUNK_ROWS", 1000)
+    monkeypatch.setattr(core.synthetic, "CHUNK_ROWS", 1000)
     chunks = list(generate_month_chunks("2024-03", params))
     assert len(chunks) >= 3 and max(t.num_rows for t in chunks) <= 1000
     assert sum(t.num_rows for t in chunks) == whole.num_rows

@@ -1,4 +1,4 @@
-"""The pipeline scores with the compiled trees (stages/scoring.py): the same bytes as scikit-learn.
+"""The pipeline scores with the compiled trees (core/scoring.py): the same bytes as scikit-learn.
 
 One real project (2021-01 -> 2021-02, a small model so the compiles take seconds) is ingested,
 featurized and trained once for the module; evaluate and the drift stage's gain estimate then run
@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import stages.scoring as scoring
-from stages.compiled_trees import COMPILED_META, find_compiler, load_compiled
-from stages.features import FEATURES, TARGET
-from stages.io import file_sha256
-from stages.paths import FEATURES_DIR, PLOTS_DIR, PREDICTIONS_DIR
-from stages.tree_codegen import CODEGEN_VERSION
+import core.scoring as scoring
+from core.compiled_trees import COMPILED_META, find_compiler, load_compiled
+from core.features import FEATURES, TARGET
+from core.io import file_sha256
+from core.paths import FEATURES_DIR, PLOTS_DIR, PREDICTIONS_DIR
+from core.tree_codegen import CODEGEN_VERSION
 from tests.conftest import ROOT, set_params
 
 needs_compiler = pytest.mark.skipif(find_compiler() is None, reason="no C compiler (gcc/clang)")
@@ -41,10 +41,10 @@ class RealProject:
 
 @pytest.fixture(scope="module")
 def real_project(real_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealProject]:
+    from core.params import load_params
     from stages.evaluate import load_trained_model
     from stages.featurize import featurize
     from stages.ingest import ingest
-    from stages.params import load_params
     from stages.train import train
 
     folder = tmp_path_factory.mktemp("scoring")
@@ -86,7 +86,7 @@ def _outputs() -> dict[str, str]:
 
 def _scored_with(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
-        r.getMessage() for r in caplog.records if r.name == "stages.scoring" and "scoring" in r.getMessage()
+        r.getMessage() for r in caplog.records if r.name == "core.scoring" and "scoring" in r.getMessage()
     ]
 
 
@@ -95,8 +95,8 @@ def _scored_with(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_evaluate_writes_the_same_bytes_compiled_or_not(
     in_project: RealProject, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from core.params import load_params
     from stages.evaluate import evaluate
-    from stages.params import load_params
 
     params = load_params()
     shutil.rmtree(scoring.COMPILED_CACHE, ignore_errors=True)
@@ -121,8 +121,8 @@ def test_evaluate_writes_the_same_bytes_compiled_or_not(
 def test_the_drift_stage_gain_is_the_same_compiled_or_not(
     in_project: RealProject, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from stages.params import load_params
-    from stages.trigger import estimate_gain_from_file
+    from core.params import load_params
+    from core.trigger import estimate_gain_from_file
 
     params = load_params()
     current = FEATURES_DIR / "current.parquet"
@@ -143,7 +143,7 @@ def test_compiled_scores_are_sklearns_bit_for_bit_on_real_trips(
     in_project: RealProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every row of a real month, both feature files (unseen zones, missing optional fields and all)."""
-    from stages.model import predict
+    from core.model import predict
 
     monkeypatch.setattr(scoring, "COMPILE_MIN_ROWS", 0)
     scorer = scoring.scorer(in_project.model, 1, "test")
@@ -186,8 +186,8 @@ def test_a_library_that_disagrees_stops_the_stage(
     in_project: RealProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another model's library under this model's name: loud, with the largest difference."""
-    from stages.model import build_model
-    from stages.params import load_params
+    from core.model import build_model
+    from core.params import load_params
 
     monkeypatch.setattr(scoring, "COMPILE_MIN_ROWS", 0)
     compiled = scoring.scorer(in_project.model, 1, "test").compiled

@@ -32,13 +32,13 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.features import FEATURES, feature_matrix
+from core.io import atomic_path
+from core.model import MODEL_FILE, load_model
 from serve.model_store import CARD_FILE, DirSource
 from serve.predictor import compile_model, find_compiler
 from serve.schemas import SEED_NAMES, SEED_TRIP, Trip, trip_columns
 from serve.testing import ROOT, ServerProcess, features_with_target, random_trips, train_model_dir
-from stages.features import FEATURES, feature_matrix
-from stages.io import atomic_path
-from stages.model import MODEL_FILE, load_model
 
 TOKEN = "test-admin-token"
 MAX_BATCH = 50
@@ -296,9 +296,9 @@ def test_metrics(client: httpx.Client, models: Models) -> None:
 def test_prediction_log_exports_to_drift_input(
     client: httpx.Client, server: ServerProcess, models: Models
 ) -> None:
+    from core.io import write_json
+    from core.params import load_params
     from stages.drift import check_prediction_log
-    from stages.io import write_json
-    from stages.params import load_params
 
     client.post("/predict_batch", json={"trips": api_trips(MAX_BATCH, seed=4)})
     predicted = metric(client.get("/metrics").text, "autoops_predictions_total")

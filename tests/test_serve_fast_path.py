@@ -16,6 +16,9 @@ import pandas as pd
 import pytest
 
 import serve.predictor as predictor_module
+from core.features import feature_matrix, filter_mask
+from core.model import load_model
+from core.params import FilterParams
 from serve.app import create_app
 from serve.model_store import DirSource
 from serve.one_trip import feature_row
@@ -23,9 +26,6 @@ from serve.predictor import CompiledPredictor, SklearnPredictor, compile_model
 from serve.schemas import Trip, locate_trips, trip_columns
 from serve.settings import Settings
 from serve.testing import features_with_target, train_model_dir
-from stages.features import feature_matrix, filter_mask
-from stages.model import load_model
-from stages.params import FilterParams
 
 pytestmark = [
     pytest.mark.realdata,

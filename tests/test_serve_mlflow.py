@@ -10,12 +10,12 @@ import httpx
 import numpy as np
 import pytest
 
+from core.features import feature_matrix
+from core.model import MODEL_FILE, load_model
 from serve.model_store import DirSource, MlflowSource
 from serve.predictor import find_compiler
 from serve.schemas import Trip, trip_columns
 from serve.testing import ROOT, ServerProcess, features_with_target, random_trips, train_model_dir
-from stages.features import feature_matrix
-from stages.model import MODEL_FILE, load_model
 
 TRIPS = [
     {

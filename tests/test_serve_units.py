@@ -26,7 +26,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-import stages.compiled_trees as predictor_module
+import core.compiled_trees as predictor_module
+from core.features import FEATURES, REQUIRED_INPUTS, TARGET, feature_frame, feature_matrix, filter_mask
+from core.model import load_model
+from core.params import DriftParams, FilterParams
 from serve.app import create_app
 from serve.export_log import export, read_log
 from serve.model_store import CARD_FILE, REGISTRY_FILE, DirSource, ModelLoadError
@@ -44,9 +47,6 @@ from serve.predictor import (
 from serve.schemas import SEED_TRIP, OutsideZones, Trip, locate_trips, trip_columns
 from serve.settings import DEFAULT_MODELS_DIR, ENV_PREFIX, Settings, SettingsError
 from serve.testing import ROOT, features_with_target, random_trips, train_model_dir
-from stages.features import FEATURES, REQUIRED_INPUTS, TARGET, feature_frame, feature_matrix, filter_mask
-from stages.model import load_model
-from stages.params import DriftParams, FilterParams
 
 HAS_COMPILER = predictor_module.find_compiler() is not None
 needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler (gcc/clang)")
@@ -98,11 +98,11 @@ def test_service_imports_the_pipeline_feature_module() -> None:
 
 
 def test_file_names_agree_with_the_pipeline() -> None:
+    import core.model
     import stages.evaluate
-    import stages.model
     import stages.train
 
-    assert CARD_FILE == stages.model.CARD_FILE
+    assert CARD_FILE == core.model.CARD_FILE
     assert REGISTRY_FILE == stages.train.REGISTRY_FILE
     assert DEFAULT_MODELS_DIR == stages.train.MODELS_DIR
     assert PREDICTION == stages.evaluate.PREDICTION

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.features import CATEGORICAL_FEATURES, FEATURES, duration_minutes, feature_frame, filter_mask
-from stages.io import write_parquet
-from stages.months import month_bounds
-from stages.params import FilterParams, SyntheticParams
-from stages.schema import CANONICAL_SCHEMA, normalize
-from stages.synthetic import CALIBRATION_FILE, _calibration, _season, _zone_drift, generate_month
+from core.features import CATEGORICAL_FEATURES, FEATURES, duration_minutes, feature_frame, filter_mask
+from core.io import write_parquet
+from core.months import month_bounds
+from core.params import FilterParams, SyntheticParams
+from core.schema import CANONICAL_SCHEMA, normalize
+from core.synthetic import CALIBRATION_FILE, _calibration, _season, _zone_drift, generate_month
 
 PARAMS = SyntheticParams()  # the defaults params.yaml ships: 60k rows, shift from 2024-05
 
@@ -29,7 +29,7 @@ def _era(**types: pa.DataType) -> pa.Schema:
 
 
 # How each era differs from the canonical schema, written out by hand from the real files (not
-# taken from stages/schema.py's era table), so a regression in either the generator or that table
+# taken from core/schema.py's era table), so a regression in either the generator or that table
 # is caught. Old era: int64 ids, float-coded counts, ehail_fee typed null.
 OLD_ERA = _era(
     **dict.fromkeys(("VendorID", "PULocationID", "DOLocationID"), pa.int64()),
@@ -154,7 +154,7 @@ def test_shift_slows_every_trip_by_the_speed_factor() -> None:
 
 
 def test_calibration_is_a_small_statistics_file() -> None:
-    text = resources.files("stages.resources").joinpath(CALIBRATION_FILE).read_text()
+    text = resources.files("core.resources").joinpath(CALIBRATION_FILE).read_text()
     assert len(text.encode()) < 350_000  # 19 real months' anchors
 
 

@@ -1,4 +1,4 @@
-"""stages/tlc.py against a local HTTP server standing in for the TLC site (no internet needed).
+"""core/tlc.py against a local HTTP server standing in for the TLC site (no internet needed).
 
 Every failure mode a real download meets - unpublished month, flaky server, dead network, a body
 cut short, a proxy's HTML page, a stalled read - is served byte for byte from 127.0.0.1, and each
@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages import tlc
-from stages.io import StageError
-from stages.params import DataParams
+from core import tlc
+from core.io import StageError
+from core.params import DataParams
 
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tlc"
 MONTH = "2024-01"

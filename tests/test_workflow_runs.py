@@ -258,8 +258,8 @@ def broken_month(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (the synthetic regime shift: a real change) is cut after day 15, as an upload that stopped."""
     import pyarrow.parquet as pq
 
-    from stages.params import SyntheticParams
-    from stages.synthetic import generate_month
+    from core.params import SyntheticParams
+    from core.synthetic import generate_month
     from tests.data_faults import cut_after_day
     from tests.small_project import SMALL, small_project
 

@@ -1,6 +1,6 @@
 """How sure is a relative MAE change? A paired bootstrap 95% interval, one definition for everyone.
 
-The trigger's expected gain (stages/trigger.py) and the retrain PR's champion-vs-challenger change
+The trigger's expected gain (core/trigger.py) and the retrain PR's champion-vs-challenger change
 (autoops/evidence.py, also per segment) are both ``mean(a) / mean(b) - 1`` over the per-trip
 absolute errors of two models on the *same* trips. Resampling the trips, not each model's errors
 apart, keeps the pairing: most of a trip's difficulty is shared by both models, so the interval

@@ -25,9 +25,9 @@ import requests
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 from tqdm import tqdm
 
-from stages.io import StageError, atomic_path
-from stages.months import MonthError, validate_month
-from stages.params import DataParams
+from core.io import StageError, atomic_path
+from core.months import MonthError, validate_month
+from core.params import DataParams
 
 log = logging.getLogger(__name__)
 

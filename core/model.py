@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 
-from stages.features import CATEGORICAL_FEATURES, FEATURES
-from stages.io import atomic_path, file_sha256
-from stages.params import TrainParams
+from core.features import CATEGORICAL_FEATURES, FEATURES
+from core.io import atomic_path, file_sha256
+from core.params import TrainParams
 
 MODEL_FILE = "model.pkl"
 CARD_FILE = "model_card.json"

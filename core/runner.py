@@ -7,10 +7,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from stages.io import StageError
-from stages.months import MonthError
-from stages.params import ParamsError
-from stages.schema import SchemaError
+from core.io import StageError
+from core.months import MonthError
+from core.params import ParamsError
+from core.schema import SchemaError
 
 EXPECTED_ERRORS = (StageError, MonthError, ParamsError, SchemaError)
 

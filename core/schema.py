@@ -14,7 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.months import validate_month
+from core.months import validate_month
 
 CANONICAL_SCHEMA = pa.schema(
     [

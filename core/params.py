@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stages.months import add_months, month_index, validate_month
+from core.months import add_months, month_index, validate_month
 
 PARAMS_FILE = Path("params.yaml")
 _POLICY_RE = re.compile(r"^(static|periodic(:[1-9][0-9]*)?|data_drift|performance|auto)$")

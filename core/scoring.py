@@ -1,7 +1,7 @@
 """Scoring many rows with the model's trees compiled to C when that pays, else with scikit-learn.
 
 Why: scikit-learn's predict is most of the evaluate stage's CPU on a big month (bench/README.md,
-"Scale"), and the library the service builds from the same trees (stages/compiled_trees.py)
+"Scale"), and the library the service builds from the same trees (core/compiled_trees.py)
 predicts a big batch several times cheaper.
 
 Which: a library already in the cache for this model is always used. The cache is the service's
@@ -14,7 +14,7 @@ gcc or clang). Otherwise scikit-learn scores, with one log line saying why.
 Parity: every batch scored compiled also has a deterministic sample of its rows (evenly spaced,
 :data:`PARITY_ROWS`) scored by scikit-learn; a difference above the service's tolerance stops the
 stage with the largest difference. The compiled sum adds the same doubles in scikit-learn's order
-(stages/tree_codegen.py), so predictions are bitwise equal and every output's bytes are the same.
+(core/tree_codegen.py), so predictions are bitwise equal and every output's bytes are the same.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from stages.compiled_trees import (
+from core.compiled_trees import (
     PARITY_TOLERANCE,
     CompiledPredictor,
     compile_model,
     find_compiler,
     load_compiled,
 )
-from stages.io import StageError
-from stages.model import predict
+from core.io import StageError
+from core.model import predict
 
 # The service's default AUTOOPS_COMPILED_CACHE (serve/settings.py; tests/test_scoring.py checks they agree).
 COMPILED_CACHE = Path(".cache/serve/compiled")
@@ -71,7 +71,7 @@ def model_sha256(model: Any) -> str:
 
 
 class Scorer:
-    """``predict(features)`` in minutes, compiled or by scikit-learn; what :func:`stages.model.predict`
+    """``predict(features)`` in minutes, compiled or by scikit-learn; what :func:`core.model.predict`
     calls when handed a scorer in place of the estimator."""
 
     def __init__(self, model: Any, compiled: CompiledPredictor | None, label: str) -> None:

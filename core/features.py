@@ -65,7 +65,7 @@ _US_PER_DAY = 86_400_000_000
 
 @lru_cache(maxsize=1)
 def _zones() -> dict[str, Any]:
-    return json.loads(resources.files("stages.resources").joinpath("zones.json").read_text())["zones"]
+    return json.loads(resources.files("core.resources").joinpath("zones.json").read_text())["zones"]
 
 
 @lru_cache(maxsize=1)
@@ -212,7 +212,7 @@ def filter_checks(
 def filter_mask(trips: pd.DataFrame, month_start: Any, month_end: Any, filters: Any) -> pd.Series:
     """Rows kept for modelling: pickup inside the month, plausible duration and distance.
 
-    ``filters`` is :class:`stages.params.FilterParams`. TLC files hold a few stray rows from other
+    ``filters`` is :class:`core.params.FilterParams`. TLC files hold a few stray rows from other
     years (clock errors); they are dropped here, not in ingest, so the raw month stays complete.
     """
     checks = iter(filter_checks(trips, month_start, month_end, filters).values())

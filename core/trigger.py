@@ -11,7 +11,7 @@ is the holidays), where the champion's random-holdout MAE is ~7% optimistic and 
 mixes up "this month is harder" with "the model is stale".
 
 The estimate carries a paired bootstrap 95% interval over the late trips
-(``expected_gain_ci95``, stages/bootstrap.py), so a reviewer sees how much the figure could move
+(``expected_gain_ci95``, core/bootstrap.py), so a reviewer sees how much the figure could move
 with other trips. The decision uses the point estimate, as the backtests measured it; the backtest
 itself (``gain_record`` alone) skips the interval, which no policy reads.
 
@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.bootstrap import interval_text, paired_change_interval, percent_with_interval
-from stages.features import FEATURES, PICKUP_TIME, TARGET
-from stages.io import StageError, iter_row_groups, open_parquet, read_rows
-from stages.model import predict
-from stages.params import Params
-from stages.scoring import scorer
+from core.bootstrap import interval_text, paired_change_interval, percent_with_interval
+from core.features import FEATURES, PICKUP_TIME, TARGET
+from core.io import StageError, iter_row_groups, open_parquet, read_rows
+from core.model import predict
+from core.params import Params
+from core.scoring import scorer
 
 # Below this many trips on either side of the cut, the estimate is noise: say so instead.
 MIN_SPLIT_ROWS = 200

@@ -7,7 +7,7 @@ as one trained on real data, while a fresh clone works without any download.
 
 Properties the pipeline relies on:
   * **Reproducible**: the random stream is seeded from ``(seed, year, month)``, so a month's
-    table (and the parquet bytes :func:`stages.io.write_parquet` makes of it) never changes,
+    table (and the parquet bytes :func:`core.io.write_parquet` makes of it) never changes,
     which keeps DVC's hashes stable; different months differ.
   * **Raw, era-exact schema**: the table has the exact column order and types TLC published for
     that month (old float-coded era up to 2023-01, int32/int64 era from 2023-02,
@@ -39,9 +39,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.months import FIRST_TLC_MONTH, month_index, parse_month
-from stages.params import SyntheticParams
-from stages.schema import tlc_raw_schema
+from core.months import FIRST_TLC_MONTH, month_index, parse_month
+from core.params import SyntheticParams
+from core.schema import tlc_raw_schema
 
 CALIBRATION_FILE = "synthetic_calibration.json"
 
@@ -241,7 +241,7 @@ def _pair_effects(pairs: list[list[float]], n_zones: int) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _calibration() -> _Calibration:
-    raw = json.loads(resources.files("stages.resources").joinpath(CALIBRATION_FILE).read_text())
+    raw = json.loads(resources.files("core.resources").joinpath(CALIBRATION_FILE).read_text())
     boroughs: list[str] = raw["boroughs"]
     unknown = boroughs.index("Unknown")
     zone_borough = np.array([unknown, *raw["zone_borough"], unknown], dtype=np.int64)

@@ -2,10 +2,10 @@
 
 Why compile: sklearn's HistGradientBoosting makes one OpenMP call per tree, so a single trip costs
 ~3 ms whatever the hardware; treelite + tl2cgen turn the same trees into C if/else code that
-predicts one trip in microseconds (stages/tree_codegen.py adds the batch entry point). Compiling
+predicts one trip in microseconds (core/tree_codegen.py adds the batch entry point). Compiling
 takes tens of seconds for a 300-tree model, so it happens once per model version (at image build,
 ``python -m serve.compile``, in the service's background the first time a version is served, or
-by the pipeline's scoring of a big month, stages/scoring.py) and the library is cached under
+by the pipeline's scoring of a big month, core/scoring.py) and the library is cached under
 ``<cache>/<model sha256>/``. Without a C compiler the callers use sklearn, with a warning.
 
 Why here and not in serve/: the pipeline's stages score months with the same libraries, and a
@@ -39,9 +39,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stages.features import FEATURES, INPUT_COLUMNS, ZONE_ID_RANGE, feature_matrix
-from stages.host import usable_cpus
-from stages.tree_codegen import (
+from core.features import FEATURES, INPUT_COLUMNS, ZONE_ID_RANGE, feature_matrix
+from core.host import usable_cpus
+from core.tree_codegen import (
     CODEGEN_VERSION,
     COMPILER_OPTIONS,
     COMPILER_PARAMS,
@@ -83,7 +83,7 @@ class SklearnPredictor:
     kind = "sklearn"
 
     def __init__(self, estimator: Any) -> None:
-        from stages.model import predict
+        from core.model import predict
 
         self._predict = predict
         self.estimator = estimator
@@ -231,7 +231,7 @@ def probe_features(rows: int = 2000, seed: int = 0) -> np.ndarray:
     """Rows to compare predictors on: every zone as pickup and as dropoff (seen in training or
     not, plus out-of-range codes), all hours and weekdays, unknown optional fields, random trips.
 
-    Built through :func:`stages.features.feature_matrix` from raw trips, like real requests.
+    Built through :func:`core.features.feature_matrix` from raw trips, like real requests.
     """
     rng = np.random.default_rng(seed)
     zones = np.arange(ZONE_ID_RANGE[0] - 1, ZONE_ID_RANGE[1] + 2)
