@@ -19,12 +19,12 @@ import pandas as pd
 from autoops.gitops import LoopError
 from autoops.segments import SEGMENT_COLUMNS, who_loses
 from core.bootstrap import paired_change_interval, percent_with_interval
+from core.evaluation import PREDICTION, load_trained_model
 from core.features import TARGET
 from core.io import StageError, file_sha256, write_json, write_text
 from core.metrics import mae_by_hour, regression_metrics
 from core.paths import LOOP_DIR, LOOP_REPORT
-from stages.evaluate import PREDICTION, load_trained_model
-from stages.train import xy
+from core.training import xy
 
 TRIGGER_DRIFT = LOOP_DIR / "drift.json"
 COMPARISON = LOOP_DIR / "comparison.json"
@@ -41,7 +41,7 @@ DURATION_BINS = np.arange(0, 62, 2)
 
 
 def load_model_and_card(models_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """``stages.evaluate.load_trained_model`` (same order), its failures as the loop's errors."""
+    """``core.evaluation.load_trained_model`` (same order), its failures as the loop's errors."""
     try:
         return load_trained_model(models_dir)
     except (StageError, ValueError) as exc:  # ValueError: the model does not match its card

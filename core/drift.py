@@ -1,16 +1,17 @@
-"""Stage 5, drift: has the world moved since the serving model learned it?
+"""Drift: has the world moved since the serving model learned it?
 
 Evidently 0.7 compares the current month with the reference holdout on the model's features and
 on its predictions (``DataDriftPreset``; Evidently picks each column's test). The retrain
 trigger (core/trigger.py) estimates what a retrain would buy next month from the month's own
 labels, out of time. Data drift (abrupt change) or a big enough expected gain give one verdict:
 ``retrain_recommended`` with a reason a person can read, unless the month failed a blocking data
-check (stages/data_checks.py, whose result drift.json carries under ``data_checks``): then the
+check (core/data_checks.py, whose result drift.json carries under ``data_checks``): then the
 verdict is no, and the reason is the data problem. The current month's MAE against the
 reference holdout MAE (performance drift) is reported beside it, for information.
 
-``python -m stages.drift --current served.parquet`` runs the other check, of the service's
-exported prediction log (``check_prediction_log``): data drift only, into files of its own.
+The drift stage (stages/drift.py) writes what this computes. ``python -m stages.drift --current
+served.parquet`` runs the other check, of the service's exported prediction log
+(``prediction_log_drift``): data drift only, into files of its own.
 """
 
 from __future__ import annotations
@@ -19,28 +20,17 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import typer
 
+from core.evaluation import PREDICTION, load_trained_model
 from core.features import CATEGORICAL_FEATURES, FEATURES
-from core.io import StageError, open_parquet, read_rows, write_json, write_text
-from core.params import DriftParams, Params, load_params
-from core.paths import (
-    DATA_CHECKS_METRICS,
-    DRIFT_METRICS,
-    DRIFT_REPORT,
-    EVALUATE_METRICS,
-    FEATURES_DIR,
-    PREDICTIONS_DIR,
-    SERVING_DRIFT_METRICS,
-    SERVING_DRIFT_REPORT,
-)
-from core.runner import run_stage
+from core.io import StageError, open_parquet, read_rows
+from core.params import DriftParams, Params
+from core.paths import DATA_CHECKS_METRICS, EVALUATE_METRICS, FEATURES_DIR, PREDICTIONS_DIR
 from core.trigger import data_problem, decide, estimate_gain_from_file
-from stages.evaluate import PREDICTION
 
 DRIFT_COLUMNS = [*FEATURES, PREDICTION]
 # Evidently stamps random ids into the HTML on every run; they are renumbered in order of
@@ -51,7 +41,7 @@ _RANDOM_ID = re.compile(
 log = logging.getLogger(__name__)
 
 
-def _stable_ids(html: str) -> str:
+def stable_ids(html: str) -> str:
     seen: dict[str, str] = {}
 
     def renumber(match: re.Match[str]) -> str:
@@ -155,16 +145,13 @@ def _data_checks(month: str, path: Path = DATA_CHECKS_METRICS) -> dict[str, Any]
     return checks
 
 
-def _publish(result: dict[str, Any], snapshot: Any, report_path: Path, metrics_path: Path) -> None:
-    write_text(_stable_ids(snapshot.get_html_str(as_iframe=False)), report_path)
-    write_json(result, metrics_path)
-    log.info(result["reason"])
+def report_html(snapshot: Any) -> str:
+    """The Evidently report a person opens, byte-stable for the same data (see ``stable_ids``)."""
+    return stable_ids(snapshot.get_html_str(as_iframe=False))
 
 
-def drift(params: Params) -> dict[str, Any]:
-    """The DVC stage: the current month against the reference holdout, and the retrain verdict."""
-    from stages.evaluate import load_trained_model
-
+def month_drift(params: Params) -> tuple[dict[str, Any], Any]:
+    """The current month against the reference holdout, and the retrain verdict: (drift.json, report)."""
     reference = _read(PREDICTIONS_DIR / "holdout.parquet", params.drift.sample_rows)
     current = _read(PREDICTIONS_DIR / "current.parquet", params.drift.sample_rows)
     evaluation = _evaluation()
@@ -190,19 +177,16 @@ def drift(params: Params) -> dict[str, Any]:
         "retrain_recommended": retrain,
         "reason": reason,
     }
-    _publish(result, snapshot, DRIFT_REPORT, DRIFT_METRICS)
-    return result
+    return result, snapshot
 
 
-def check_prediction_log(
+def prediction_log_drift(
     params: Params,
     log_path: Path,
     *,
     reference_path: Path = PREDICTIONS_DIR / "holdout.parquet",
     evaluation_path: Path = EVALUATE_METRICS,
-    report_path: Path = SERVING_DRIFT_REPORT,
-    metrics_path: Path = SERVING_DRIFT_METRICS,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Any]:
     """Data drift of the service's exported prediction log (python -m serve.export_log) against
     the reference holdout.
 
@@ -229,8 +213,7 @@ def check_prediction_log(
         "retrain_recommended": retrain,
         "reason": reason,
     }
-    _publish(result, snapshot, report_path, metrics_path)
-    return result
+    return result, snapshot
 
 
 def _read(path: Path, rows: int) -> pd.DataFrame:
@@ -250,23 +233,3 @@ def _read(path: Path, rows: int) -> pd.DataFrame:
     frame = read_rows(path, positions, columns=columns).to_pandas()
     frame.index = pd.Index(positions)
     return frame
-
-
-def main(
-    current: Annotated[
-        Path | None,
-        typer.Option(
-            "--current",
-            help="parquet of served requests (python -m serve.export_log) to check instead of the month",
-        ),
-    ] = None,
-) -> None:
-    """Data and performance drift (the DVC drift stage), or the drift of a prediction log."""
-    if current is None:
-        drift(load_params())
-    else:
-        check_prediction_log(load_params(), current)
-
-
-if __name__ == "__main__":
-    run_stage("drift", lambda: typer.run(main))

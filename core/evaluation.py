@@ -1,11 +1,11 @@
-"""Stage 4, evaluate: accuracy on the reference holdout and on the whole current month.
+"""Evaluation: accuracy on the reference holdout and on the whole current month.
 
-Labels arrive with the month, so the current month's MAE is the model's live accuracy. Writes
-DVC metrics (reports/metrics/evaluate.json), the predictions the drift stage compares, and the
-data behind the DVC plots declared in dvc.yaml. Files are scored one row group at a time; only
-the target, prediction and hour of each row stay in memory, for exact metrics and plots. A big
-month is scored with the model's trees compiled to C (core/scoring.py: the same predictions,
-bit for bit, checked against scikit-learn on a sample of every batch).
+Labels arrive with the month, so the current month's MAE is the model's live accuracy. The evaluate
+stage (stages/evaluate.py) writes what this computes: DVC metrics, the predictions the drift stage
+compares, and the data behind the DVC plots declared in dvc.yaml. Files are scored one row group at
+a time; only the target, prediction and hour of each row stay in memory, for exact metrics and
+plots. A big month is scored with the model's trees compiled to C (core/scoring.py: the same
+predictions, bit for bit, checked against scikit-learn on a sample of every batch).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,13 @@ import numpy as np
 import pandas as pd
 
 from core.features import TARGET
-from core.io import FrameWriter, StageError, atomic_dir, open_parquet, write_json, write_text
+from core.io import FrameWriter, StageError, open_parquet
 from core.metrics import mae_by_hour, regression_metrics
 from core.model import CARD_FILE, MODEL_FILE, load_model, predict
-from core.params import Params, load_params
-from core.paths import EVALUATE_METRICS as METRICS_FILE
-from core.paths import FEATURES_DIR, MODELS_DIR, PLOTS_DIR, PREDICTIONS_DIR
-from core.runner import run_stage
+from core.params import Params
+from core.paths import FEATURES_DIR, MODELS_DIR
 from core.scoring import remember_sha256, scorer
-from stages.train import iter_features, xy
+from core.training import iter_features, xy
 
 PREDICTION = "prediction"
 # Enough points for a readable scatter plot, few enough to keep the committed CSV small.
@@ -110,24 +109,38 @@ def _rows(name: str) -> int:
     return open_parquet(path).metadata.num_rows if path.exists() else 0
 
 
-def evaluate(params: Params) -> dict:
+@dataclass(frozen=True)
+class Evaluation:
+    """What the evaluate stage writes besides the predictions: the metrics and the plots' data."""
+
+    metrics: dict[str, Any]
+    predicted_vs_actual: pd.DataFrame
+    error_by_hour: pd.DataFrame
+
+
+def evaluate(params: Params, predictions_dir: Path) -> Evaluation:
+    """Scores the holdout and the current month into ``predictions_dir`` (one parquet each)."""
     trained, card = load_trained_model()
     in_training = params.months.current in params.months.training_months
     rows = _rows("holdout") * (2 if in_training else 1) + (0 if in_training else _rows("current"))
     model = scorer(trained, rows, "evaluate")
     scope = "month"
-    with atomic_dir(PREDICTIONS_DIR) as tmp, contextlib.ExitStack() as stack:
-        holdout_scored = _score(model, "holdout", tmp / "holdout.parquet", stack)
+    with contextlib.ExitStack() as stack:
+        holdout_scored = _score(model, "holdout", predictions_dir / "holdout.parquet", stack)
         if in_training:
             # The model trained on most of this month (a retrain branch): only the month's holdout rows
             # are out of sample, so they alone may stand for "current" (in a PR's metrics diff, say).
             month = params.months.current
             current_scored = _score(
-                model, "holdout", tmp / "current.parquet", stack, keep=lambda f: f["month"] == month
+                model,
+                "holdout",
+                predictions_dir / "current.parquet",
+                stack,
+                keep=lambda f: f["month"] == month,
             )
             scope = "holdout"
         else:
-            current_scored = _score(model, "current", tmp / "current.parquet", stack)
+            current_scored = _score(model, "current", predictions_dir / "current.parquet", stack)
     model.log_parity()
     holdout, current = holdout_scored.frame(), current_scored.frame()
     metrics = {
@@ -142,21 +155,10 @@ def evaluate(params: Params) -> dict:
     scatter = pd.DataFrame(
         {"actual": sample[TARGET].round(3), "predicted": sample[PREDICTION].round(3)}
     ).sort_values(["actual", "predicted"])
-    write_text(scatter.to_csv(index=False), PLOTS_DIR / "predicted_vs_actual.csv")
-    write_text(error_by_hour(holdout, current).to_csv(index=False), PLOTS_DIR / "error_by_hour.csv")
-    write_json(metrics, METRICS_FILE)
     log.info(
         "MAE holdout %.3f, current %s %.3f",
         metrics["reference_holdout"]["mae"],
         params.months.current,
         metrics["current"]["mae"],
     )
-    return metrics
-
-
-def main() -> None:
-    evaluate(load_params())
-
-
-if __name__ == "__main__":
-    run_stage("evaluate", main)
+    return Evaluation(metrics, scatter, error_by_hour(holdout, current))

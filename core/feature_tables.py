@@ -1,6 +1,7 @@
-"""Stage 2, featurize: target, filters and features for the training window and the current month.
+"""Feature tables: target, filters and features for the training window and the current month.
 
-Writes data/features/{train,holdout,current}.parquet: the model's features (core/features.py,
+The featurize stage (stages/featurize.py) writes them as data/features/{train,holdout,current}.parquet:
+the model's features (core/features.py,
 the same code the service runs), the target ``duration_min`` and the pickup ``month``.
 """
 
@@ -22,12 +23,10 @@ from core.features import (
     feature_frame,
     filter_mask,
 )
-from core.io import FrameWriter, StageError, atomic_dir, iter_row_groups
+from core.io import FrameWriter, StageError, iter_row_groups
 from core.months import month_bounds
-from core.params import Params, load_params
-from core.paths import FEATURES_DIR, RAW_DIR
-from core.runner import run_stage
-from stages.ingest import raw_path
+from core.params import Params
+from core.paths import RAW_DIR, raw_path
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def holdout_mask(rows: int, fraction: float, seed: int) -> np.ndarray:
     return is_holdout
 
 
-def featurize(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = FEATURES_DIR) -> None:
+def write_feature_tables(params: Params, raw_dir: Path, out_dir: Path) -> None:
     """Streams every month twice (count, then split and write): memory stays bounded by a row group."""
     months = params.months.training_months
     kept_rows = {}
@@ -102,9 +101,9 @@ def featurize(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = FEATURES_
             raise _nothing_kept(month, raw_dir, sum(r for _, r in counts))
     # The split needs the window's size before any row is placed: the same shuffle as in memory.
     is_holdout = holdout_mask(sum(kept_rows.values()), params.split.holdout_fraction, params.split.seed)
-    with atomic_dir(out_dir) as tmp, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         train, holdout, current = (
-            FrameWriter(tmp / f"{n}.parquet", stack) for n in ("train", "holdout", "current")
+            FrameWriter(out_dir / f"{n}.parquet", stack) for n in ("train", "holdout", "current")
         )
         offset = 0
         for month in months:
@@ -127,11 +126,3 @@ def featurize(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = FEATURES_
             raise _nothing_kept(params.months.current, raw_dir, rows)
         log.info("%s: %d of %d trips kept", params.months.current, current.rows, rows)
     log.info("train %d, holdout %d, current %d rows", train.rows, holdout.rows, current.rows)
-
-
-def main() -> None:
-    featurize(load_params())
-
-
-if __name__ == "__main__":
-    run_stage("featurize", main)

@@ -1,7 +1,9 @@
-"""Stage 3, train: fit on the reference window, register the model, write models/.
+"""Training: fit on the reference window, register the model, write a models folder.
 
-models/ holds the pickled model and a JSON model card, so serving and the Docker image need no
-MLflow server; MLflow gets the same model (as skops) as a new version of one registered model.
+Used by the train stage (stages/train.py), the trigger's challenger, the backtest and the tests: one
+sampling rule and one fit, so every model is trained the same way. models/ holds the pickled model
+and a JSON model card, so serving and the Docker image need no MLflow server; MLflow gets the same
+model (as skops) as a new version of one registered model.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from core.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
 from core.io import StageError, file_sha256, iter_row_groups, open_parquet, read_rows, write_json
 from core.metrics import regression_metrics
 from core.model import CARD_FILE, MODEL_FILE, SKOPS_TRUSTED_TYPES, build_model, predict, save_model
-from core.params import Params, load_params
+from core.params import Params
 from core.paths import FEATURES_DIR, MODELS_DIR
-from core.runner import run_stage
 
 # Written after registration; not a DVC output because its contents (run id, version number)
 # depend on the tracking store, not on the data, and would break reproducibility.
@@ -221,11 +222,3 @@ def train(params: Params, out_dir: Path = MODELS_DIR, *, use_mlflow: bool = True
         write_json(registry, out_dir / REGISTRY_FILE)
         log.info("registered %s version %s", registry["registered_model"], registry["version"])
     return card
-
-
-def main() -> None:
-    train(load_params())
-
-
-if __name__ == "__main__":
-    run_stage("train", main)

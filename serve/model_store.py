@@ -41,7 +41,7 @@ from serve.predictor import (
 )
 from serve.settings import Settings
 
-# core.model.CARD_FILE / stages.train.REGISTRY_FILE: importing those modules would pull in
+# core.model.CARD_FILE / core.training.REGISTRY_FILE: importing those modules would pull in
 # scikit-learn and the whole pipeline at startup, which a cached compiled model does not need
 # (tests/test_serve_units.py checks the names agree).
 CARD_FILE = "model_card.json"

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.host import usable_cpus
 
 ENV_PREFIX = "AUTOOPS_"
-# The models/ folder `dvc repro` writes (stages.train.MODELS_DIR); relative to the working directory.
+# The models/ folder `dvc repro` writes (core.paths.MODELS_DIR); relative to the working directory.
 DEFAULT_MODELS_DIR = Path("models")
 _OFF = {"", "0", "off", "none", "false", "no"}
 
