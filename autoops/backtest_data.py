@@ -34,7 +34,7 @@ from core.params import Params
 log = logging.getLogger(__name__)
 
 # Modules whose code shapes a featurised month: a change to any of them must miss the cache.
-MONTH_CODE = ("stages.ingest", "core.schema", "core.synthetic", "core.features", "stages.featurize")
+MONTH_CODE = ("core.tlc", "core.schema", "core.synthetic", "core.features", "core.feature_tables")
 
 
 class MissingMonthError(StageError):
@@ -253,7 +253,7 @@ class Timeline:
         return self._data.labels(month)
 
     def labelled(self, month: str) -> pd.DataFrame:
-        """Features + target + month, the shape ``stages.featurize`` gives the training window."""
+        """Features + target + month, the shape ``core.feature_tables`` gives the training window."""
         frame = self.features(month).copy()
         frame[TARGET] = self.labels(month)
         frame["month"] = month

@@ -294,7 +294,7 @@ def drift_table(drift: dict[str, Any]) -> list[str]:
 
 
 def data_checks_lines(checks: dict[str, Any]) -> list[str]:
-    """The data checks (stages/data_checks.py) for a reviewer: what failed or warned, every check's
+    """The data checks (core/data_checks.py) for a reviewer: what failed or warned, every check's
     figure, and the target's distribution per vendor against the reference month."""
     month, ref = checks["month"], checks["reference_month"]
     failed = [c for c in checks["checks"] if not c["passed"]]

@@ -121,7 +121,7 @@ class DriftParams(_Strict):
 
 
 class DataChecksParams(_Strict):
-    """stages/data_checks.py: what makes a month's data untrustworthy (params.yaml says why each)."""
+    """core/data_checks.py: what makes a month's data untrustworthy (params.yaml says why each)."""
 
     min_days_covered: float = Field(0.9, ge=0, le=1)
     min_day_trip_share: float = Field(0.05, ge=0, lt=1)
