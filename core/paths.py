@@ -35,3 +35,8 @@ RELEASE_DIR = WORK_DIR / "release"
 # The evidence a retrain PR commits.
 LOOP_DIR = Path("reports/loop")
 LOOP_REPORT = LOOP_DIR / "report.md"
+
+
+def raw_path(month: str, folder: Path = RAW_DIR) -> Path:
+    """The ingest stage's file for ``month``: TLC's own name, in the canonical schema."""
+    return folder / f"green_tripdata_{month}.parquet"

@@ -48,9 +48,8 @@ from core.features import ZONE_ID_RANGE, duration_minutes, filter_checks
 from core.io import StageError, iter_row_groups, write_json
 from core.months import month_bounds
 from core.params import DataChecksParams, FilterParams, Params, load_params
-from core.paths import DATA_CHECKS_METRICS, RAW_DIR
+from core.paths import DATA_CHECKS_METRICS, RAW_DIR, raw_path
 from core.runner import run_stage
-from stages.ingest import raw_path
 
 log = logging.getLogger(__name__)
 

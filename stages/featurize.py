@@ -25,9 +25,8 @@ from core.features import (
 from core.io import FrameWriter, StageError, atomic_dir, iter_row_groups
 from core.months import month_bounds
 from core.params import Params, load_params
-from core.paths import FEATURES_DIR, RAW_DIR
+from core.paths import FEATURES_DIR, RAW_DIR, raw_path
 from core.runner import run_stage
-from stages.ingest import raw_path
 
 log = logging.getLogger(__name__)
 
