@@ -123,7 +123,7 @@ def measure(params: Params, folder: Path = REAL_DIR) -> dict[str, Any]:
 
 
 def _synthetic_frame(month: str, params: Params) -> pd.DataFrame:
-    from core.synthetic import generate_month
+    from core.sources.synthetic import generate_month
 
     return normalize(generate_month(month, params.synthetic), f"synthetic {month}").to_pandas()
 

@@ -16,12 +16,6 @@ DVC_LOCK = Path("dvc.lock")
 # Stage outputs, in pipeline order.
 RAW_DIR = Path("data/raw")
 
-
-def raw_path(month: str, folder: Path = RAW_DIR) -> Path:
-    """Where ingest puts a month: TLC's own file name, so a folder of TLC downloads reads the same."""
-    return folder / f"green_tripdata_{month}.parquet"
-
-
 FEATURES_DIR = Path("data/features")
 MODELS_DIR = Path("models")
 PREDICTIONS_DIR = Path("data/predictions")
@@ -42,3 +36,8 @@ RELEASE_DIR = WORK_DIR / "release"
 # The evidence a retrain PR commits.
 LOOP_DIR = Path("reports/loop")
 LOOP_REPORT = LOOP_DIR / "report.md"
+
+
+def raw_path(month: str, folder: Path = RAW_DIR) -> Path:
+    """The ingest stage's file for ``month``: TLC's own name, in the canonical schema."""
+    return folder / f"green_tripdata_{month}.parquet"
