@@ -241,7 +241,7 @@ def image(base_image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFac
     context = tmp_path_factory.mktemp("image-context")
     for name in ("Dockerfile", ".dockerignore", "constraints.txt"):
         shutil.copy2(ROOT / name, context / name)
-    for name in ("serve", "stages"):
+    for name in ("serve", "core"):  # what .dockerignore lets in besides the files above
         shutil.copytree(ROOT / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(model_dir, context / "models")
     secret = ["--secret", f"id=pip_ca,src={CA_BUNDLE}"] if CA_BUNDLE.is_file() else []
