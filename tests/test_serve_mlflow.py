@@ -4,6 +4,7 @@ registry filled by the pipeline's train stage, following the alias when it moves
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -79,6 +80,20 @@ def test_registry_version_of_a_models_dir(registry: dict[str, Any]) -> None:
     artifact = DirSource(registry["models"]).resolve()
     assert artifact.registry_version == "2"
     assert artifact.model_uri == "models:/green-taxi-duration/2"
+
+
+def test_a_registered_version_names_exactly_what_it_needs(registry: dict[str, Any]) -> None:
+    """The requirements MLflow stores are the pinned ones, not an inference of the registering process."""
+    import mlflow
+    from mlflow.artifacts import download_artifacts
+
+    from core.training import model_requirements
+
+    mlflow.set_tracking_uri(registry["tracking_uri"])
+    uri = registry["versions"][-1]["registry"]["model_uri"]
+    stored = Path(download_artifacts(f"{uri}/requirements.txt", dst_path=str(registry["work"] / "req")))
+    assert stored.read_text().split() == model_requirements()
+    assert not any(line.startswith(("pytest", "rich")) for line in stored.read_text().split())
 
 
 def test_mlflow_source_uri_forms() -> None:
