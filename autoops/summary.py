@@ -1,4 +1,7 @@
-"""A short human summary of the last pipeline run: metrics, drift verdict, where the reports are."""
+"""`autoops summary`: the last pipeline run in short (metrics, drift verdict, where the reports are).
+
+Not a DVC stage: it only reads what the stages wrote, so it lives with the CLI that prints it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from core.model import CARD_FILE
-from stages.drift import DRIFT_METRICS, DRIFT_REPORT
-from stages.evaluate import METRICS_FILE
-from stages.train import MODELS_DIR, REGISTRY_FILE
+from core.paths import DRIFT_METRICS, DRIFT_REPORT, MODELS_DIR
+from core.paths import EVALUATE_METRICS as METRICS_FILE
+
+# The service's names for the models/ folder's files: light to import (core.model would pull in
+# scikit-learn, 1.7 s, for two file names); tests/test_serve_units.py checks they agree.
+from serve.model_store import CARD_FILE, REGISTRY_FILE
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -52,7 +57,3 @@ def summary(console: Console | None = None) -> int:
         "plots: `dvc plots show`"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(summary())
