@@ -1,15 +1,14 @@
 """What an ``autoops`` start costs, and what each import the commands defer would add to it.
 
-``python -m autoops --help`` is timed end to end (a fresh interpreter each run, the median of
-``--runs``); each deferred module is timed as ``import autoops.cli, <module>`` minus ``import
+``python -m autoops --help`` is timed end to end (a fresh interpreter each run, the median CPU
+time of ``--runs``); each deferred module is timed as ``import autoops.cli, <module>`` minus ``import
 autoops.cli``: what every command, ``--help`` included, would pay if the module were imported at the
 top. The comments beside those function-body imports quote these figures.
 
     python -m bench.cli_startup [--runs 9] [--root CHECKOUT]
 
 ``--root`` times another checkout (say the commit before a change) with this interpreter. Writes
-bench/results/cli_startup.json (with ``--root``, prints only). Measure on an idle machine: the
-figures are wall-clock.
+bench/results/cli_startup.json (with ``--root``, prints only).
 """
 
 from __future__ import annotations
@@ -17,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from core.io import write_json
@@ -36,13 +35,15 @@ DEFERRED = {
 
 
 def seconds(command: list[str], root: Path, runs: int) -> float:
-    """Median wall time of ``command`` run in ``root`` with ``root`` first on the import path."""
+    """Median CPU time (user + system) of ``command`` run in ``root`` with ``root`` first on the
+    import path: on a shared machine it varies far less than wall time, and a start-up is all CPU."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     times = []
     for _ in range(runs):
-        started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return statistics.median(times)
 
 
