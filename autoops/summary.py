@@ -15,8 +15,9 @@ from rich.table import Table
 from core.paths import DRIFT_METRICS, DRIFT_REPORT, MODELS_DIR
 from core.paths import EVALUATE_METRICS as METRICS_FILE
 
-# The service's names for the models/ folder's files: light to import (core.model would pull in
-# scikit-learn, 1.7 s, for two file names); tests/test_serve_units.py checks they agree.
+# The service's names for the models/ folder's files: light to import, where core.model would add
+# scikit-learn (about 1.2 s of CPU to every `autoops` start, bench/results/cli_startup.json) for two
+# file names; tests/test_serve_units.py checks they agree.
 from serve.model_store import CARD_FILE, REGISTRY_FILE
 
 

@@ -17,9 +17,9 @@ from autoops.propose import run_propose
 from core.io import write_json, write_text
 from core.paths import LOOP_REPORT, WORK_DIR
 
-# `report` and `diff` import autoops.evidence_report (matplotlib, Evidently, scikit-learn) inside
-# their bodies: at the top it would add about 1.2 s to every `autoops` start, `--help` included
-# (bench/results/cli_startup.json, `python -m bench.cli_startup`).
+# `report` and `diff` import autoops.evidence_report (scikit-learn, by way of core.metrics) inside
+# their bodies: at the top it would add about 1.5 s of CPU to every `autoops` start, `--help`
+# included (bench/results/cli_startup.json, `python -m bench.cli_startup`).
 
 
 @one_line_errors

@@ -14,9 +14,9 @@ from autoops.gitops import Git, LoopError
 from autoops.project import BRANCH_PREFIX, ensure_work_dir, project_root
 from core.paths import RELEASE_DIR, WORK_DIR
 
-# Each command imports autoops.release (scikit-learn, MLflow's client) inside its body: at the top
-# it would add about 1.7 s to every `autoops` start, `--help` included (bench/results/cli_startup.json,
-# `python -m bench.cli_startup`).
+# Each command imports autoops.release (scikit-learn, by way of core.model) inside its body: at the top
+# it would add about 1.3 s of CPU to every `autoops` start, `--help` included
+# (bench/results/cli_startup.json, `python -m bench.cli_startup`).
 
 
 @one_line_errors
