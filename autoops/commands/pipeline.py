@@ -55,7 +55,7 @@ def stage_cmd(
     ] = None,
 ) -> None:
     """Run one stage's command as dvc.yaml does (`python -m stages.<name>`), outside DVC: nothing is
-    cached or locked, and the stages before it are not run."""
+    cached or locked, and the stages before it are not run (`-- --help`: the stage's own options)."""
     names = stage_names()
     if name not in names:
         raise LoopError(f"no stage {name!r}: the stages are {', '.join(names)}")
