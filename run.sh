@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
-dvc repro "$@"
-python -m stages.summary
+autoops repro "$@"
+autoops summary

@@ -14,7 +14,6 @@ from rich.console import Console
 
 from autoops import github
 from autoops.branch import (
-    PROPOSED_TRAILER,
     branch_start,
     ensure_only_pipeline_changes,
     push_branch,
@@ -24,6 +23,7 @@ from autoops.branch import (
 from autoops.check import run_check
 from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
 from autoops.params_edit import accept_data_problems, params_at, set_months
+from autoops.pr_text import proposal_text
 from autoops.project import BRANCH_PREFIX, dvc_outputs, lock_outputs, read_json, to_month
 from autoops.sources import ensure_published
 from core.io import file_md5, write_text
@@ -163,14 +163,15 @@ def run_propose(
     from autoops.release import register_challenger
 
     outcome["mlflow"] = register_challenger(root, branch)
-    champ, chall = comparison["champion"]["metrics"], comparison["challenger"]["metrics"]
+    text = proposal_text(month, trigger_drift["reference_month"], trigger_drift["reason"], comparison)
     outcome.update(
         proposed=True,
         updated=head != (remote_sha or local_sha),
         pushed=pushed,
         commit=head,
         report=LOOP_REPORT.as_posix(),
-        title=f"Retrain on {month}: MAE {champ['mae']:.2f} -> {chall['mae']:.2f} on the new month",
+        title=text.title,
+        body=text.pr_body,
         reason=trigger_drift["reason"],
     )
     return outcome
@@ -236,13 +237,8 @@ def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison:
     git.run("add", "--", *sorted(p for p in paths if (root / p).exists()))
     if git.ok("diff", "--cached", "--quiet"):
         return False
-    body = (
-        f"{drift['reason']}\n\n{comparison['verdict']}.\n\n"
-        "Proposed by `autoops propose`; the evidence is in reports/loop/.\n\n"
-        f"{PROPOSED_TRAILER}: {month}"
-    )
-    title = f"Retrain on {month} (the model was trained on {drift['reference_month']})"
-    git.run("commit", "--quiet", "-m", title, "-m", body)
+    text = proposal_text(month, drift["reference_month"], drift["reason"], comparison)
+    git.run("commit", "--quiet", "-m", text.title, "-m", text.commit_body)
     # The record a rerun decides ownership by (autoops/branch.py): this very commit id.
     record_proposed(git, f"{BRANCH_PREFIX}{month}", git.run("rev-parse", "HEAD"), month)
     return True

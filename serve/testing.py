@@ -119,7 +119,8 @@ def sklearn_server_env(models: Path, **extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    """``python -m serve`` in its own process group, on a free port of 127.0.0.1."""
+    """``python -m serve`` (or ``command``, e.g. ``autoops serve``) in its own process group, on a free
+    port of 127.0.0.1."""
 
     def __init__(
         self,
@@ -129,8 +130,10 @@ class ServerProcess:
         args: tuple[str, ...] = (),
         port: int | None = None,
         log_path: Path | None = None,
+        command: tuple[str, ...] = (sys.executable, "-m", "serve"),
     ) -> None:
         self.cwd = cwd
+        self.command = command
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
@@ -143,7 +146,7 @@ class ServerProcess:
     def start(self, *, ready: bool = True, timeout: float = 120.0) -> ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started_at = time.perf_counter()
-        command = [sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        command = [*self.command, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(
             command,
             cwd=self.cwd,

@@ -570,7 +570,12 @@ def _retrain_commit(project: Path, month: str, note: str = "") -> str:
     loop.mkdir(parents=True, exist_ok=True)
     (loop / "report.md").write_text(f"Retrain on {month}{note}\n")
     drift = {"reason": "retrain recommended: data drift", "reference_month": "2024-01"}
-    assert propose._commit(Git(project), project, month, drift, {"verdict": "the challenger beats it"})
+    comparison = {
+        "verdict": "the challenger beats it",
+        "champion": {"metrics": {"mae": 3.1}},
+        "challenger": {"metrics": {"mae": 2.9}},
+    }
+    assert propose._commit(Git(project), project, month, drift, comparison)
     return _git(project, "rev-parse", "HEAD").strip()
 
 

@@ -43,7 +43,7 @@ def test_fresh_clone_reproduces_the_committed_lock(pipeline_run: PipelineRun) ->
     card = json.loads((project / "models/model_card.json").read_text())
     registry = json.loads((project / "models/registry.json").read_text())
     assert card["training_months"] == ["2024-01"] and registry["version"] == "1"
-    summary = run_in(project, "python", "-m", "stages.summary")
+    summary = run_in(project, "autoops", "summary")
     assert summary.returncode == 0 and "MAE" in summary.stdout
 
 

@@ -226,6 +226,12 @@ def test_drift_watch_opens_one_pr_and_takes_no_for_an_answer(watched: dict[str, 
         assert "](../reports/loop/" not in comment
         [update] = [c for c in first["cml"] if c[:2] == ["comment", "update"]]
         assert "--publish=false" in update
+        # The PR says what its commit says (autoops/pr_text.py): one title, the same reason and verdict.
+        message = _git(root, "--git-dir", str(watched["origin"]), "log", "-1", "--format=%s%x00%b", head)
+        title, body = message.split("\x00")
+        assert pull["title"] == title.strip() and title.startswith("Retrain on 2024-05: MAE ")
+        why = body.split("\n\nProposed by")[0].strip()
+        assert why.startswith("The serving model was trained on ") and why in pull["body"]
         author = _git(root, "--git-dir", str(watched["origin"]), "log", "-1", "--format=%an <%ae>", head)
         assert author.strip() == "auto-ops[bot] <auto-ops-bot@users.noreply.github.com>"
         # Defect 6: one new version, the proposed one, tagged with its branch and PR.

@@ -1,4 +1,7 @@
-"""A short human summary of the last pipeline run: metrics, drift verdict, where the reports are."""
+"""`autoops summary`: the last pipeline run in short (metrics, drift verdict, where the reports are).
+
+Not a DVC stage: it only reads what the stages wrote, so it lives with the CLI that prints it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from core.model import CARD_FILE
 from core.paths import DRIFT_METRICS, DRIFT_REPORT, MODELS_DIR
 from core.paths import EVALUATE_METRICS as METRICS_FILE
-from core.training import REGISTRY_FILE
+
+# The service's names for the models/ folder's files: light to import, where core.model would add
+# scikit-learn (about 1.2 s of CPU to every `autoops` start, bench/results/cli_startup.json) for two
+# file names; tests/test_serve_units.py checks they agree.
+from serve.model_store import CARD_FILE, REGISTRY_FILE
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -52,7 +58,3 @@ def summary(console: Console | None = None) -> int:
         "plots: `dvc plots show`"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(summary())
