@@ -66,8 +66,9 @@ from core.features import feature_matrix, filter_mask
 from core.model import load_model
 from core.params import FilterParams
 from serve.predictor import SklearnPredictor, compile_model
-from serve.schemas import BatchRequest, Trip, trip_columns
+from serve.request_models import BatchRequest, Trip
 from serve.testing import ROOT, free_port
+from serve.trip_columns import trip_columns
 
 SINGLE_BODIES = 256
 

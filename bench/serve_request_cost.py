@@ -36,11 +36,12 @@ from serve.app import create_app
 from serve.model_store import DirSource
 from serve.predictor import compile_model, find_compiler
 from serve.request_body import _refuse_duplicates
+from serve.request_models import Trip
 from serve.routes import json_response
-from serve.schemas import Trip, locate_trips, trip_columns
 from serve.service import Service
 from serve.settings import Settings
 from serve.testing import features_with_target, random_trips, train_model_dir
+from serve.trip_columns import locate_trips, trip_columns
 
 RESULTS = Path(__file__).parent / "results" / "serve_request_cost.json"
 

@@ -27,7 +27,7 @@ import numpy as np
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from serve.schemas import Trip
+from serve.request_models import Trip
 
 _fields_set = attrgetter("__pydantic_fields_set__")
 # Colons a valid trip can hold besides its keys' own: hh:mm:ss and an offset's hh:mm.

@@ -1,14 +1,34 @@
 """The HTTP API: one plain function per endpoint, and :func:`add_api_routes`, which routes them with
 their OpenAPI texts.
 
+How a request is validated: the checks a /predict or /predict_batch request passes, in order (the
+first it fails answers; every 422 has FastAPI's shape, ``detail[].loc`` naming the place, rendered
+by serve/app.py's ``validation_error``):
+
+1. request head: size 431, deadlines 408, connection cap - serve/http_protocol.py,
+   ``GuardedHttpToolsProtocol`` (uvicorn's protocol, before the application sees anything);
+2. body size 413, ``Content-Encoding`` 415, content type 415 (JSON, or curl's form type without an
+   ``Origin``) - serve/app.py, ``RequestChecksMiddleware._refusal`` on the headers, and its
+   ``limited_receive`` while a body without a length streams in;
+3. a bound on fields: more ``:`` than the trips a body may hold can have fields, 422
+   ``too_many_fields`` - serve/request_body.py, ``BodyReader._bound_fields``;
+4. the batch's form: ``{"trips": [...]}`` or the original API's bare array - ``BodyReader.trips``;
+5. JSON decoding (422 ``json_invalid``), batch size (413 naming the count, checked on the array
+   before any trip), per-trip validation (each field's type and bounds, then the either/or rules:
+   serve/request_models.py, ``Trip`` and ``refusal``), the errors capped at ``max_errors`` with
+   ``errors_omitted`` - one pydantic pass over the bytes, ``BodyReader._validate``;
+6. duplicate keys, 422 ``duplicate_key`` - serve/request_body.py, ``_refuse_duplicates``;
+7. coordinates in a taxi zone, 422 ``outside_taxi_zones`` - :func:`_locate` here, with
+   serve/zones.py's ``locate_points``;
+8. a model loaded, else 503 - serve/service.py, ``Service.served_model``.
+
 The endpoints reach the running service (model holder, metrics, prediction log) through the request
 (:func:`serve.service.service_of`), not by closure. They are routed per app because
 ``/predict_batch``'s texts state the app's ``max_batch`` setting.
 
 Predictions run inline on the event loop: a compiled prediction costs microseconds, far less than
-a thread hand-off would. The prediction endpoints read their bodies themselves (serve/request_body.py:
-pydantic parses and validates the bytes in one pass, within bounds); :func:`complete_openapi`
-documents them.
+a thread hand-off would. The prediction endpoints read their bodies themselves (no FastAPI body
+parameter: see serve/request_body.py); :func:`complete_openapi` documents them.
 """
 
 from __future__ import annotations
@@ -25,24 +45,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from serve.request_body import TooManyTrips
-from serve.schemas import (
-    SEED_TRIP,
+from serve.request_models import SEED_TRIP, BatchRequest, Trip
+from serve.responses import (
     BatchPrediction,
-    BatchRequest,
     BatchTooLarge,
     Error,
     Health,
     ModelInfo,
-    OutsideZones,
     Prediction,
     ReloadResult,
     Root,
-    Trip,
-    TripZones,
     ValidationErrors,
-    locate_trips,
 )
 from serve.service import service_of
+from serve.trip_columns import locate_trips
+from serve.zones import OutsideZones, TripZones
 
 SERVICE = "auto-ops green taxi trip duration"
 

@@ -18,8 +18,10 @@ from serve.model_store import ModelHolder, ServedModel, make_source
 from serve.one_trip import feature_row
 from serve.prediction_log import PredictionLog
 from serve.request_body import BodyReader
-from serve.schemas import Trip, TripZones, trip_columns
+from serve.request_models import Trip
 from serve.settings import Settings, report_startup_failure
+from serve.trip_columns import trip_columns
+from serve.zones import TripZones
 
 
 class Service:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve.schemas import SEED_TRIP
+from serve.request_models import SEED_TRIP
 
 ROOT = Path(__file__).resolve().parents[1]
 
