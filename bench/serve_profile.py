@@ -22,6 +22,7 @@ PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("features (core.features)", "core/features.py", None),
     ("trips -> input columns", "serve/trip_columns.py", None),
     ("trips -> input columns", "serve/request_models.py", ("pickup_local",)),
+    ("validate JSON body (columnar)", "serve/batch_columns.py", None),
     ("validate JSON body (pydantic)", "serve/request_models.py", None),  # its validators
     ("validate JSON body (pydantic)", "serve/request_body.py", None),  # and its guards
     ("prediction log: queue", "serve/prediction_log.py", ("append",)),
