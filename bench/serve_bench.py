@@ -65,9 +65,11 @@ from bench.serve_report import (
 from core.features import feature_matrix, filter_mask
 from core.model import load_model
 from core.params import FilterParams
+from serve.batch_columns import ColumnarDecoder
 from serve.predictor import SklearnPredictor, compile_model
-from serve.schemas import BatchRequest, Trip, trip_columns
+from serve.request_models import BatchRequest, Trip
 from serve.testing import ROOT, free_port
+from serve.trip_columns import trip_columns
 
 SINGLE_BODIES = 256
 
@@ -386,6 +388,9 @@ def micro(estimator: Any, compiled: Any, bodies: Bodies) -> dict[str, float]:
     one = [Trip.model_validate_json(one_body)]
     batch_body = bodies.ours_batch.encode()
     trips = BatchRequest.model_validate_json(batch_body).trips
+    columnar = ColumnarDecoder(BATCH_ROWS)
+    # Timed only if the batch takes it (else /predict_batch validates it with pydantic, timed above).
+    takes_columnar = columnar.decode(batch_body, False) is not None
     x1, xk = bodies.features[:1], bodies.features[:BATCH_ROWS]
     sklearn = SklearnPredictor(estimator)
     # One OpenMP thread, as in each worker of either server.
@@ -397,6 +402,16 @@ def micro(estimator: Any, compiled: Any, bodies: Bodies) -> dict[str, float]:
             "1 trip: predict, compiled": timed(lambda: compiled.predict(x1), 2000),
             f"{BATCH_ROWS} trips: validate JSON body": timed(
                 lambda: BatchRequest.model_validate_json(batch_body), 20
+            ),
+            # What /predict_batch takes for a body in the common shape (serve/batch_columns.py).
+            **(
+                {
+                    f"{BATCH_ROWS} trips: decode + validate, columnar": timed(
+                        lambda: columnar.decode(batch_body, False), 20
+                    )
+                }
+                if takes_columnar
+                else {}
             ),
             f"{BATCH_ROWS} trips: features": timed(lambda: feature_matrix(trip_columns(trips)), 20),
             f"{BATCH_ROWS} trips: predict, sklearn": timed(lambda: sklearn.predict(xk), 20),

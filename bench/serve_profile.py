@@ -20,8 +20,10 @@ PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ),
     ("coordinates -> zones", "serve/zones.py", None),
     ("features (core.features)", "core/features.py", None),
-    ("trips -> input columns", "serve/schemas.py", ("trip_columns", "locate_trips", "pickup_local")),
-    ("validate JSON body (pydantic)", "serve/schemas.py", None),  # its validators
+    ("trips -> input columns", "serve/trip_columns.py", None),
+    ("trips -> input columns", "serve/request_models.py", ("pickup_local",)),
+    ("validate JSON body (columnar)", "serve/batch_columns.py", None),
+    ("validate JSON body (pydantic)", "serve/request_models.py", None),  # its validators
     ("validate JSON body (pydantic)", "serve/request_body.py", None),  # and its guards
     ("prediction log: queue", "serve/prediction_log.py", ("append",)),
     ("prediction log: SQLite writer thread", "serve/prediction_log", None),

@@ -12,6 +12,12 @@ single trip and for a 1000-trip batch, so a run before a change and one after si
 and ``single_trip_steps_us``: where a single trip's time goes, each step of /predict timed alone
 (the request's total less the steps it takes is HTTP/ASGI, routing, middleware and body read).
 Measure on a quiet machine (load < 1.5), or alternate before and after runs and compare.
+
+``batch_paths``: /predict_batch's columnar path (serve/batch_columns.py) against pydantic's
+per-trip path, in the same run - the whole request and the body's decoding and validation alone,
+the two paths in alternate rounds (the per-trip one by making the columnar path decline every
+body, as it does a body it does not take), and the ratio of their medians. bench/README.md's
+block shows it (``--render`` redraws the block from the results file alone).
 """
 
 from __future__ import annotations
@@ -30,19 +36,24 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from bench.readme_block import fill_block
 from core.features import feature_matrix
 from core.model import MODEL_FILE, load_model
 from serve.app import create_app
 from serve.model_store import DirSource
 from serve.predictor import compile_model, find_compiler
 from serve.request_body import _refuse_duplicates
+from serve.request_models import Trip
 from serve.routes import json_response
-from serve.schemas import Trip, locate_trips, trip_columns
 from serve.service import Service
 from serve.settings import Settings
 from serve.testing import features_with_target, random_trips, train_model_dir
+from serve.trip_columns import locate_trips, trip_columns
 
 RESULTS = Path(__file__).parent / "results" / "serve_request_cost.json"
+README = Path(__file__).parent / "README.md"
+BEGIN = "<!-- serve-request-cost:begin (python -m bench.serve_request_cost --render) -->"
+END = "<!-- serve-request-cost:end -->"
 
 
 def _trips(n: int) -> list[dict[str, Any]]:
@@ -166,6 +177,74 @@ def _single_trip_steps(service: Service, body: bytes) -> dict[str, float]:
     return {name: _time_us(step) for name, step in steps.items()}
 
 
+class _Declining:
+    """A columnar path that declines every body: pydantic's per-trip path alone."""
+
+    def decode(self, body: bytes, bare: bool) -> None:
+        return None
+
+
+async def _batch_paths(app: Any, body: bytes, rounds: int = 30) -> dict[str, Any] | None:
+    """/predict_batch with the columnar path and without it, rounds alternated so both see the same
+    machine; and the body's decoding + validation alone (``BodyReader.trips``) both ways."""
+    bodies = app.state.service.bodies
+    columnar = getattr(bodies, "_columnar", None)
+    if columnar is None:  # code from before the columnar path (measured with --commit)
+        return None
+    paths = {"columnar": columnar, "per_trip": _Declining()}
+    request: dict[str, list[float]] = {name: [] for name in paths}
+    decode: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, path in paths.items():
+            bodies._columnar = path
+            timed = await _measure(app, "/predict_batch", body, rounds=1, per_round=5)
+            request[name].append(timed["best_us"])
+            decode[name].append(_time_us(lambda: bodies.trips(body), rounds=1, per_round=5))
+    bodies._columnar = columnar
+
+    def summary(times: dict[str, list[float]]) -> dict[str, Any]:
+        medians = {name: round(statistics.median(t), 1) for name, t in times.items()}
+        return {
+            **{f"{name}_median_us": medians[name] for name in paths},
+            **{f"{name}_best_us": round(min(t), 1) for name, t in times.items()},
+            "per_trip_to_columnar": round(medians["per_trip"] / medians["columnar"], 2),
+        }
+
+    return {
+        "trips": 1000,
+        "rounds": rounds,
+        "request": summary(request),
+        "decode_and_validate": summary(decode),
+    }
+
+
+def render_block(results: dict[str, Any]) -> str:
+    """The README block: each run that measured both batch paths, in the results file's order."""
+    lines = [
+        BEGIN,
+        "| run | commit | load | 1000-trip request, columnar (us) | per-trip (us) | ratio "
+        "| decode + validate, columnar (us) | per-trip (us) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, run in results.items():
+        if not run.get("batch_paths"):
+            continue
+        request, decode = run["batch_paths"]["request"], run["batch_paths"]["decode_and_validate"]
+        lines.append(
+            f"| {label} | {run['commit']} | {run['load_at_start']} "
+            f"| {request['columnar_median_us']} | {request['per_trip_median_us']} "
+            f"| {request['per_trip_to_columnar']}x "
+            f"| {decode['columnar_median_us']} | {decode['per_trip_median_us']} "
+            f"| {decode['per_trip_to_columnar']}x |"
+        )
+    return "\n".join(lines) + "\n" + END
+
+
+def render() -> str:
+    """bench/README.md with the block drawn from the results file."""
+    return fill_block(README, BEGIN, END, render_block(json.loads(RESULTS.read_text())))
+
+
 def _empty_endpoint() -> Any:
     # By file: the code measured may come from another tree (--commit), the ceiling from this one.
     path = Path(__file__).parent / "empty_endpoint.py"
@@ -203,15 +282,28 @@ async def _run(work: Path) -> dict[str, Any]:
             ),
             "single_trip_steps_us": _single_trip_steps(app.state.service, one),
             "batch_1000": await _measure(app, "/predict_batch", batch, rounds=30, per_round=5),
+            "batch_paths": await _batch_paths(app, batch),
         }
 
 
 def main(
-    label: Annotated[str, typer.Option(help="name of this run in the results file")],
+    label: Annotated[str | None, typer.Option(help="name of this run in the results file")] = None,
     commit: Annotated[
         str | None, typer.Option(help="the measured code's commit (default: HEAD here)")
     ] = None,
+    render_only: Annotated[
+        bool, typer.Option("--render", help="only redraw bench/README.md's block from the results file")
+    ] = False,
 ) -> None:
+    if not render_only:
+        if label is None:
+            raise typer.BadParameter("--label names the run (or --render to redraw the block only)")
+        _measure_run(label, commit)
+    if README.exists() and BEGIN in README.read_text():
+        README.write_text(render())
+
+
+def _measure_run(label: str, commit: str | None) -> None:
     load = float(Path("/proc/loadavg").read_text().split()[0])
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(_run(Path(tmp)))

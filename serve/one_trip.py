@@ -8,8 +8,9 @@ coordinates already located, a local pickup time) into that function's scalar in
 from __future__ import annotations
 
 from core.features import feature_row as _feature_row
-from serve.schemas import _EPOCH, Trip, TripZones
-from serve.zones import zones
+from serve.request_models import Trip
+from serve.trip_columns import pickup_micros
+from serve.zones import TripZones, zones
 
 
 def _zone_id(given: int | None, found: int) -> int:
@@ -20,10 +21,8 @@ def _zone_id(given: int | None, found: int) -> int:
 
 def feature_row(trip: Trip, located: TripZones | None) -> list[float]:
     """The trip's features in :data:`core.features.FEATURES` order, as feature_matrix computes
-    them for a one-row column set from :func:`serve.schemas.trip_columns`."""
+    them for a one-row column set from :func:`serve.trip_columns.trip_columns`."""
     pu = _zone_id(trip.pu_location_id, int(located.pickup[0]) if located is not None else -1)
     do = _zone_id(trip.do_location_id, int(located.dropoff[0]) if located is not None else -1)
-    delta = trip.pickup_local() - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     optional = (trip.vendor_id, trip.ratecode_id, trip.trip_type, trip.passenger_count)
-    return _feature_row(pu, do, micros, trip.trip_distance, optional)
+    return _feature_row(pu, do, pickup_micros(trip), trip.trip_distance, optional)

@@ -1,5 +1,9 @@
 """The prediction endpoints' JSON bodies, read with bounded work whatever a client sends.
 
+A batch is first offered to the columnar path (serve/batch_columns.py: decoded into columns and
+checked with NumPy; its cost against pydantic's: bench/results/serve_request_cost.json). It
+accepts or declines, never refuses, so everything below still decides every refusal.
+
 pydantic parses and validates the bytes in one pass (``model_validate_json``: half the cost of
 FastAPI's json.loads + validation for a batch), with four guards around it, each cheap on the
 common path:
@@ -27,7 +31,9 @@ import numpy as np
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from serve.schemas import Trip
+from serve.batch_columns import ColumnarDecoder
+from serve.request_models import Trip
+from serve.trip_columns import TripBatch
 
 _fields_set = attrgetter("__pydantic_fields_set__")
 # Colons a valid trip can hold besides its keys' own: hh:mm:ss and an offset's hh:mm.
@@ -65,6 +71,7 @@ class BodyReader:
 
         self._batch = Batch.model_validate_json
         self._bare = TypeAdapter(trips).validate_json
+        self._columnar = ColumnarDecoder(max_batch)
         fields_per_trip = len(Trip.model_fields) + _COLONS_PER_TIME
         self._most_colons_one = fields_per_trip
         self._most_colons_batch = 1 + max_batch * fields_per_trip
@@ -75,19 +82,26 @@ class BodyReader:
         _refuse_duplicates(body, len(trip.model_fields_set), None)
         return trip
 
-    def trips(self, body: bytes) -> tuple[list[Trip], tuple[str, ...]]:
+    def trips(self, body: bytes) -> tuple[TripBatch, tuple[str, ...]]:
         """A batch: ``{"trips": [...]}``, or the original API's bare array ``[...]``; also returns
-        where the trips are in the body (for error locations). Raises TooManyTrips past max_batch."""
+        where the trips are in the body (for error locations). Raises TooManyTrips past max_batch.
+
+        The columnar path first (serve/batch_columns.py); whatever it does not accept - an invalid
+        trip, a shape it does not take, a key it cannot rule out as given twice - pydantic decides,
+        so every refusal is pydantic's."""
         self._bound_fields(body, self._most_colons_batch)
-        if body.lstrip()[:1] == b"[":
+        bare = body.lstrip()[:1] == b"["
+        where: tuple[str, ...] = () if bare else ("trips",)
+        decoded = self._columnar.decode(body, bare)
+        if decoded is not None and _quoted_colons(body) == len(where) + decoded[1]:
+            return decoded[0], where
+        if bare:
             trips: list[Trip] = self._validate(self._bare, body, ())
-            where: tuple[str, ...] = ()
         else:
             trips = self._validate(self._batch, body, ("trips",)).trips
-            where = ("trips",)
         keys = len(where) + sum(map(len, map(_fields_set, trips)))
         _refuse_duplicates(body, keys, (where, len(trips)))
-        return trips, where
+        return TripBatch.from_trips(trips), where
 
     def _bound_fields(self, body: bytes, most: int) -> None:
         colons = body.count(b":") if len(body) < _SMALL_BODY else int(np.count_nonzero(_bytes(body) == 58))

@@ -1,19 +1,45 @@
 """The HTTP API: one plain function per endpoint, and :func:`add_api_routes`, which routes them with
 their OpenAPI texts.
 
+How a request is validated: the checks a /predict or /predict_batch request passes, in order (the
+first it fails answers; every 422 has FastAPI's shape, ``detail[].loc`` naming the place, rendered
+by serve/app.py's ``validation_error``):
+
+1. request head: size 431, deadlines 408, connection cap - serve/http_protocol.py,
+   ``GuardedHttpToolsProtocol`` (uvicorn's protocol, before the application sees anything);
+2. body size 413, ``Content-Encoding`` 415, content type 415 (JSON, or curl's form type without an
+   ``Origin``) - serve/app.py, ``RequestChecksMiddleware._refusal`` on the headers, and its
+   ``limited_receive`` while a body without a length streams in;
+3. a bound on fields: more ``:`` than the trips a body may hold can have fields, 422
+   ``too_many_fields`` - serve/request_body.py, ``BodyReader._bound_fields``;
+4. the batch's form: ``{"trips": [...]}`` or the original API's bare array - ``BodyReader.trips``;
+5. for a batch, the columnar path first - serve/batch_columns.py, ``ColumnarDecoder.decode``: the
+   body decoded into columns (msgspec) and checked column-wise (NumPy) against the declarations
+   of serve/request_models.py; it only accepts, and whatever it does not accept (an invalid trip,
+   a form it does not take, a key it cannot rule out as given twice) goes on to 6-7, so every
+   refusal below is theirs;
+6. JSON decoding (422 ``json_invalid``), batch size (413 naming the count, checked on the array
+   before any trip), per-trip validation (each field's type and bounds, then the either/or rules:
+   serve/request_models.py, ``Trip`` and ``refusal``), the errors capped at ``max_errors`` with
+   ``errors_omitted`` - one pydantic pass over the bytes, ``BodyReader._validate``;
+7. duplicate keys, 422 ``duplicate_key`` - serve/request_body.py, ``_refuse_duplicates``;
+8. coordinates in a taxi zone, 422 ``outside_taxi_zones`` - :func:`_locate` here, with
+   serve/zones.py's ``locate_points``;
+9. a model loaded, else 503 - serve/service.py, ``Service.served_model``.
+
 The endpoints reach the running service (model holder, metrics, prediction log) through the request
 (:func:`serve.service.service_of`), not by closure. They are routed per app because
 ``/predict_batch``'s texts state the app's ``max_batch`` setting.
 
 Predictions run inline on the event loop: a compiled prediction costs microseconds, far less than
-a thread hand-off would. The prediction endpoints read their bodies themselves (serve/request_body.py:
-pydantic parses and validates the bytes in one pass, within bounds); :func:`complete_openapi`
-documents them.
+a thread hand-off would. The prediction endpoints read their bodies themselves (no FastAPI body
+parameter: see serve/request_body.py); :func:`complete_openapi` documents them.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -25,24 +51,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from serve.request_body import TooManyTrips
-from serve.schemas import (
-    SEED_TRIP,
+from serve.request_models import SEED_TRIP, BatchRequest, Trip
+from serve.responses import (
     BatchPrediction,
-    BatchRequest,
     BatchTooLarge,
     Error,
     Health,
     ModelInfo,
-    OutsideZones,
     Prediction,
     ReloadResult,
     Root,
-    Trip,
-    TripZones,
     ValidationErrors,
-    locate_trips,
 )
 from serve.service import service_of
+from serve.trip_columns import locate_trips
+from serve.zones import OutsideZones, TripZones
 
 SERVICE = "auto-ops green taxi trip duration"
 
@@ -90,7 +113,7 @@ async def health(request: Request) -> Response:
 async def predict_one(request: Request) -> Response:
     service = service_of(request)
     trip = service.bodies.trip(await request.body())
-    located = _locate([trip], where=None)
+    located = _locate(lambda: locate_trips([trip]), where=None)
     served = service.served_model()
     answer = {"duration_min": service.predict_trip(served, trip, located), "model_version": served.version}
     if located is not None:
@@ -102,7 +125,7 @@ async def predict_batch(request: Request) -> Response:
     service = service_of(request)
     max_batch = service.settings.max_batch
     try:
-        trips, where = service.bodies.trips(await request.body())
+        batch, where = service.bodies.trips(await request.body())
     except TooManyTrips as exc:
         return json_response(
             {
@@ -111,9 +134,9 @@ async def predict_batch(request: Request) -> Response:
             },
             413,
         )
-    located = _locate(trips, where=where)
+    located = _locate(batch.locate, where=where)
     served = service.served_model()
-    predictions = service.predict(served, trips, located)
+    predictions = service.predict(served, batch, located)
     answer = {
         "predictions": predictions.tolist(),
         "model_version": served.version,
@@ -256,11 +279,11 @@ def add_api_routes(router: APIRouter, max_batch: int) -> None:
     )
 
 
-def _locate(trips: list[Trip], *, where: tuple[str, ...] | None) -> TripZones | None:
-    """Zones of the trips given by coordinates; a point in no zone is a 422 naming it (``where``:
-    the trips' place in a batch body, None for one trip)."""
+def _locate(locate: Callable[[], TripZones | None], *, where: tuple[str, ...] | None) -> TripZones | None:
+    """Zones of the trips given by coordinates (``locate`` finds them); a point in no zone is a
+    422 naming it (``where``: the trips' place in a batch body, None for one trip)."""
     try:
-        return locate_trips(trips)
+        return locate()
     except OutsideZones as exc:
         errors = [
             {

@@ -18,8 +18,10 @@ from serve.model_store import ModelHolder, ServedModel, make_source
 from serve.one_trip import feature_row
 from serve.prediction_log import PredictionLog
 from serve.request_body import BodyReader
-from serve.schemas import Trip, TripZones, trip_columns
+from serve.request_models import Trip
 from serve.settings import Settings, report_startup_failure
+from serve.trip_columns import TripBatch
+from serve.zones import TripZones
 
 
 class Service:
@@ -73,9 +75,9 @@ class Service:
             raise HTTPException(503, f"no model loaded yet ({self.holder.last_error or 'loading'})")
         return served
 
-    def predict(self, served: ServedModel, trips: list[Trip], located: TripZones | None) -> np.ndarray:
+    def predict(self, served: ServedModel, trips: TripBatch, located: TripZones | None) -> np.ndarray:
         """Predict with ``served``, log the request and count the trips."""
-        features = feature_matrix(trip_columns(trips, located))
+        features = feature_matrix(trips.columns(located))
         predictions = served.predictor.predict(features)
         if self.prediction_log is not None:
             self.prediction_log.append(features, predictions, served.version)

@@ -7,7 +7,8 @@ from taxi_zones.geojson). A point in no zone (water, outside the city) is refuse
 A point exactly on a boundary two zones share belongs to the lower LocationID.
 
 Lookups use shapely's STRtree on prepared polygons: a bounding-box search, then an exact
-point-in-polygon test against the few candidates.
+point-in-polygon test against the few candidates. :func:`locate_points` locates a request's trips
+(whichever path decoded them: serve/trip_columns.py, serve/batch_columns.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -70,3 +72,51 @@ def load_zones(path: Path = ZONES_FILE) -> Zones:
 def zones() -> Zones:
     """The committed zones, loaded on first use (a service that only gets zone IDs never does)."""
     return load_zones()
+
+
+class OutsideZones(ValueError):
+    """Coordinates that lie in no taxi zone: (trip index, "pickup" | "dropoff", lon, lat) each."""
+
+    def __init__(self, points: list[tuple[int, str, float, float]]) -> None:
+        self.points = points
+        super().__init__(
+            "; ".join(f"trip {i}: {end} ({lon}, {lat}) is in no NYC taxi zone" for i, end, lon, lat in points)
+        )
+
+
+@dataclass(frozen=True)
+class TripZones:
+    """The zones that coordinate trips fell in (index into :func:`zones`; -1: the trip gave a zone
+    ID there)."""
+
+    pickup: np.ndarray
+    dropoff: np.ndarray
+
+    def describe(self, i: int) -> dict[str, Any] | None:
+        if self.pickup[i] < 0 and self.dropoff[i] < 0:
+            return None
+        table = zones()
+        return {
+            end: table.describe(int(index)) if index >= 0 else None
+            for end, index in (("pickup_zone", self.pickup[i]), ("dropoff_zone", self.dropoff[i]))
+        }
+
+
+def locate_points(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> TripZones:
+    """Each trip's zone at each end ("pickup", "dropoff": longitudes and latitudes, NaN where the
+    trip gave a zone ID instead); raises OutsideZones naming every point in no zone."""
+    ends: dict[str, np.ndarray] = {}
+    outside: list[tuple[int, str, float, float]] = []
+    for end, (lon, lat) in points.items():
+        index = np.flatnonzero(~np.isnan(lon))
+        found = np.full(len(lon), -1, dtype=np.intp)
+        if len(index):
+            located = zones().locate(lon[index], lat[index])
+            found[index] = located
+            outside += [
+                (int(index[k]), end, lon[index[k]], lat[index[k]]) for k in np.flatnonzero(located < 0)
+            ]
+        ends[end] = found
+    if outside:
+        raise OutsideZones(sorted(outside))
+    return TripZones(ends["pickup"], ends["dropoff"])

@@ -323,7 +323,8 @@ def serving(container: str, *env: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def expected_duration(model_dir: Path) -> float:
-    from serve.schemas import Trip, trip_columns
+    from serve.request_models import Trip
+    from serve.trip_columns import trip_columns
 
     card = DirSource(model_dir).resolve().card
     estimator = load_model(model_dir / card["model_file"], sha256=card["model_sha256"])

@@ -37,8 +37,9 @@ from core.io import atomic_path
 from core.model import MODEL_FILE, load_model
 from serve.model_store import CARD_FILE, DirSource
 from serve.predictor import compile_model, find_compiler
-from serve.schemas import SEED_NAMES, SEED_TRIP, Trip, trip_columns
+from serve.request_models import SEED_NAMES, SEED_TRIP, Trip
 from serve.testing import ROOT, ServerProcess, features_with_target, random_trips, train_model_dir
+from serve.trip_columns import trip_columns
 
 TOKEN = "test-admin-token"
 MAX_BATCH = 50

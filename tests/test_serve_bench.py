@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from serve.schemas import SEED_TRIP
+from serve.request_models import SEED_TRIP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,3 +127,15 @@ def test_the_block_gives_the_ceiling_and_each_workers_cpu(bench: ModuleType, tmp
     assert "| single c=8 | 0.75 + 0.40⚑ | 1.00 | 0.95 + 0.90 |" in block
     assert "| single c=1 | 0.90 + 0.80 | 1.00 | 0.95 + 0.90 |" in block
     assert "one worker: 1 of 24; still on one worker after the reruns: 1." in block
+
+
+def test_the_request_cost_block_is_what_its_results_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/README.md's columnar-path table comes from bench/results/serve_request_cost.json, by
+    bench/serve_request_cost.py's renderer: no figure typed by hand."""
+    monkeypatch.syspath_prepend(os.fspath(ROOT))
+    cost = importlib.import_module("bench.serve_request_cost")
+    results = json.loads(cost.RESULTS.read_text())
+    assert any(run.get("batch_paths") for run in results.values())
+    assert cost.render() == (ROOT / "bench" / "README.md").read_text(), (
+        "run `python -m bench.serve_request_cost --render`"
+    )

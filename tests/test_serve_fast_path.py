@@ -23,9 +23,10 @@ from serve.app import create_app
 from serve.model_store import DirSource
 from serve.one_trip import feature_row
 from serve.predictor import CompiledPredictor, SklearnPredictor, compile_model
-from serve.schemas import Trip, locate_trips, trip_columns
+from serve.request_models import Trip
 from serve.settings import Settings
 from serve.testing import features_with_target, train_model_dir
+from serve.trip_columns import locate_trips, trip_columns
 
 pytestmark = [
     pytest.mark.realdata,

@@ -15,8 +15,9 @@ from core.features import feature_matrix
 from core.model import MODEL_FILE, load_model
 from serve.model_store import DirSource, MlflowSource
 from serve.predictor import find_compiler
-from serve.schemas import Trip, trip_columns
+from serve.request_models import Trip
 from serve.testing import ROOT, ServerProcess, features_with_target, random_trips, train_model_dir
+from serve.trip_columns import trip_columns
 
 TRIPS = [
     {

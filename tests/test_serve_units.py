@@ -44,9 +44,11 @@ from serve.predictor import (
     max_abs_diff,
     probe_features,
 )
-from serve.schemas import SEED_TRIP, OutsideZones, Trip, locate_trips, trip_columns
+from serve.request_models import SEED_TRIP, Trip
 from serve.settings import DEFAULT_MODELS_DIR, ENV_PREFIX, Settings, SettingsError
 from serve.testing import ROOT, features_with_target, random_trips, train_model_dir
+from serve.trip_columns import locate_trips, trip_columns
+from serve.zones import OutsideZones
 
 HAS_COMPILER = predictor_module.find_compiler() is not None
 needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler (gcc/clang)")
