@@ -17,6 +17,9 @@ DVC_LOCK = Path("dvc.lock")
 RAW_DIR = Path("data/raw")
 FEATURES_DIR = Path("data/features")
 MODELS_DIR = Path("models")
+# The model card beside the model (core/artifacts/model_card.py); serving reads it by this name too.
+CARD_FILE = "model_card.json"
+MODEL_CARD = MODELS_DIR / CARD_FILE
 PREDICTIONS_DIR = Path("data/predictions")
 EVALUATE_METRICS = Path("reports/metrics/evaluate.json")
 PLOTS_DIR = Path("reports/plots")
@@ -32,6 +35,13 @@ SERVING_DRIFT_REPORT = Path("reports/serving_drift_report.html")
 # artifact): it ignores itself, so nothing in it is ever committed.
 WORK_DIR = Path(".autoops")
 RELEASE_DIR = WORK_DIR / "release"
+CHECK_RESULT = WORK_DIR / "check.json"
 # The evidence a retrain PR commits.
 LOOP_DIR = Path("reports/loop")
 LOOP_REPORT = LOOP_DIR / "report.md"
+# The check's drift metrics as the trigger saw them, and champion vs challenger on the same rows.
+LOOP_DRIFT = LOOP_DIR / "drift.json"
+LOOP_COMPARISON = LOOP_DIR / "comparison.json"
+# `autoops backtest`'s reports (its --out folder).
+REPORTS_DIR = Path("reports")
+BACKTEST_RESULT = REPORTS_DIR / "backtest.json"
