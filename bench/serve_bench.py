@@ -455,7 +455,7 @@ def released(models_dir: Path, cache: Path) -> str:
     from serve.model_store import DirSource
 
     artifact = DirSource(models_dir).resolve()
-    sha = str(artifact.card["model_sha256"])
+    sha = artifact.card.model_sha256
     compiled = compile_model(artifact.load_estimator(), sha, cache)
     if compiled is None:
         sys.exit(f"error: {models_dir} could not be compiled")

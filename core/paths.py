@@ -20,6 +20,8 @@ MODELS_DIR = Path("models")
 # The model card beside the model (core/artifacts/model_card.py); serving reads it by this name too.
 CARD_FILE = "model_card.json"
 MODEL_CARD = MODELS_DIR / CARD_FILE
+# What the train stage registered in MLflow (not a DVC output: it depends on the tracking store).
+REGISTRY_FILE = "registry.json"
 PREDICTIONS_DIR = Path("data/predictions")
 EVALUATE_METRICS = Path("reports/metrics/evaluate.json")
 PLOTS_DIR = Path("reports/plots")

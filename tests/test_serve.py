@@ -96,8 +96,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
             work / name, frame.iloc[:2400], frame.iloc[2400:], max_iter=iters, seed=seed
         )
         card = DirSource(model_dir).resolve().card
-        estimator = load_model(model_dir / MODEL_FILE, sha256=card["model_sha256"])
-        trained.append(Model(model_dir, card["version"], estimator))
+        estimator = load_model(model_dir / MODEL_FILE, sha256=card.model_sha256)
+        trained.append(Model(model_dir, card.version, estimator))
     # v1 is served compiled from the start; v2 is left for the service to compile itself.
     if find_compiler():
         assert compile_model(trained[0].estimator, DirSource(trained[0].dir).fingerprint(), cache) is not None
@@ -200,10 +200,10 @@ def test_hour_and_weekday_request(client: httpx.Client) -> None:
 def test_model_info_comes_from_the_card(client: httpx.Client, models: Models) -> None:
     info = client.get("/model/info").json()
     card = DirSource(models.v1.dir).resolve().card
-    assert info["name"] == card["name"] and info["version"] == models.v1.version
-    assert info["training_months"] == card["training_months"]
+    assert info["name"] == card.name and info["version"] == models.v1.version
+    assert info["training_months"] == card.training_months
     assert info["features"] == list(FEATURES)
-    assert info["metrics"] == card["holdout_metrics"]
+    assert info["metrics"] == card.holdout_metrics.as_dict()
     assert info["registry_version"] is None  # trained without MLflow
 
 

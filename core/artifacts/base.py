@@ -20,6 +20,10 @@ class Part(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON object, as the file holds it (for code that still takes dicts: core/trigger.py)."""
+        return self.model_dump(exclude_unset=True)
+
 
 class Artifact(Part):
     """A JSON file the pipeline or the loop writes, as a model.
@@ -57,10 +61,6 @@ class Artifact(Part):
                 f"{source}: malformed ({cls.__name__}): {where}: {first['msg']}"
                 + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
             ) from None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON object, as the file holds it."""
-        return self.model_dump(exclude_unset=True)
 
     def write(self, path: Path | None = None) -> Path:
         path = self.PATH if path is None else path

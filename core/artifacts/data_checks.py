@@ -49,8 +49,3 @@ class DataChecks(Artifact):
     # Rows each filter drops, per vendor id ("all" = the month), plus "rows" and "kept".
     filters: dict[str, dict[str, int]]
     target_by_vendor: list[TargetBand]
-
-    @property
-    def blocking_problem(self) -> str | None:
-        """The one line that stops a retrain, or None (core/trigger.py's ``data_problem``)."""
-        return None if self.passed or self.accepted else self.problem

@@ -62,8 +62,10 @@ class Drift(DataDrift, Artifact):
     # None when the model learned the month itself (a retrain branch): nothing to estimate.
     expected_gain: float | None
     gain: Gain | None
-    data_checks: DataChecks
-    data_problem: str | None
+    # Absent from a drift.json written before the data checks existed (an older retrain branch's
+    # reports/loop/drift.json, which `autoops report` still renders).
+    data_checks: DataChecks | None = None
+    data_problem: str | None = None
     retrain_recommended: bool
     reason: str
 
