@@ -6,7 +6,7 @@ through :class:`Timeline`, (and a test prove) that no label is read before its m
 predicted; a test swaps in a provider that corrupts or refuses labels.
 
 :class:`SourceMonths` builds months exactly as the pipeline does (``stages.ingest.load_month``,
-``core.schema.normalize``, ``stages.featurize.month_frame``) and caches the featurised month
+``core.schema.normalize``, ``core.feature_tables.month_frame``) and caches the featurised month
 under ``.cache/backtest/months/``, keyed on the source data's content and the params that shape it.
 """
 
@@ -81,8 +81,8 @@ def build_month(month: str, params: Params) -> pd.DataFrame:
 
     Goes through a throw-away raw folder so ``month_frame`` (and so the filters) are reused as is.
     """
+    from core.feature_tables import month_frame
     from core.schema import normalize
-    from stages.featurize import month_frame
     from stages.ingest import load_month, raw_path
 
     raw, label = load_month(month, params)

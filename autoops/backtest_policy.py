@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from core.drift import performance_drift
 from core.io import StageError
 from core.params import DriftParams, policy_spec
 from core.trigger import decide as trigger_decision
-from stages.drift import performance_drift
 
 PolicyKind = Literal["static", "periodic", "data_drift", "performance", "auto"]
 BASELINE = "periodic_k1"

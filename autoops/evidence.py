@@ -20,16 +20,16 @@ from autoops.gitops import LoopError
 from autoops.segments import SEGMENT_COLUMNS, who_loses
 from core.artifacts.comparison import Challenger, Champion, Change, Comparison, Holdout, Segment
 from core.artifacts.drift import Drift
-from core.artifacts.evaluation import Evaluation
+from core.artifacts.evaluation import EvaluationMetrics
 from core.artifacts.metrics import Interval, RegressionMetrics
 from core.artifacts.model_card import ModelCard
 from core.bootstrap import paired_change_interval, percent_with_interval
+from core.evaluation import PREDICTION, load_trained_model
 from core.features import TARGET
 from core.io import StageError, file_sha256, write_text
 from core.metrics import mae_by_hour, regression_metrics
 from core.paths import LOOP_COMPARISON, LOOP_DIR, LOOP_DRIFT, LOOP_REPORT
-from stages.evaluate import PREDICTION, load_trained_model
-from stages.train import xy
+from core.training import xy
 
 TRIGGER_DRIFT = LOOP_DRIFT
 COMPARISON = LOOP_COMPARISON
@@ -46,7 +46,7 @@ DURATION_BINS = np.arange(0, 62, 2)
 
 
 def load_model_and_card(models_dir: Path) -> tuple[Any, ModelCard]:
-    """``stages.evaluate.load_trained_model`` (same order), its failures as the loop's errors."""
+    """``core.evaluation.load_trained_model`` (same order), its failures as the loop's errors."""
     try:
         return load_trained_model(models_dir)
     except (StageError, ValueError) as exc:  # ValueError: the model does not match its card
@@ -57,7 +57,7 @@ def compare(
     champion_dir: Path,
     challenger_dir: Path,
     holdout_path: Path,
-    champion_evaluation: Evaluation,
+    champion_evaluation: EvaluationMetrics,
 ) -> tuple[Comparison, pd.DataFrame]:
     """Score both models on the very same rows: the new month's holdout the challenger never saw.
 

@@ -73,8 +73,8 @@ def snapshot_champion(root: Path, git: Git, base_sha: str, base: str) -> None:
 def read_trigger_predictions(root: Path) -> dict[str, Any]:
     import pandas as pd
 
+    from core.evaluation import PREDICTION
     from core.features import TARGET
-    from stages.evaluate import PREDICTION
 
     columns = ["pickup_hour", TARGET, PREDICTION]
     return {

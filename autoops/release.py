@@ -170,7 +170,7 @@ def register_challenger(root: Path, branch: str, pr: str | None = None) -> dict[
     when the loop runs them.
     """
     from core.params import load_params
-    from stages.train import register
+    from core.training import register
 
     card = verify_model(root)
     mlflow = tracking.configure()

@@ -26,10 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.readme_block import fill_block
+from core.data_checks import evaluate
+from core.month_profile import MonthProfile, profile_tables
 from core.months import add_months
 from core.params import Params, load_params
 from core.schema import CANONICAL_SCHEMA, normalize
-from stages.data_checks import MonthProfile, evaluate, profile_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = ROOT.parent / "shared" / "data" / "tlc"

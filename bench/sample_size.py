@@ -2,7 +2,7 @@
 
 Green Taxi months hold 50-80k trips, so the pool is several real months of one era (2023-01 to
 2024-04, about 390k trips) and the test is a later month (2024-07). Each size is the same
-deterministic sample ``train`` takes (:func:`stages.train.sample_positions`), fitted with the
+deterministic sample ``train`` takes (:func:`core.training.sample_positions`), fitted with the
 default model on one thread.
 
     python -m bench.sample_size [--tlc-dir ../shared/data/tlc]
@@ -26,7 +26,7 @@ from core.model import build_model, predict
 from core.months import month_bounds
 from core.params import load_params
 from core.schema import normalize
-from stages.train import sample_positions
+from core.training import sample_positions
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "sample_size.json"

@@ -438,7 +438,7 @@ def second_version(workdir: Path, seed_offset: int = 1) -> Path:
     if (out / "model_card.json").exists():
         return out
     from core.params import load_params
-    from stages.train import train
+    from core.training import train
 
     params = load_params(workdir / "params.yaml")
     params = params.model_copy(

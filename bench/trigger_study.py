@@ -36,10 +36,10 @@ from joblib import Parallel, delayed
 from autoops.backtest import load_with_overrides
 from autoops.backtest_data import SourceMonths
 from bench.readme_block import fill_block
+from core.feature_tables import split_holdout
 from core.months import month_index, month_range
 from core.params import Params
 from core.trigger import mae, time_split
-from stages.featurize import split_holdout
 
 OUT_DIR = Path("bench/results")
 README = Path("bench/README.md")
@@ -48,7 +48,7 @@ README = Path("bench/README.md")
 def _fit_and_score(params: Params, month: str, frames: dict[str, pd.DataFrame], later: list[str]) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from stages.train import fit
+    from core.training import fit
 
     with threadpool_limits(1):
         frame = frames[month]

@@ -83,6 +83,8 @@ class SklearnPredictor:
     kind = "sklearn"
 
     def __init__(self, estimator: Any) -> None:
+        # Here, not at the top: core.model imports scikit-learn (1.5-1.8 s, `python -X importtime`),
+        # which a service whose trees are compiled never needs at start-up.
         from core.model import predict
 
         self._predict = predict

@@ -106,7 +106,7 @@ class RFParams(_Strict):
 class TrainParams(_Strict):
     model: Literal["hist_gradient_boosting", "random_forest"] = "hist_gradient_boosting"
     seed: int = 42
-    # Training rows beyond this are sampled (stages.train.sample_positions): bounds memory and time.
+    # Training rows beyond this are sampled (core.training.sample_positions): bounds memory and time.
     max_rows: int = Field(500_000, ge=1000)
     hist_gradient_boosting: HGBParams = HGBParams()
     random_forest: RFParams = RFParams()

@@ -61,7 +61,7 @@ _CARD_SHA256: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def remember_sha256(model: Any, sha256: str) -> None:
-    """Key ``model``'s library by its model card's sha256 (:func:`stages.evaluate.load_trained_model`)."""
+    """Key ``model``'s library by its model card's sha256 (:func:`core.evaluation.load_trained_model`)."""
     _CARD_SHA256[model] = sha256
 
 

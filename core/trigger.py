@@ -38,6 +38,7 @@ from core.io import StageError, iter_row_groups, open_parquet, read_rows
 from core.model import predict
 from core.params import Params
 from core.scoring import scorer
+from core.training import fit, sample_frame, sample_positions
 
 # Below this many trips on either side of the cut, the estimate is noise: say so instead.
 MIN_SPLIT_ROWS = 200
@@ -77,8 +78,6 @@ def fit_challenger(
 ) -> tuple[Any, dict[str, Any], pd.DataFrame]:
     """The challenger fitted on ``month``'s first weeks, what it scored on the last ones, and
     those last trips (for scoring the champion on the same rows)."""
-    from stages.train import fit, sample_frame
-
     early, late = time_split(frame, params.drift.late_fraction)
     if min(len(early), len(late)) < MIN_SPLIT_ROWS:
         raise StageError(
@@ -139,8 +138,6 @@ def estimate_gain_from_file(champion: Any, path: Path, params: Params, month: st
     Only the pickup times (8 bytes a row), the challenger's training sample (at most
     ``train.max_rows``) and one row group at a time are in memory.
     """
-    from stages.train import fit, sample_positions
-
     handle = open_parquet(path)
     if PICKUP_TIME not in handle.schema_arrow.names:
         raise StageError(f"the month's features have no {PICKUP_TIME} column; rerun `dvc repro featurize`")

@@ -9,7 +9,7 @@ The parquet has the model's FEATURES columns (less any no request carried) and `
 The log is the SQLite file (``AUTOOPS_PREDICTION_LOG``) or, with several replicas, the shared
 PostgreSQL log (``AUTOOPS_PREDICTION_LOG_URL``, or ``--log postgresql://...``): everything served.
 
-and then ``python -m stages.drift --current served.parquet`` (``stages.drift.check_prediction_log``).
+and then ``python -m stages.drift --current served.parquet`` (``core.drift.prediction_log_drift``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 from core.features import FEATURES
 
 TABLE = "requests"
-PREDICTION = "prediction"  # stages.evaluate.PREDICTION, the column the drift stage compares
+PREDICTION = "prediction"  # core.evaluation.PREDICTION, the column the drift stage compares
 # Blobs are this dtype, C order: (n_rows, len(FEATURES)) features and (n_rows,) predictions.
 BLOB_DTYPE = np.dtype("<f8")
 

@@ -85,7 +85,7 @@ def train_model_dir(
     """
     from core.months import add_months
     from core.params import DataParams, HGBParams, MonthParams, Params, TrainParams
-    from stages.train import train as train_stage
+    from core.training import train as train_stage
 
     features_dir = workdir / "data" / "features"
     for name, frame in (("train", train), ("holdout", holdout)):

@@ -17,15 +17,11 @@ import pyarrow.parquet as pq
 from core import tlc
 from core.io import BATCH_ROWS, StageError, atomic_dir, open_parquet, parquet_writer
 from core.params import DataParams, Params, load_params
-from core.paths import RAW_DIR
+from core.paths import RAW_DIR, raw_path
 from core.runner import run_stage
 from core.schema import CANONICAL_SCHEMA, normalize
 
 log = logging.getLogger(__name__)
-
-
-def raw_path(month: str, folder: Path = RAW_DIR) -> Path:
-    return folder / f"green_tripdata_{month}.parquet"
 
 
 def read_parquet_file(path: Path) -> pa.Table:

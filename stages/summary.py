@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from core.model import CARD_FILE
-from stages.drift import DRIFT_METRICS, DRIFT_REPORT
-from stages.evaluate import METRICS_FILE
-from stages.train import MODELS_DIR, REGISTRY_FILE
+from core.paths import DRIFT_METRICS, DRIFT_REPORT, MODELS_DIR
+from core.paths import EVALUATE_METRICS as METRICS_FILE
+from core.training import REGISTRY_FILE
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -104,12 +104,12 @@ def run_stages(project_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: di
     """Every stage in this process, in order, in ``project_dir`` on the project's params.yaml with
     ``overrides`` (MLflow off); returns the drift stage's verdict."""
     from core.params import load_params
+    from core.training import train
     from stages.data_checks import data_checks
     from stages.drift import drift
     from stages.evaluate import evaluate
     from stages.featurize import featurize
     from stages.ingest import ingest
-    from stages.train import train
 
     project_dir.mkdir(parents=True, exist_ok=True)
     (project_dir / "params.yaml").write_text((ROOT / "params.yaml").read_text())

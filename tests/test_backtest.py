@@ -184,9 +184,9 @@ def test_model_is_the_pipelines_model(
 
     from core.metrics import regression_metrics
     from core.model import predict
+    from core.training import fit, read_features, xy
     from stages.featurize import featurize
     from stages.ingest import ingest
-    from stages.train import fit, read_features, xy
 
     params = small_params("months.reference=2024-03", "months.current=2024-04")
     monkeypatch.chdir(tmp_path)

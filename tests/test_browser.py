@@ -82,8 +82,8 @@ def test_dvc_plots_draw_every_plot_offline(browser: Browser, pipeline: Path, tmp
 def _pr_report_plots(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The PR report's PNGs, drawn by autoops.evidence from small made-up evidence."""
     from autoops import evidence, evidence_plots
+    from core.evaluation import PREDICTION
     from core.features import TARGET
-    from stages.evaluate import PREDICTION
 
     rng = np.random.default_rng(0)
     actual = rng.gamma(3.0, 5.0, 500)

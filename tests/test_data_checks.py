@@ -17,10 +17,11 @@ import pytest
 
 from autoops.check import data_problem_markdown
 from autoops.evidence_report import data_checks_lines
+from core.data_checks import evaluate, vendor_check
+from core.month_profile import BIN_MIN, N_BINS, MonthProfile, profile_tables
 from core.params import DataChecksParams, Params, load_params
 from core.schema import CANONICAL_SCHEMA, normalize
 from core.trigger import decide
-from stages.data_checks import BIN_MIN, N_BINS, MonthProfile, evaluate, profile_tables, vendor_check
 from tests.data_faults import FAULTS
 
 ROOT = Path(__file__).resolve().parents[1]

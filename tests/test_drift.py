@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.drift import compute_drift, performance_drift
+from core.drift import stable_ids as _stable_ids
+from core.evaluation import PREDICTION
 from core.features import FEATURES
 from core.params import DriftParams
 from core.trigger import decide
-from stages.drift import _stable_ids, compute_drift, performance_drift
-from stages.evaluate import PREDICTION
 
 
 def _frame(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:

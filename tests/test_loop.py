@@ -474,7 +474,7 @@ def test_a_persons_training_run_never_moves_the_challenger_alias(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from stages.train import register
+    from core.training import register
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -264,8 +264,8 @@ def test_two_services_share_one_log_nothing_lost_nothing_duplicated(
     assert [last for _, last in rows] == list(np.cumsum([n for n, _ in rows]))
 
     # The drift check reads what both services served.
+    from core.drift import compute_drift
     from core.params import DriftParams
-    from stages.drift import compute_drift
 
     reference = features_with_target(random_trips(800, seed=8))
     reference["prediction"] = np.linspace(5, 30, len(reference))

@@ -82,7 +82,7 @@ def test_big_month_code_paths_are_reproducible_exact_and_bounded(
     )
 
     # Streaming gives what the whole-month code gives.
-    from stages.featurize import month_frame, split_holdout
+    from core.feature_tables import month_frame, split_holdout
 
     monkeypatch.chdir(a)
     params = load_params()
@@ -97,7 +97,8 @@ def test_big_month_code_paths_are_reproducible_exact_and_bounded(
     )
 
     # The data checks, streamed row group by row group, count what one whole-month read counts.
-    from stages.data_checks import evaluate, profile_tables
+    from core.data_checks import evaluate
+    from core.month_profile import profile_tables
 
     whole = {
         m: profile_tables(m, [pq.read_table(a / f"data/raw/green_tripdata_{m}.parquet")], params.filters)
@@ -114,8 +115,8 @@ def test_big_month_code_paths_are_reproducible_exact_and_bounded(
     assert card["train_max_rows"] == MAX_ROWS
 
     # The drift stage's challenger: the same sample rule, the same estimate as in memory.
+    from core.evaluation import load_trained_model
     from core.trigger import estimate_gain
-    from stages.evaluate import load_trained_model
 
     champion, _ = load_trained_model()
     in_memory = estimate_gain(
@@ -126,7 +127,7 @@ def test_big_month_code_paths_are_reproducible_exact_and_bounded(
 
 
 def test_sample_positions_are_deterministic_sorted_and_bounded() -> None:
-    from stages.train import sample_positions
+    from core.training import sample_positions
 
     assert sample_positions(100, 100, 1) is None
     picked = sample_positions(10_000, 300, 42)

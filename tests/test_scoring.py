@@ -41,11 +41,11 @@ class RealProject:
 
 @pytest.fixture(scope="module")
 def real_project(real_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealProject]:
+    from core.evaluation import load_trained_model
     from core.params import load_params
-    from stages.evaluate import load_trained_model
+    from core.training import train
     from stages.featurize import featurize
     from stages.ingest import ingest
-    from stages.train import train
 
     folder = tmp_path_factory.mktemp("scoring")
     (folder / "params.yaml").write_text((ROOT / "params.yaml").read_text())

@@ -98,14 +98,15 @@ def test_service_imports_the_pipeline_feature_module() -> None:
 
 
 def test_file_names_agree_with_the_pipeline() -> None:
+    import core.evaluation
     import core.model
-    import stages.evaluate
-    import stages.train
+    import core.paths
+    import core.training
 
     assert CARD_FILE == core.model.CARD_FILE
-    assert REGISTRY_FILE == stages.train.REGISTRY_FILE
-    assert DEFAULT_MODELS_DIR == stages.train.MODELS_DIR
-    assert PREDICTION == stages.evaluate.PREDICTION
+    assert REGISTRY_FILE == core.training.REGISTRY_FILE
+    assert DEFAULT_MODELS_DIR == core.paths.MODELS_DIR
+    assert PREDICTION == core.evaluation.PREDICTION
 
 
 def test_api_trips_give_the_training_features() -> None:
@@ -444,7 +445,7 @@ def test_a_locked_log_never_blocks_requests(tmp_path: Path) -> None:
 
 
 def test_exported_log_is_drift_stage_input(tmp_path: Path) -> None:
-    from stages.drift import compute_drift
+    from core.drift import compute_drift
 
     log = PredictionLog(tmp_path / "log.sqlite", max_rows=10_000, flush_rows=500)
     log.start()

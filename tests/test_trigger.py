@@ -11,11 +11,11 @@ from threadpoolctl import threadpool_limits
 
 from autoops.backtest import load_with_overrides
 from autoops.backtest_data import build_month
+from core.feature_tables import split_holdout
 from core.features import PICKUP_TIME
 from core.io import StageError
+from core.training import fit
 from core.trigger import estimate_gain, time_split
-from stages.featurize import split_holdout
-from stages.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["synthetic.rows_per_month=4000", "train.hist_gradient_boosting.max_iter=30", "data.source=synthetic"]

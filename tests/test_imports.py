@@ -1,0 +1,90 @@
+"""The layering rule, derived from the code: stage entry points are leaves, the library is shared.
+
+Each module's project imports (top-level and inside functions) are read with `ast`, as
+tests/test_dvc_deps.py does, so a new shortcut (autoops importing a stage's script, a stage
+importing another) fails here instead of hiding inside a function body.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "stages", "serve", "autoops", "bench")
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project modules (dotted names) that the file at ``path`` imports, anywhere in it."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from stages import drift` imports the module stages.drift.
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if len(parts) > 1 and parts[0] in PACKAGES and _is_module(parts[:2]):
+                found.add(".".join(parts[:2]))
+    return found
+
+
+def _is_module(parts: list[str]) -> bool:
+    base = ROOT.joinpath(*parts)
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+STAGE_ENTRY_POINTS = [p for p in _modules("stages") if p.name != "__init__.py"]
+
+
+@pytest.mark.parametrize("path", STAGE_ENTRY_POINTS, ids=lambda p: p.stem)
+def test_a_stage_entry_point_imports_no_other_stage(path: Path) -> None:
+    stages = sorted(m for m in project_imports(path) if m.startswith("stages."))
+    assert not stages, f"{path.relative_to(ROOT)} imports {stages}: move what it needs into core/"
+
+
+@pytest.mark.parametrize("package", ["core", "autoops", "serve", "bench", "scripts"])
+def test_library_loop_service_and_benchmarks_never_import_a_stage(package: str) -> None:
+    offenders = {
+        p.relative_to(ROOT).as_posix(): sorted(m for m in project_imports(p) if m.startswith("stages."))
+        for p in _modules(package)
+    }
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"import the library (core/) instead of a stage's entry point: {offenders}"
+
+
+def test_the_library_imports_only_itself() -> None:
+    # core/ sits under everything: an import of the loop, the service or a benchmark would be a cycle.
+    offenders = {
+        p.relative_to(ROOT).as_posix(): sorted(m for m in project_imports(p) if not m.startswith("core."))
+        for p in _modules("core")
+    }
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"core/ must not import the layers above it: {offenders}"
+
+
+def test_the_service_does_not_import_the_loop() -> None:
+    # The serving image carries core/ and serve/ only (.dockerignore): an autoops import would fail there.
+    offenders = {
+        p.relative_to(ROOT).as_posix(): sorted(
+            m for m in project_imports(p) if m.split(".")[0] in ("autoops", "bench")
+        )
+        for p in _modules("serve")
+    }
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"serve/ must import only core/ and itself: {offenders}"
+
+
+def test_the_derivation_sees_imports_inside_functions(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from stages import drift\n    import core.io\n")
+    assert project_imports(module) == {"stages.drift", "core.io"}
