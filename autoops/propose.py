@@ -28,7 +28,7 @@ from autoops.project import BRANCH_PREFIX, dvc_outputs, lock_outputs, to_month
 from autoops.sources import ensure_published
 from core.artifacts.comparison import Comparison
 from core.artifacts.drift import Drift
-from core.artifacts.evaluation import Evaluation
+from core.artifacts.evaluation import EvaluationMetrics
 from core.io import file_md5, write_text
 from core.months import month_index
 from core.paths import (
@@ -140,7 +140,7 @@ def run_propose(
     snapshot_champion(root, git, base_sha, base)
     # The check's own outputs, read before the branch switch and `dvc repro` replace them.
     trigger_drift = Drift.read(root / DRIFT_METRICS)
-    trigger_eval = Evaluation.read(root / EVALUATE_METRICS)
+    trigger_eval = EvaluationMetrics.read(root / EVALUATE_METRICS)
     trigger_predictions = read_trigger_predictions(root)
 
     # 2. The branch: continue an existing retrain/<month> that already contains the base, else
@@ -200,7 +200,7 @@ def _retrain_with_evidence(
     month: str,
     branch: str,
     base: str,
-    trigger: tuple[Drift, Evaluation, dict[str, Any]],
+    trigger: tuple[Drift, EvaluationMetrics, dict[str, Any]],
     accept_problems: bool = False,
 ) -> Comparison:
     """On the retrain branch: retrain on ``month``, compare both models on the rows the new one

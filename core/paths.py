@@ -27,7 +27,8 @@ MODELS_DIR = Path("models")
 # The model card beside the model (core/artifacts/model_card.py); serving reads it by this name too.
 CARD_FILE = "model_card.json"
 MODEL_CARD = MODELS_DIR / CARD_FILE
-# What the train stage registered in MLflow (not a DVC output: it depends on the tracking store).
+# What the train stage registered in MLflow. Not a DVC output: its contents (run id, version
+# number) depend on the tracking store, not on the data, and would break reproducibility.
 REGISTRY_FILE = "registry.json"
 PREDICTIONS_DIR = Path("data/predictions")
 EVALUATE_METRICS = Path("reports/metrics/evaluate.json")

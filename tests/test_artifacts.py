@@ -18,7 +18,7 @@ from core.artifacts.check import CheckResult
 from core.artifacts.comparison import Comparison
 from core.artifacts.data_checks import DataChecks
 from core.artifacts.drift import Drift
-from core.artifacts.evaluation import Evaluation
+from core.artifacts.evaluation import EvaluationMetrics
 from core.artifacts.model_card import ModelCard
 from core.paths import BACKTEST_RESULT, DATA_CHECKS_METRICS, DRIFT_METRICS, EVALUATE_METRICS, MODEL_CARD
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PR = ROOT / "docs" / "example_pr_report"
 COMMITTED: list[tuple[type[Artifact], Path]] = [
     (Drift, ROOT / DRIFT_METRICS),
-    (Evaluation, ROOT / EVALUATE_METRICS),
+    (EvaluationMetrics, ROOT / EVALUATE_METRICS),
     (DataChecks, ROOT / DATA_CHECKS_METRICS),
     (ModelCard, ROOT / MODEL_CARD),
     (Backtest, ROOT / BACKTEST_RESULT),
@@ -89,12 +89,12 @@ def test_a_malformed_file_is_one_line_naming_it_and_the_key(tmp_path: Path) -> N
     path = tmp_path / "evaluate.json"
     path.write_text("{not json")
     with pytest.raises(ArtifactError, match=r"evaluate\.json: not readable JSON"):
-        Evaluation.read(path)
+        EvaluationMetrics.read(path)
     data = json.loads((ROOT / EVALUATE_METRICS).read_text())
     data["current"]["mean_absolute_error"] = data["current"].pop("mae")  # a renamed key
     path.write_text(json.dumps(data))
     with pytest.raises(ArtifactError) as caught:
-        Evaluation.read(path)
+        EvaluationMetrics.read(path)
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"{path}: malformed (Evaluation): current.mae: Field required")
+    assert message.startswith(f"{path}: malformed (EvaluationMetrics): current.mae: Field required")

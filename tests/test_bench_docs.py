@@ -59,10 +59,12 @@ def test_the_example_pr_report_is_what_its_evidence_renders() -> None:
     committed beside it, so the intervals and the who-loses table carry no figure typed by hand."""
     from autoops.evidence_report import _comparison_lines, _drift_lines, _proposal_lines, who_loses_lines
     from bench.example_report import DOC, EVIDENCE
+    from core.artifacts.comparison import Comparison
+    from core.artifacts.drift import Drift
 
     text = (ROOT / DOC).read_text()
-    drift = json.loads((ROOT / EVIDENCE / "drift.json").read_text())
-    comparison = json.loads((ROOT / EVIDENCE / "comparison.json").read_text())
+    drift = Drift.read(ROOT / EVIDENCE / "drift.json")
+    comparison = Comparison.read(ROOT / EVIDENCE / "comparison.json")
     head = text.split("\n---\n", 1)[0]
     assert "python -m bench.example_report" in head, "the header names the command that regenerates it"
     for lines in (
@@ -74,9 +76,9 @@ def test_the_example_pr_report_is_what_its_evidence_renders() -> None:
     # The evidence a reviewer weighs: both intervals and the who-loses table, segments it loses first.
     from core.trigger import gain_sentence
 
-    assert drift["gain"]["expected_gain_ci95"] and "95% CI" in gain_sentence(drift["gain"])
-    assert comparison["change"]["mae_relative_ci95"] and "\n".join(who_loses_lines(comparison)) in text
-    worse = [s["challenger_worse"] for s in comparison["segments"]]
+    assert drift.gain and drift.gain.expected_gain_ci95 and "95% CI" in gain_sentence(drift.gain.as_dict())
+    assert comparison.change.mae_relative_ci95 and "\n".join(who_loses_lines(comparison)) in text
+    worse = [s.challenger_worse for s in comparison.segments]
     assert worse == sorted(worse, reverse=True)
     for image in re.findall(r"\]\(([^)]+\.png)\)", text):
         assert (ROOT / DOC.parent / image).is_file(), image

@@ -9,7 +9,7 @@ from core.artifacts.metrics import RegressionMetrics
 from core.paths import EVALUATE_METRICS
 
 
-class Evaluation(Artifact):
+class EvaluationMetrics(Artifact):
     PATH: ClassVar = EVALUATE_METRICS
     WRITTEN_BY: ClassVar = "the evaluate stage (dvc repro evaluate)"
 
