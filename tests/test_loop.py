@@ -35,6 +35,7 @@ from autoops import (
 )
 from autoops.cli import app
 from autoops.gitops import Git, LoopError
+from core.artifacts.comparison import Comparison
 from core.artifacts.drift import Drift
 from core.artifacts.evaluation import EvaluationMetrics
 from core.artifacts.model_card import ModelCard
@@ -590,8 +591,10 @@ def _retrain_commit(project: Path, month: str, note: str = "") -> str:
     loop = project / "reports" / "loop"
     loop.mkdir(parents=True, exist_ok=True)
     (loop / "report.md").write_text(f"Retrain on {month}{note}\n")
-    drift = {"reason": "retrain recommended: data drift", "reference_month": "2024-01"}
-    assert propose._commit(Git(project), project, month, drift, {"verdict": "the challenger beats it"})
+    drift = _drift_fixture().model_copy(update={"reason": "retrain recommended: data drift"})
+    comparison = Comparison.read(ROOT / "docs" / "example_pr_report" / "comparison.json")
+    comparison = comparison.model_copy(update={"verdict": "the challenger beats it"})
+    assert propose._commit(Git(project), project, month, drift, comparison)
     return _git(project, "rev-parse", "HEAD").strip()
 
 
