@@ -30,8 +30,8 @@ from core.runner import EXPECTED_ERRORS
 if TYPE_CHECKING:
     from autoops.backtest_data import MonthData
 
-# The engine (pandas, scikit-learn, Evidently) is imported inside the functions: `autoops --help`
-# and the other commands should not pay for it.
+# The engine (pandas, scikit-learn, Evidently) and the data sources (requests, for the tlc source)
+# are imported inside the functions: `autoops --help` and the other commands should not pay for it.
 REPORTS_DIR = Path("reports")
 
 
@@ -71,6 +71,8 @@ def resolve_months(params: Params, start: str | None, end: str | None, months: s
 
 def settings(params: Params, jobs: int) -> dict[str, Any]:
     """The knobs that shape the figures, recorded beside them."""
+    from core.sources import source_for
+
     out: dict[str, Any] = {
         "source": params.data.source,
         "train_window": params.months.train_window,
@@ -84,10 +86,7 @@ def settings(params: Params, jobs: int) -> dict[str, Any]:
     }
     if params.train.model == "hist_gradient_boosting":
         out["max_iter"] = params.train.hist_gradient_boosting.max_iter
-    if params.data.source == "synthetic":
-        out["rows_per_month"] = params.synthetic.rows_per_month
-        out["shift_month"] = params.synthetic.shift_month
-    return out
+    return out | source_for(params).settings()
 
 
 def run_backtest(
@@ -208,10 +207,10 @@ def backtest(
         typer.echo(f"error [backtest]: {exc}", err=True)
         raise typer.Exit(1) from None
     from autoops.backtest_report import write_reports
+    from core.sources import source_for
 
     work = result.pop("work")
-    shift = params.synthetic.shift_month if params.data.source == "synthetic" else None
-    paths = write_reports(result, out, shift)
+    paths = write_reports(result, out, source_for(params).shift_month)
     elapsed = time.perf_counter() - started
     typer.echo(
         f"backtest: {len(replayed_months)} months x {len(result['summary'])} policies in {elapsed:.0f} s "

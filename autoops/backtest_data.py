@@ -5,9 +5,10 @@ Keeping the two behind separate methods of one provider object is what lets the 
 through :class:`Timeline`, (and a test prove) that no label is read before its month has been
 predicted; a test swaps in a provider that corrupts or refuses labels.
 
-:class:`SourceMonths` builds months exactly as the pipeline does (``stages.ingest.load_month``,
-``core.schema.normalize``, ``core.feature_tables.month_frame``) and caches the featurised month
-under ``.cache/backtest/months/``, keyed on the source data's content and the params that shape it.
+:class:`SourceMonths` builds months exactly as the pipeline does (the configured source's
+``materialise``, core/sources/, then ``core.feature_tables.month_frame``) and caches the featurised
+month under ``.cache/backtest/months/``, keyed on the source data's content (the source's
+``identity``) and the params and code that shape it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable
-from importlib import import_module, resources
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,14 +28,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.features import FEATURES, PICKUP_TIME, TARGET
-from core.io import StageError, file_sha256, write_parquet
+from core.io import StageError, write_parquet
 from core.months import month_index
 from core.params import Params
+from core.paths import raw_path
+from core.sources import source_for
 
 log = logging.getLogger(__name__)
 
-# Modules whose code shapes a featurised month: a change to any of them must miss the cache.
-MONTH_CODE = ("stages.ingest", "core.schema", "core.synthetic", "core.features", "stages.featurize")
+# Modules whose code shapes a featurised month from any source: a change to any of them must miss
+# the cache (with the source's own ``code_modules``).
+MONTH_CODE = (
+    "core.sources.base",
+    "core.sources.files",
+    "core.schema",
+    "core.features",
+    "core.feature_tables",
+)
 
 
 class MissingMonthError(StageError):
@@ -82,26 +92,23 @@ def build_month(month: str, params: Params) -> pd.DataFrame:
     Goes through a throw-away raw folder so ``month_frame`` (and so the filters) are reused as is.
     """
     from core.feature_tables import month_frame
-    from core.schema import normalize
-    from stages.ingest import load_month, raw_path
 
-    raw, label = load_month(month, params)
     with tempfile.TemporaryDirectory(prefix="autoops-backtest-raw-") as folder:
-        write_parquet(normalize(raw, source=label), raw_path(month, Path(folder)))
+        source_for(params).materialise(month, raw_path(month, Path(folder)))
         return month_frame(month, params, Path(folder))
 
 
 class SourceMonths:
-    """Months from the configured source (synthetic, tlc or dir), featurised once and cached."""
+    """Months from the configured source (core/sources/), featurised once and cached."""
 
     def __init__(self, params: Params, cache_dir: Path | None) -> None:
         self._params = params
+        self._source = source_for(params)
         self._cache = cache_dir / "months" if cache_dir else None
         self._frames: dict[str, pd.DataFrame] = {}
         self._keys: dict[str, str] = {}
-        # The generator's code shapes only synthetic months: editing it must not refeaturise real ones.
-        synthetic = params.data.source == "synthetic"
-        self._code = code_digest(*(m for m in MONTH_CODE if synthetic or m != "core.synthetic"))
+        # A source's own code (the generator) shapes only its months: editing it must not refeaturise others.
+        self._code = code_digest(*MONTH_CODE, *self._source.code_modules)
 
     @property
     def params(self) -> Params:
@@ -109,60 +116,23 @@ class SourceMonths:
 
     @property
     def where(self) -> str:
-        data = self._params.data
-        if data.source == "dir":
-            return f"data.dir {data.dir} (data.source: dir)"
-        return f"data.source: {data.source}"
+        return self._source.describe()
 
     def inventory(self) -> list[str] | None:
-        """The months the dir source has (None for sources that cannot list theirs)."""
-        if self._params.data.source != "dir":
-            return None
-        from core.tlc import months_in
-
-        folder = Path(self._params.data.dir)
-        return months_in(folder) if folder.is_dir() else []
+        """The months the source has (None for sources that cannot list theirs)."""
+        return self._source.months()
 
     # -- identity ---------------------------------------------------------------------------
-
-    def _source_identity(self, month: str) -> dict[str, Any]:
-        data = self._params.data
-        if data.source == "synthetic":
-            calibration = resources.files("core.resources").joinpath("synthetic_calibration.json")
-            return {
-                "source": "synthetic",
-                "month": month,
-                "synthetic": self._params.synthetic.model_dump(),
-                "calibration": hashlib.sha256(calibration.read_bytes()).hexdigest(),
-            }
-        return {"source": "file", "month": month, "sha256": file_sha256(self._path(month))}
-
-    def _path(self, month: str) -> Path:
-        from core import tlc
-
-        data = self._params.data
-        if data.source == "dir":
-            return self._dir_file(month)
-        return tlc.fetch_month(month, data)
-
-    def _dir_file(self, month: str) -> Path:
-        from core.tlc import FILE_PATTERN
-
-        return Path(self._params.data.dir) / FILE_PATTERN.format(month=month)
 
     def key(self, month: str) -> str:
         if month not in self._keys:
             self._keys[month] = digest(
-                self._source_identity(month), self._params.filters.model_dump(), self._code
+                self._source.identity(month), self._params.filters.model_dump(), self._code
             )
         return self._keys[month]
 
     def missing(self, months: list[str]) -> list[str]:
-        # Only the dir source can be checked cheaply; synthetic months always exist, and the tlc
-        # source fails on the first unpublished month with the download's own clear message.
-        if self._params.data.source != "dir":
-            return []
-        return [m for m in months if not self._dir_file(m).is_file()]
+        return self._source.missing(months)
 
     # -- data -------------------------------------------------------------------------------
 
@@ -253,7 +223,7 @@ class Timeline:
         return self._data.labels(month)
 
     def labelled(self, month: str) -> pd.DataFrame:
-        """Features + target + month, the shape ``stages.featurize`` gives the training window."""
+        """Features + target + month, the shape ``core.feature_tables`` gives the training window."""
         frame = self.features(month).copy()
         frame[TARGET] = self.labels(month)
         frame["month"] = month

@@ -25,9 +25,9 @@ from core.io import write_json
 from core.metrics import regression_metrics
 from core.params import MonthParams, Params
 
-MODEL_CODE = ("core.model", "stages.train", "stages.featurize", "core.features")
+MODEL_CODE = ("core.model", "core.training", "core.feature_tables", "core.features")
 GAIN_CODE = (*MODEL_CODE, "core.trigger")
-DRIFT_CODE = ("stages.drift",)
+DRIFT_CODE = ("core.drift",)
 
 
 @dataclass

@@ -304,7 +304,7 @@ def drift_table(drift: DataDrift) -> list[str]:
 
 
 def data_checks_lines(checks: DataChecks) -> list[str]:
-    """The data checks (stages/data_checks.py) for a reviewer: what failed or warned, every check's
+    """The data checks (core/data_checks.py) for a reviewer: what failed or warned, every check's
     figure, and the target's distribution per vendor against the reference month."""
     month, ref = checks.month, checks.reference_month
     failed = [c for c in checks.checks if not c.passed]

@@ -158,7 +158,7 @@ def dvc(
     """Run DVC with this interpreter, so stages see the same environment as autoops itself."""
     env = dict(os.environ)
     env.setdefault("DVC_NO_ANALYTICS", "1")
-    # The loop's rebuilds never register models in MLflow (stages/train.py, REGISTER_ENV):
+    # The loop's rebuilds never register models in MLflow (core/training.py, REGISTER_ENV):
     # only a proposed challenger is registered, by `autoops propose` itself.
     env["AUTOOPS_MLFLOW_REGISTER"] = "0"
     command = [sys.executable, "-m", "dvc", *args]

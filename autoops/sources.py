@@ -1,43 +1,44 @@
-"""Which months the configured data source has published (synthetic, a folder, or TLC's server)."""
+"""Which months the configured data source has published: the loop's question, the source's answer.
+
+The source (core/sources/) knows what it has; the loop adds the calendar (no month after this
+one) and turns "not published" into a loop error, one line for the user.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from autoops.gitops import LoopError
-from core.months import add_months, current_month, month_index
+from core.months import current_month, month_index
 from core.params import Params
 
-# How far back `latest-month` probes TLC: it publishes with a lag of about two months, so a year
-# without a new file means something other than lag is wrong.
-TLC_LOOKBACK_MONTHS = 12
+if TYPE_CHECKING:
+    from core.sources import DataSource
+
+# core.sources is imported when a source is asked for, not with this module: the tlc source brings
+# requests, tenacity and tqdm, about 0.2 s of `python -X importtime -c "import autoops.cli"` that
+# `autoops --help` and the commands that never ask a source should not pay.
+
+
+T = TypeVar("T")
+
+
+def _ask(root: Path, params: Params, question: Callable[[DataSource], T]) -> T:
+    """The configured source's answer; its "not published" becomes the loop's one-line error."""
+    from core.sources import UnpublishedError, source_for
+
+    try:
+        return question(source_for(params, root))
+    except UnpublishedError as exc:
+        raise LoopError(str(exc)) from exc
 
 
 def latest_month(root: Path, params: Params, as_of: date | None = None) -> str:
     """The newest month the configured source can deliver."""
-    today_month = current_month(as_of)
-    source = params.data.source
-    if source == "synthetic":
-        # The generator can make any month; "published" means complete, i.e. last month.
-        return add_months(today_month, -1)
-    if source == "dir":
-        from core.tlc import months_in
-
-        folder = (root / params.data.dir).resolve()
-        if not folder.is_dir():
-            raise LoopError(f"data.dir {params.data.dir} ({folder}) is not a folder")
-        months = [m for m in months_in(folder) if month_index(m) <= month_index(today_month)]
-        if not months:
-            raise LoopError(f"no green_tripdata_YYYY-MM.parquet files in {folder}")
-        return months[-1]
-    from core.tlc import probe_month
-
-    for back in range(TLC_LOOKBACK_MONTHS + 1):
-        month = add_months(today_month, -back)
-        if probe_month(month, params.data):
-            return month
-    raise LoopError(f"TLC has published no month in the {TLC_LOOKBACK_MONTHS} months before {today_month}")
+    return _ask(root, params, lambda source: source.latest(current_month(as_of)))
 
 
 def ensure_published(root: Path, params: Params, month: str, as_of: date | None = None) -> None:
@@ -47,15 +48,4 @@ def ensure_published(root: Path, params: Params, month: str, as_of: date | None 
         raise LoopError(
             f"{month} is not published yet: it is after this month ({today_month}, the newest possible)"
         )
-    if params.data.source == "tlc":
-        from core.tlc import probe_month
-
-        # One HEAD request for the month itself: TLC's newest file is the authority, not the calendar.
-        if not probe_month(month, params.data):
-            raise LoopError(
-                f"{month} is not published yet: TLC has no file for it (newest: see `autoops latest-month`)"
-            )
-        return
-    newest = latest_month(root, params, as_of)
-    if month_index(month) > month_index(newest):
-        raise LoopError(f"{month} is not published yet: the newest {params.data.source} month is {newest}")
+    _ask(root, params, lambda source: source.check_published(month, today_month))

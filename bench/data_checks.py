@@ -1,4 +1,4 @@
-"""Calibrate the data checks (stages/data_checks.py) on real months: clean pairs pass, faults do not.
+"""Calibrate the data checks (core/data_checks.py) on real months: clean pairs pass, faults do not.
 
 Every real month in ../shared/data/tlc is checked against every earlier one (consecutive and
 years apart, as a model that went unretrained for long would be), with params.yaml's thresholds.
@@ -123,7 +123,7 @@ def measure(params: Params, folder: Path = REAL_DIR) -> dict[str, Any]:
 
 
 def _synthetic_frame(month: str, params: Params) -> pd.DataFrame:
-    from core.synthetic import generate_month
+    from core.sources.synthetic import generate_month
 
     return normalize(generate_month(month, params.synthetic), f"synthetic {month}").to_pandas()
 

@@ -35,7 +35,9 @@ class _Strict(BaseModel):
 
 
 class DataParams(_Strict):
-    source: Literal["synthetic", "tlc", "dir"] = "synthetic"
+    # A key of core.sources.SOURCES, checked by core.sources.source_for when the source is asked
+    # for: listing the names here would make adding a source an edit of this file too.
+    source: str = Field("synthetic", min_length=1)
     tlc_url: str = "https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_{month}.parquet"
     dir: str = "../shared/data/tlc"
     cache_dir: str = ".cache/tlc"
@@ -121,7 +123,7 @@ class DriftParams(_Strict):
 
 
 class DataChecksParams(_Strict):
-    """stages/data_checks.py: what makes a month's data untrustworthy (params.yaml says why each)."""
+    """core/data_checks.py: what makes a month's data untrustworthy (params.yaml says why each)."""
 
     min_days_covered: float = Field(0.9, ge=0, le=1)
     min_day_trip_share: float = Field(0.05, ge=0, lt=1)

@@ -15,13 +15,6 @@ DVC_LOCK = Path("dvc.lock")
 
 # Stage outputs, in pipeline order.
 RAW_DIR = Path("data/raw")
-
-
-def raw_path(month: str, folder: Path = RAW_DIR) -> Path:
-    """Where ingest puts a month: TLC's own file name, so a folder of TLC downloads reads the same."""
-    return folder / f"green_tripdata_{month}.parquet"
-
-
 FEATURES_DIR = Path("data/features")
 MODELS_DIR = Path("models")
 # The model card beside the model (core/artifacts/model_card.py); serving reads it by this name too.
@@ -55,3 +48,8 @@ LOOP_COMPARISON = LOOP_DIR / "comparison.json"
 # `autoops backtest`'s reports (its --out folder).
 REPORTS_DIR = Path("reports")
 BACKTEST_RESULT = REPORTS_DIR / "backtest.json"
+
+
+def raw_path(month: str, folder: Path = RAW_DIR) -> Path:
+    """The ingest stage's file for ``month``: TLC's own name, in the canonical schema."""
+    return folder / f"green_tripdata_{month}.parquet"

@@ -17,7 +17,7 @@ itself (``gain_record`` alone) skips the interval, which no policy reads.
 
 One decision, used by the drift stage, ``autoops check``/``propose`` and the backtest:
 retrain when Evidently sees data drift (abrupt change) or when ``expected_gain`` reaches
-``drift.min_retrain_gain`` - unless the month failed a blocking data check (stages/data_checks.py):
+``drift.min_retrain_gain`` - unless the month failed a blocking data check (core/data_checks.py):
 a broken feed is not a changed world, and a retrain on it would learn the fault. Such a month is
 never a retrain, whatever drift and gain say, until a person accepts its data
 (``data_checks.accepted_months``).

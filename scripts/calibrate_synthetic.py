@@ -1,6 +1,6 @@
 """Derive core/resources/synthetic_calibration.json from the real TLC months in ../shared/data/tlc.
 
-The synthetic generator (core/synthetic.py) samples every month from these statistics, so its
+The synthetic generator (core/sources/synthetic.py) samples every month from these statistics, so its
 trips look like real Green Taxi trips without shipping a single real row: the JSON holds only
 aggregates (zone and zone-pair shares, fitted effects, quantiles), never trip records.
 
@@ -689,7 +689,7 @@ def main(tlc_dir: str | None = None, out: str | None = None) -> None:
         anchors[month] = stats
     lt = long_trips[long_trips["segment"] == "S"]
     calibration = {
-        "about": "Aggregate statistics of real NYC TLC Green Taxi months for core/synthetic.py; "
+        "about": "Aggregate statistics of real NYC TLC Green Taxi months for core/sources/synthetic.py; "
         "written by scripts/calibrate_synthetic.py. No trip records.",
         "source_months": months,
         "quantile_levels": {"fine": FINE_LEVELS, "coarse": COARSE_LEVELS, "junk": JUNK_LEVELS},

@@ -1,7 +1,7 @@
 """``python -m serve.export_log OUT.parquet``: the prediction log as the drift stage's current data.
 
 The parquet has the model's FEATURES columns (less any no request carried) and ``prediction``
-(what stages/drift.py compares with the reference holdout), plus ``model_version`` and
+(what the drift stage, core/drift.py, compares with the reference holdout), plus ``model_version`` and
 ``timestamp`` (UTC) to filter on::
 
     python -m serve.export_log served.parquet --since 2021-02-01

@@ -126,7 +126,7 @@ class DirSource:
         model_path = self.models_dir / card.model_file
         if not model_path.exists():
             raise ModelLoadError(f"{model_path}: missing (the card in {self.models_dir} names it)")
-        # The card is written last and carries the model's sha256 (stages.train): a model file
+        # The card is written last and carries the model's sha256 (core.training): a model file
         # from a different run than its card is refused rather than served under the wrong name.
         if (actual := file_sha256(model_path)) != card.model_sha256:
             raise ModelLoadError(

@@ -200,7 +200,7 @@ def test_model_is_the_pipelines_model(
 
 
 def write_months(folder: Path, months: list[str]) -> None:
-    from core.synthetic import generate_month
+    from core.sources.synthetic import generate_month
 
     folder.mkdir(parents=True, exist_ok=True)
     synthetic = small_params().synthetic

@@ -144,7 +144,7 @@ def test_a_real_change_is_still_a_retrain(real_dir: Path, params: Params) -> Non
 
 def test_the_synthetic_regime_shift_is_still_a_retrain(params: Params) -> None:
     from core.months import add_months
-    from core.synthetic import generate_month
+    from core.sources.synthetic import generate_month
 
     shift = params.synthetic.shift_month
     before, after = (

@@ -133,11 +133,11 @@ def test_latest_month_tlc_walks_back_with_head_probes(
         probed.append(month)
         return month <= "2024-03"
 
-    monkeypatch.setattr("core.tlc.probe_month", probe)
+    monkeypatch.setattr("core.sources.tlc.probe_month", probe)
     params = load_params(ROOT / "params.yaml").model_copy(update={"data": DataParams(source="tlc")})
     assert sources.latest_month(tmp_path, params, date(2024, 6, 20)) == "2024-03"
     assert probed == ["2024-06", "2024-05", "2024-04", "2024-03"]
-    monkeypatch.setattr("core.tlc.probe_month", lambda month, params: False)
+    monkeypatch.setattr("core.sources.tlc.probe_month", lambda month, params: False)
     with pytest.raises(LoopError, match="no month"):
         sources.latest_month(tmp_path, params, date(2024, 6, 20))
 
@@ -568,7 +568,7 @@ def test_published_month_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(LoopError, match=r"2024-03 is not published yet.*2024-02"):
         sources.ensure_published(tmp_path, in_dir, "2024-03", today)
     # TLC: one HEAD probe of that very month (the stand-in for TLC's website).
-    monkeypatch.setattr("core.tlc.probe_month", lambda month, data: month <= "2024-03")
+    monkeypatch.setattr("core.sources.tlc.probe_month", lambda month, data: month <= "2024-03")
     tlc = params.model_copy(update={"data": DataParams(source="tlc")})
     sources.ensure_published(tmp_path, tlc, "2024-03", today)
     with pytest.raises(LoopError, match="2024-04 is not published yet"):

@@ -17,8 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import core.io
-import core.synthetic
-import stages.ingest
+import core.sources.synthetic
 from core.io import file_sha256
 from core.metrics import regression_metrics
 from core.params import load_params
@@ -45,10 +44,9 @@ OUTPUTS = [
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core.synthetic, "CHUNK_ROWS", CHUNK)
+    monkeypatch.setattr(core.sources.synthetic, "CHUNK_ROWS", CHUNK)
     monkeypatch.setattr(core.io, "ROW_GROUP_ROWS", GROUP)
     monkeypatch.setattr(core.io, "BATCH_ROWS", GROUP // 2)
-    monkeypatch.setattr(stages.ingest, "BATCH_ROWS", GROUP // 2)
 
 
 def _run(project: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
@@ -141,12 +139,12 @@ def test_generator_chunks_are_deterministic_and_a_small_month_is_one_chunk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from core.params import SyntheticParams
-    from core.synthetic import generate_month, generate_month_chunks
+    from core.sources.synthetic import generate_month, generate_month_chunks
 
     params = SyntheticParams(rows_per_month=3000)
     whole = generate_month("2024-03", params)
     assert [t.num_rows for t in generate_month_chunks("2024-03", params)] == [whole.num_rows]
-    monkeypatch.setattr(core.synthetic, "CHUNK_ROWS", 1000)
+    monkeypatch.setattr(core.sources.synthetic, "CHUNK_ROWS", 1000)
     chunks = list(generate_month_chunks("2024-03", params))
     assert len(chunks) >= 3 and max(t.num_rows for t in chunks) <= 1000
     assert sum(t.num_rows for t in chunks) == whole.num_rows

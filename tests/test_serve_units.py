@@ -557,6 +557,8 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 OPENAPI_BEFORE = SNAPSHOTS / "openapi_3743ab5.json"
 ANSWERS_BEFORE = SNAPSHOTS / "serve_422_3743ab5.json"
 CHANGED_ON_PURPOSE = {
+    # issue 19: the description names the feature module, which moved to core/features.py
+    ("info", "description"),
     # issue 20: the seed's names for hour + weekday, in the pickup-time rule and the examples
     ("components", "schemas", "Trip", "allOf"),
     ("components", "schemas", "Trip", "examples"),

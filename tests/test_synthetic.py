@@ -16,7 +16,7 @@ from core.io import write_parquet
 from core.months import month_bounds
 from core.params import FilterParams, SyntheticParams
 from core.schema import CANONICAL_SCHEMA, normalize
-from core.synthetic import CALIBRATION_FILE, _calibration, _season, _zone_drift, generate_month
+from core.sources.synthetic import CALIBRATION_FILE, _calibration, _season, _zone_drift, generate_month
 
 PARAMS = SyntheticParams()  # the defaults params.yaml ships: 60k rows, shift from 2024-05
 

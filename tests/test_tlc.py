@@ -1,10 +1,10 @@
-"""core/tlc.py against a local HTTP server standing in for the TLC site (no internet needed).
+"""core/sources/tlc.py against a local HTTP server standing in for the TLC site (no internet needed).
 
 Every failure mode a real download meets - unpublished month, flaky server, dead network, a body
 cut short, a proxy's HTML page, a stalled read - is served byte for byte from 127.0.0.1, and each
 test checks both the user-facing error and that the cache holds nothing partial afterwards.
 
-Size (~430 lines): one local stand-in for the TLC site serves every failure mode.
+Size (~400 lines): one local stand-in for the TLC site serves every failure mode.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core import tlc
 from core.io import StageError
 from core.params import DataParams
+from core.sources import tlc
 
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tlc"
 MONTH = "2024-01"
@@ -400,32 +400,3 @@ def test_probe_retries_server_errors(server: FakeTLC, tmp_path: Path) -> None:
     server.serve(MONTH, Reply(status=502), Reply(status=200))
     assert tlc.probe_month(MONTH, make_params(server, tmp_path)) is True
     assert server.count("HEAD") == 2
-
-
-# --- read_month_dir -----------------------------------------------------------------------------
-
-
-def test_read_month_dir_hit_and_miss(tmp_path: Path) -> None:
-    for month in ("2023-02", "2023-01"):
-        (tmp_path / f"green_tripdata_{month}.parquet").write_bytes(parquet_bytes())
-    (tmp_path / "notes.txt").write_text("not a month")
-
-    assert tlc.read_month_dir("2023-01", tmp_path) == tmp_path / "green_tripdata_2023-01.parquet"
-    with pytest.raises(StageError, match=r"no file for 2024-01 in .* \(have: 2023-01, 2023-02\)"):
-        tlc.read_month_dir("2024-01", tmp_path)
-
-
-def test_read_month_dir_empty_or_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(StageError, match=r"have: no green_tripdata"):
-        tlc.read_month_dir(MONTH, tmp_path)
-    with pytest.raises(StageError, match="does not exist"):
-        tlc.read_month_dir(MONTH, tmp_path / "nowhere")
-
-
-@pytest.mark.realdata
-def test_read_month_dir_real_folder() -> None:
-    if not REAL_DIR.is_dir():
-        pytest.skip(f"{REAL_DIR} not available")
-    assert tlc.read_month_dir("2021-01", REAL_DIR).is_file()
-    with pytest.raises(StageError, match=r"have: 2021-01, 2021-02, .*\)"):
-        tlc.read_month_dir("2099-01", REAL_DIR)

@@ -259,7 +259,7 @@ def broken_month(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import pyarrow.parquet as pq
 
     from core.params import SyntheticParams
-    from core.synthetic import generate_month
+    from core.sources.synthetic import generate_month
     from tests.data_faults import cut_after_day
     from tests.small_project import SMALL, small_project
 

@@ -1,4 +1,4 @@
-"""Real NYC TLC monthly Green Taxi files: download into a local cache, or pick them from a folder.
+"""The ``tlc`` source: NYC TLC's monthly Green Taxi files, downloaded from TLC's site into a local cache.
 
 The TLC site is a CloudFront bucket: a month that is not published yet answers 403 (S3 hides
 missing keys behind AccessDenied) or 404, and big files occasionally stall or arrive cut short.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -26,8 +25,10 @@ from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_ty
 from tqdm import tqdm
 
 from core.io import StageError, atomic_path
-from core.months import MonthError, validate_month
+from core.months import add_months
 from core.params import DataParams
+from core.sources.base import UnpublishedError
+from core.sources.files import FILE_PATTERN, FileSource, validated_month
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,10 @@ CONNECT_TIMEOUT_MAX_S: float = 30.0
 # Small enough that an interrupted download reports roughly how far it got, and the bar moves.
 CHUNK_BYTES = 1 << 16
 USER_AGENT = "auto-ops/0.1 (NYC green taxi duration pipeline)"
+# How far back `latest-month` probes TLC: it publishes with a lag of about two months, so a year
+# without a new file means something other than lag is wrong.
+LOOKBACK_MONTHS = 12
 
-FILE_PATTERN = "green_tripdata_{month}.parquet"
-_FILE_RE = re.compile(r"^green_tripdata_(\d{4}-\d{2})\.parquet$")
 _PARQUET_MAGIC = b"PAR1"
 # 429 and 5xx are the server asking us to come back; 408/425 are the same idea from proxies.
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -86,7 +88,7 @@ def cache_path(month: str, params: DataParams) -> Path:
 
 def fetch_month(month: str, params: DataParams, *, progress: bool = True) -> Path:
     """Path of the cached raw TLC file for ``month``, downloading it first if it is not cached."""
-    month = _month(month)
+    month = validated_month(month)
     dest = cache_path(month, params)
     # Only verified files are ever renamed into the cache, so existence is proof enough.
     if dest.is_file():
@@ -106,7 +108,7 @@ def fetch_month(month: str, params: DataParams, *, progress: bool = True) -> Pat
 def probe_month(month: str, params: DataParams) -> bool:
     """Cheap HEAD: has TLC published ``month``? Network trouble raises instead of answering False,
     so a caller walking back month by month never mistakes an outage for "not published"."""
-    month = _month(month)
+    month = validated_month(month)
     url = tlc_url(month, params)
 
     def attempt() -> bool:
@@ -125,33 +127,32 @@ def probe_month(month: str, params: DataParams) -> bool:
     return _with_retries(attempt, url=url, params=params, what="check")
 
 
-def months_in(folder: Path | str) -> list[str]:
-    """The months a folder holds TLC files for (``green_tripdata_YYYY-MM.parquet``), oldest first."""
-    return sorted(m.group(1) for p in Path(folder).iterdir() if (m := _FILE_RE.match(p.name)))
+class TlcSource(FileSource):
+    """Months from TLC's site: a month is published when TLC serves its file."""
 
+    name = "tlc"
 
-def read_month_dir(month: str, folder: Path | str) -> Path:
-    """The ``dir`` source: ``folder/green_tripdata_<month>.parquet``, or an error listing what is there."""
-    month = _month(month)
-    folder = Path(folder)
-    path = folder / FILE_PATTERN.format(month=month)
-    if path.is_file():
-        return path
-    if not folder.is_dir():
-        raise StageError(f"no file for {month} in {folder} (the folder does not exist; check data.dir)")
-    present = months_in(folder)
-    have = ", ".join(present) if present else "no green_tripdata_YYYY-MM.parquet files"
-    raise StageError(f"no file for {month} in {folder} (have: {have})")
+    def path(self, month: str) -> Path:
+        return fetch_month(month, self.params.data)
+
+    def latest(self, this_month: str) -> str:
+        for back in range(LOOKBACK_MONTHS + 1):
+            month = add_months(this_month, -back)
+            if probe_month(month, self.params.data):
+                return month
+        raise UnpublishedError(
+            f"TLC has published no month in the {LOOKBACK_MONTHS} months before {this_month}"
+        )
+
+    def check_published(self, month: str, this_month: str) -> None:
+        # One HEAD request for the month itself: TLC's newest file is the authority, not the calendar.
+        if not probe_month(month, self.params.data):
+            raise UnpublishedError(
+                f"{month} is not published yet: TLC has no file for it (newest: see `autoops latest-month`)"
+            )
 
 
 # --- internals -------------------------------------------------------------------------------
-
-
-def _month(month: str) -> str:
-    try:
-        return validate_month(month)
-    except MonthError as exc:
-        raise StageError(str(exc)) from exc
 
 
 def _timeouts(params: DataParams) -> tuple[float, float]:

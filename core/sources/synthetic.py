@@ -1,7 +1,7 @@
-"""Deterministic synthetic NYC Green Taxi months: the pipeline's embedded, offline data source.
+"""The ``synthetic`` source: deterministic NYC Green Taxi months, the pipeline's embedded, offline data.
 
 Every month is sampled from aggregate statistics of real TLC months
-(``resources/synthetic_calibration.json``, written by ``scripts/calibrate_synthetic.py``), so a
+(``core/resources/synthetic_calibration.json``, written by ``scripts/calibrate_synthetic.py``), so a
 model trained on a synthetic month learns the same structure, and makes errors of the same size,
 as one trained on real data, while a fresh clone works without any download.
 
@@ -27,6 +27,7 @@ Properties the pipeline relies on:
 from __future__ import annotations
 
 import calendar
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,9 +40,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.months import FIRST_TLC_MONTH, month_index, parse_month
+from core.months import FIRST_TLC_MONTH, add_months, month_index, parse_month
 from core.params import SyntheticParams
 from core.schema import tlc_raw_schema
+from core.sources.base import DataSource
 
 CALIBRATION_FILE = "synthetic_calibration.json"
 
@@ -797,3 +799,33 @@ def _raw_table(
             values = money[name][order]
             columns[name] = pa.array(values, type=pa.float64(), from_pandas=True)
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+class SyntheticSource(DataSource):
+    """The generator as a source: any month exists, and its content is decided by the params."""
+
+    name = "synthetic"
+    code_modules = ("core.sources.synthetic",)
+
+    def chunks(self, month: str) -> tuple[Iterator[pa.Table], str]:
+        return generate_month_chunks(month, self.params.synthetic), f"synthetic month {month}"
+
+    def identity(self, month: str) -> dict[str, Any]:
+        calibration = resources.files("core.resources").joinpath(CALIBRATION_FILE)
+        return {
+            "source": "synthetic",
+            "month": month,
+            "synthetic": self.params.synthetic.model_dump(),
+            "calibration": hashlib.sha256(calibration.read_bytes()).hexdigest(),
+        }
+
+    def latest(self, this_month: str) -> str:
+        # The generator can make any month; "published" means complete, i.e. last month.
+        return add_months(this_month, -1)
+
+    def settings(self) -> dict[str, Any]:
+        return {"rows_per_month": self.params.synthetic.rows_per_month, "shift_month": self.shift_month}
+
+    @property
+    def shift_month(self) -> str:
+        return self.params.synthetic.shift_month
