@@ -98,3 +98,11 @@ def test_a_malformed_file_is_one_line_naming_it_and_the_key(tmp_path: Path) -> N
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: malformed (EvaluationMetrics): current.mae: Field required")
+
+
+def test_the_backtests_work_counts_are_never_written(tmp_path: Path) -> None:
+    # The command prints what the replay computed; the file must not depend on the cache's state.
+    data = {**json.loads((ROOT / BACKTEST_RESULT).read_text()), "work": {"fits": 3, "scored": 9}}
+    backtest = Backtest.model_validate(data)
+    assert backtest.work == {"fits": 3, "scored": 9}
+    assert backtest.write(tmp_path / "backtest.json").read_bytes() == (ROOT / BACKTEST_RESULT).read_bytes()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
+
 from core.artifacts.base import Artifact, Part
 from core.paths import BACKTEST_RESULT
 
@@ -115,3 +117,6 @@ class Backtest(Artifact):
     policies: dict[str, list[Step]]
     models: dict[str, TrainedModel]
     hindsight: Hindsight
+    # What the replay computed rather than took from its cache (fits, scores, drift checks): the
+    # command prints it; never written (the file must not depend on the cache's state).
+    work: dict[str, int] | None = Field(default=None, exclude=True)
