@@ -32,6 +32,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.artifacts.evaluation import EvaluationMetrics
 from core.features import FEATURES, feature_matrix
 from core.io import atomic_path
 from core.model import MODEL_FILE, load_model
@@ -296,7 +297,6 @@ def test_metrics(client: httpx.Client, models: Models) -> None:
 def test_prediction_log_exports_to_drift_input(
     client: httpx.Client, server: ServerProcess, models: Models
 ) -> None:
-    from core.io import write_json
     from core.params import load_params
     from stages.drift import check_prediction_log
 
@@ -332,7 +332,15 @@ def test_prediction_log_exports_to_drift_input(
     reference["prediction"] = models.v1.estimator.predict(reference[list(FEATURES)].to_numpy())
     # What the drift stage would hold: the reference holdout's predictions and the model's evaluation.
     reference.to_parquet(models.work / "holdout.parquet")
-    write_json({"model_version": models.v1.version}, models.work / "evaluate.json")
+    metrics = {"mae": 1.0, "rmse": 1.0, "r2": 0.9, "rows": len(reference)}
+    EvaluationMetrics(
+        model_version=models.v1.version,
+        reference_month="2024-01",
+        current_month="2024-02",
+        current_rows="month",
+        reference_holdout=metrics,
+        current=metrics,
+    ).write(models.work / "evaluate.json")
     reports = models.work / "reports"
     result = check_prediction_log(
         load_params(ROOT / "params.yaml"),
@@ -342,11 +350,11 @@ def test_prediction_log_exports_to_drift_input(
         report_path=reports / "serving_drift_report.html",
         metrics_path=reports / "serving_drift.json",
     )
-    assert result["n_columns"] == len(FEATURES) - len(optional) + 1
-    assert result["current_month"] == str(out) and result["model_version"] == models.v1.version
-    assert result["reason"].startswith(f"prediction log: {len(result['drifted_columns'])} of ")
-    assert result["retrain_recommended"] == result["data_drift"] and not result["performance_drift"]
-    assert orjson.loads((reports / "serving_drift.json").read_bytes())["reason"] == result["reason"]
+    assert result.n_columns == len(FEATURES) - len(optional) + 1
+    assert result.current_month == str(out) and result.model_version == models.v1.version
+    assert result.reason.startswith(f"prediction log: {len(result.drifted_columns)} of ")
+    assert result.retrain_recommended == result.data_drift and not result.performance_drift
+    assert orjson.loads((reports / "serving_drift.json").read_bytes())["reason"] == result.reason
     assert "<html" in (reports / "serving_drift_report.html").read_text()[:2000].lower()
 
 
