@@ -25,6 +25,7 @@ import yaml
 from core.io import StageError
 from core.months import month_range, validate_month
 from core.params import PARAMS_FILE, Params, ParamsError, params_from_dict
+from core.paths import REPORTS_DIR
 from core.runner import EXPECTED_ERRORS
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 # The engine (pandas, scikit-learn, Evidently) and the data sources (requests, for the tlc source)
 # are imported inside the functions: `autoops --help` and the other commands should not pay for it.
-REPORTS_DIR = Path("reports")
 
 
 def load_with_overrides(path: Path, overrides: list[str]) -> Params:
@@ -207,13 +207,15 @@ def backtest(
         typer.echo(f"error [backtest]: {exc}", err=True)
         raise typer.Exit(1) from None
     from autoops.backtest_report import write_reports
+    from core.artifacts.backtest import Backtest
     from core.sources import source_for
 
     work = result.pop("work")
-    paths = write_reports(result, out, source_for(params).shift_month)
+    report = Backtest.model_validate(result)
+    paths = write_reports(report, out, source_for(params).shift_month)
     elapsed = time.perf_counter() - started
     typer.echo(
-        f"backtest: {len(replayed_months)} months x {len(result['summary'])} policies in {elapsed:.0f} s "
+        f"backtest: {len(replayed_months)} months x {len(report.summary)} policies in {elapsed:.0f} s "
         f"({work['fits']} fits, {work['challenger_fits']} trigger challengers, "
         f"{work['scored']} month scores, "
         f"{work['drift_checks']} drift checks computed; "
@@ -222,12 +224,11 @@ def backtest(
     typer.echo(
         f"{'policy':<14}{'mean MAE':>9}{'degradation':>13}{'reduction':>11}{'retrains':>10}{'regret':>9}"
     )
-    for name, s in result["summary"].items():
-        reduction = "n/a" if s["degradation_reduction"] is None else f"{s['degradation_reduction']:.0%}"
-        regret = result["hindsight"]["regret"][name]["regret"]
+    for name, s in report.summary.items():
+        reduction = "n/a" if s.degradation_reduction is None else f"{s.degradation_reduction:.0%}"
+        regret = report.hindsight.regret[name].regret
         typer.echo(
-            f"{name:<14}{s['mean_mae']:>9.3f}{s['degradation']:>+13.3f}{reduction:>11}{s['retrains']:>10}"
-            f"{regret:>+9.3f}"
+            f"{name:<14}{s.mean_mae:>9.3f}{s.degradation:>+13.3f}{reduction:>11}{s.retrains:>10}{regret:>+9.3f}"
         )
     typer.echo("regret: mean MAE above the best schedule with as many retrains, in hindsight (backtest.md)")
     typer.echo("reports: " + ", ".join(str(p) for p in paths.values()))

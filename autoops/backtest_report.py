@@ -9,9 +9,11 @@ import pandas as pd
 
 from autoops.backtest_hindsight import hindsight
 from autoops.backtest_policy import BASELINE, CALENDAR, STATIC, Policy
-from core.io import atomic_path, write_json, write_text
+from core.artifacts.backtest import Backtest, PolicySummary, Step
+from core.io import atomic_path, write_text
+from core.paths import BACKTEST_RESULT
 
-JSON_FILE = "backtest.json"
+JSON_FILE = BACKTEST_RESULT.name
 MARKDOWN_FILE = "backtest.md"
 PNG_FILE = "backtest.png"
 # Under reports/plots/ beside the pipeline's plot data; dvc.yaml's top-level `plots:` renders it.
@@ -77,41 +79,41 @@ def versus_calendar(summary: dict[str, dict[str, Any]], name: str = TRIGGER) -> 
     }
 
 
-def _point(s: dict[str, Any]) -> str:
-    removed = s["degradation_reduction"]
-    what = f"MAE {s['mean_mae']:.3f}"
+def _point(s: PolicySummary) -> str:
+    removed = s.degradation_reduction
+    what = f"MAE {s.mean_mae:.3f}"
     if removed is not None:
         what += f", {removed:.0%} of the degradation removed"
-    return f"{what}, {s['retrains']} retrain{'' if s['retrains'] == 1 else 's'}"
+    return f"{what}, {s.retrains} retrain{'' if s.retrains == 1 else 's'}"
 
 
-def verdict_line(result: dict[str, Any]) -> str:
+def verdict_line(result: Backtest) -> str:
     """The one line that says whether the trigger beats the calendar."""
-    check = result.get("versus_calendar")
+    check = result.versus_calendar
     if check is None:
         return f"`{TRIGGER}` was not replayed: no verdict on the calendar."
-    summary = result["summary"]
+    summary = result.summary
     own = _point(summary[TRIGGER])
-    if check["dominates_calendar"]:
+    if check.dominates_calendar:
         return (
             f"**`{TRIGGER}` dominates the calendar** ({own}): no `periodic_kK` (K = 1..6) has a lower "
             "mean MAE with no more retrains."
         )
-    rivals = ", ".join(f"`{n}` ({_point(summary[n])})" for n in check["beaten_by"])
+    rivals = ", ".join(f"`{n}` ({_point(summary[n])})" for n in check.beaten_by)
     return f"**`{TRIGGER}` does not dominate the calendar** ({own}): beaten by {rivals}."
 
 
-def hindsight_line(result: dict[str, Any], name: str = TRIGGER) -> str:
+def hindsight_line(result: Backtest, name: str = TRIGGER) -> str:
     """``name``'s regret: how far the best schedule with as many retrains, in hindsight, is below it."""
-    r = result["hindsight"]["regret"].get(name)
+    r = result.hindsight.regret.get(name)
     if r is None:
         return f"`{name}` was not replayed: no regret against the hindsight limit."
-    months = ", ".join(r["limit_retrain_months"]) or "no month"
+    months = ", ".join(r.limit_retrain_months) or "no month"
     return (
         f"**Hindsight limit:** knowing every month's labels in advance, the best schedule with at most "
-        f"{r['retrains']} retrain{'' if r['retrains'] == 1 else 's'} (retrain on {months}) reaches MAE "
-        f"{r['limit_mae']:.3f}; `{name}` ({r['mean_mae']:.3f}) is {r['regret']:+.3f} min "
-        f"({r['regret_pct']:+.1%}) above it: what any trigger could still win at that cost."
+        f"{r.retrains} retrain{'' if r.retrains == 1 else 's'} (retrain on {months}) reaches MAE "
+        f"{r.limit_mae:.3f}; `{name}` ({r.mean_mae:.3f}) is {r.regret:+.3f} min "
+        f"({r.regret_pct:+.1%}) above it: what any trigger could still win at that cost."
     )
 
 
@@ -134,8 +136,8 @@ def build_result(
     }
 
 
-def _retrains(rows: list[dict[str, Any]]) -> str:
-    n = sum(bool(r["retrain"]) for r in rows)
+def _retrains(rows: list[Step]) -> str:
+    n = sum(r.retrain for r in rows)
     return f"{n} retrain{'' if n == 1 else 's'}"
 
 
@@ -143,11 +145,11 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "n/a" if value is None else format(value, pattern)
 
 
-def markdown(result: dict[str, Any]) -> str:
-    months = result["months"]
-    settings = result["settings"]
+def markdown(result: Backtest) -> str:
+    months = result.months
+    settings = result.settings
     lines = [
-        f"# Backtest: {months[0]} to {months[-1]} ({len(months)} months, {settings['source']})",
+        f"# Backtest: {months[0]} to {months[-1]} ({len(months)} months, {settings.source})",
         "",
         f"Each month the deployed model predicts the month, then the policy decides whether to retrain on "
         f"it. {months[0]} only trains the first model; MAE is averaged over the {len(months) - 1} months "
@@ -161,49 +163,45 @@ def markdown(result: dict[str, Any]) -> str:
         "| policy | trigger | mean MAE | mean RMSE | degradation | reduction | retrains | regret |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in result["policy_order"]:
-        s = result["summary"][name]
-        regret = result["hindsight"]["regret"][name]
+    for name in result.policy_order:
+        s = result.summary[name]
+        regret = result.hindsight.regret[name]
         lines.append(
-            f"| `{name}` | {s['description']} | {s['mean_mae']:.3f} | {s['mean_rmse']:.3f} | "
-            f"{s['degradation']:+.3f} | {_fmt(s['degradation_reduction'], '.0%')} | {s['retrains']} | "
-            f"{regret['regret']:+.3f} ({regret['regret_pct']:+.1%}) |"
+            f"| `{name}` | {s.description} | {s.mean_mae:.3f} | {s.mean_rmse:.3f} | "
+            f"{s.degradation:+.3f} | {_fmt(s.degradation_reduction, '.0%')} | {s.retrains} | "
+            f"{regret.regret:+.3f} ({regret.regret_pct:+.1%}) |"
         )
     lines += [
         "",
-        "Settings: " + ", ".join(f"{k} `{v}`" for k, v in settings.items()),
+        "Settings: " + ", ".join(f"{k} `{v}`" for k, v in settings.as_dict().items()),
         "",
         "## MAE per month (minutes; `*` = retrained on that month)",
         "",
-        "| month | " + " | ".join(f"`{n}`" for n in result["policy_order"]) + " |",
-        "|---|" + "---:|" * len(result["policy_order"]),
+        "| month | " + " | ".join(f"`{n}`" for n in result.policy_order) + " |",
+        "|---|" + "---:|" * len(result.policy_order),
     ]
     for i, month in enumerate(months):
         cells = []
-        for name in result["policy_order"]:
-            row = result["policies"][name][i]
-            cells.append(
-                "train" if row.get("bootstrap") else f"{row['mae']:.3f}{' *' if row['retrain'] else ''}"
-            )
+        for name in result.policy_order:
+            row = result.policies[name][i]
+            cells.append("train" if row.bootstrap else f"{row.mae:.3f}{' *' if row.retrain else ''}")
         lines.append(f"| {month} | " + " | ".join(cells) + " |")
     lines += ["", "## Why each policy retrained", ""]
-    for name in result["policy_order"]:
-        rows = result["policies"][name]
+    for name in result.policy_order:
+        rows = result.policies[name]
         if name in (STATIC, BASELINE) or name.startswith("periodic"):
             continue
-        reasons = [
-            f"  - {r['month']}: {r['reason']}" for r in rows if r["retrain"] and not r.get("bootstrap")
-        ]
+        reasons = [f"  - {r.month}: {r.reason}" for r in rows if r.retrain and not r.bootstrap]
         lines.append(f"- `{name}`:" + ("" if reasons else " never"))
         lines += reasons
     return "\n".join([*lines, *_hindsight_section(result)]) + "\n"
 
 
-def _hindsight_section(result: dict[str, Any]) -> list[str]:
+def _hindsight_section(result: Backtest) -> list[str]:
     by_cost: dict[int, list[str]] = {}
-    for name in result["policy_order"]:
-        r = result["hindsight"]["regret"][name]
-        by_cost.setdefault(r["retrains"], []).append(f"`{name}` {r['mean_mae']:.3f} ({r['regret']:+.3f})")
+    for name in result.policy_order:
+        r = result.hindsight.regret[name]
+        by_cost.setdefault(r.retrains, []).append(f"`{name}` {r.mean_mae:.3f} ({r.regret:+.3f})")
     lines = [
         "",
         "## The hindsight limit: the best schedule with at most k retrains",
@@ -217,87 +215,91 @@ def _hindsight_section(result: dict[str, Any]) -> list[str]:
         "| retrains | best mean MAE | retrain on | policies with that many retrains (MAE, regret) |",
         "|---:|---:|---|---|",
     ]
-    for point in result["hindsight"]["frontier"]:
-        months = ", ".join(point["retrain_months"]) or "-"
-        policies = "; ".join(by_cost.get(point["retrains"], []))
-        lines.append(f"| {point['retrains']} | {point['mean_mae']:.3f} | {months} | {policies} |")
+    for point in result.hindsight.frontier:
+        months = ", ".join(point.retrain_months) or "-"
+        policies = "; ".join(by_cost.get(point.retrains, []))
+        lines.append(f"| {point.retrains} | {point.mean_mae:.3f} | {months} | {policies} |")
     return lines
 
 
-def csv_table(result: dict[str, Any]) -> pd.DataFrame:
+def csv_table(result: Backtest) -> pd.DataFrame:
     """One row per scored month, one MAE column per policy (the shape DVC's linear template wants)."""
-    months = result["scored_months"]
+    months = result.scored_months
     table = pd.DataFrame({"step": range(1, len(months) + 1), "month": months})
-    for name in result["policy_order"]:
-        rows = result["policies"][name]
-        table[name] = [round(r["mae"], 4) for r in rows if not r.get("bootstrap")]
+    for name in result.policy_order:
+        table[name] = [round(r.mae, 4) for r in _scored(result.policies[name])]
     return table
 
 
-def _removed(result: dict[str, Any]) -> Any:
+def _scored(rows: list[Step]) -> list[Step]:
+    """The months a deployed model was scored on (not the bootstrap month: none was deployed)."""
+    return [r for r in rows if not r.bootstrap and r.mae is not None]
+
+
+def _removed(result: Backtest) -> Any:
     """Mean MAE -> % of static's degradation removed, or None when static never degraded."""
-    summary = result["summary"]
-    baseline, static = summary[BASELINE]["mean_mae"], summary[STATIC]["degradation"]
+    summary = result.summary
+    baseline, static = summary[BASELINE].mean_mae, summary[STATIC].degradation
     if static <= 1e-12:
         return None
     return lambda mae: 100.0 * (1.0 - (mae - baseline) / static)
 
 
-def frontier_table(result: dict[str, Any]) -> pd.DataFrame:
+def frontier_table(result: Backtest) -> pd.DataFrame:
     """Retrains against mean MAE, one row per policy, then the hindsight limit at every number of
     retrains (policy ``hindsight_limit``): DVC's scatter plot of the trade-off."""
     removed = _removed(result)
     rows = [
         {
             "policy": name,
-            "retrains": s["retrains"],
-            "mean_mae": s["mean_mae"],
+            "retrains": s.retrains,
+            "mean_mae": s.mean_mae,
             "degradation_removed": None
-            if s["degradation_reduction"] is None
-            else round(100 * s["degradation_reduction"], 2),
+            if s.degradation_reduction is None
+            else round(100 * s.degradation_reduction, 2),
         }
-        for name, s in result["summary"].items()
+        for name, s in result.summary.items()
     ]
     rows += [
         {
             "policy": HINDSIGHT,
-            "retrains": p["retrains"],
-            "mean_mae": p["mean_mae"],
-            "degradation_removed": None if removed is None else round(removed(p["mean_mae"]), 2),
+            "retrains": p.retrains,
+            "mean_mae": p.mean_mae,
+            "degradation_removed": None if removed is None else round(removed(p.mean_mae), 2),
         }
-        for p in result["hindsight"]["frontier"]
+        for p in result.hindsight.frontier
     ]
     return pd.DataFrame(rows, columns=["policy", "retrains", "mean_mae", "degradation_removed"])
 
 
-def _plot_frontier(ax: Any, result: dict[str, Any]) -> None:
+def _plot_frontier(ax: Any, result: Backtest) -> None:
     """Mean MAE against retrains: the hindsight limit under every policy, the calendar, the rest."""
-    summary = result["summary"]
-    limit = result["hindsight"]["frontier"]
+    summary = result.summary
+    limit = result.hindsight.frontier
     ax.step(
-        [p["retrains"] for p in limit],
-        [p["mean_mae"] for p in limit],
+        [p.retrains for p in limit],
+        [p.mean_mae for p in limit],
         where="post",
         color="black",
         linewidth=1.2,
         label="hindsight limit: best schedule with <= k retrains",
     )
     points = sorted(
-        (summary[f"periodic_k{k}"]["retrains"], summary[f"periodic_k{k}"]["mean_mae"], k) for k in CALENDAR
+        (summary[f"periodic_k{k}"].retrains, summary[f"periodic_k{k}"].mean_mae, k) for k in CALENDAR
     )
     ax.plot(
         [p[0] for p in points], [p[1] for p in points], "-o", color="grey", label="calendar: every K months"
     )
     for x, y, k in points:
         ax.annotate(f"K={k}", (x, y), fontsize=7, color="grey", xytext=(3, 4), textcoords="offset points")
-    for name in result["policy_order"]:
+    for name in result.policy_order:
         if name.startswith("periodic_k"):
             continue
         big = name == TRIGGER
         s = summary[name]
         ax.scatter(
-            s["retrains"],
-            s["mean_mae"],
+            s.retrains,
+            s.mean_mae,
             s=220 if big else 50,
             marker="*" if big else "D",
             zorder=3,
@@ -306,7 +308,7 @@ def _plot_frontier(ax: Any, result: dict[str, Any]) -> None:
     removed = _removed(result)
     if removed is not None:
         # The same axis read as the share of static's degradation removed (linear in mean MAE).
-        baseline, static = summary[BASELINE]["mean_mae"], summary[STATIC]["degradation"]
+        baseline, static = summary[BASELINE].mean_mae, summary[STATIC].degradation
         inverse = lambda pct: baseline + static * (1.0 - pct / 100.0)  # noqa: E731
         ax.secondary_yaxis("right", functions=(removed, inverse)).set_ylabel("degradation removed (%)")
     from matplotlib.ticker import MaxNLocator
@@ -319,22 +321,21 @@ def _plot_frontier(ax: Any, result: dict[str, Any]) -> None:
     ax.legend(fontsize=7)
 
 
-def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None) -> None:
+def plot_png(result: Backtest, path: Path, shift_month: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    months = result["scored_months"]
+    months = result.scored_months
     x = list(range(len(months)))
     fig, (ax, trade) = plt.subplots(1, 2, figsize=(16, 5.5), dpi=100, gridspec_kw={"width_ratios": [2.2, 1]})
     styles = ["-", "--", "-.", ":"]
     # The calendar's K = 2..6 are in the trade-off panel; as lines here they would bury the rest.
-    shown = [n for n in result["policy_order"] if not (n.startswith("periodic_k") and n != BASELINE)]
+    shown = [n for n in result.policy_order if not (n.startswith("periodic_k") and n != BASELINE)]
     for i, name in enumerate(shown):
-        rows = result["policies"][name]
-        scored = [r for r in rows if not r.get("bootstrap")]
-        mae = [r["mae"] for r in scored]
+        scored = _scored(result.policies[name])
+        mae = [r.mae for r in scored]
         # Policies often share a model for months on end; dashes keep every line visible.
         (line,) = ax.plot(
             x,
@@ -344,7 +345,7 @@ def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None)
             linewidth=2.2 if name in (STATIC, BASELINE) else 1.5,
             label=f"{name} ({_retrains(scored)})",
         )
-        hits = [i for i, r in enumerate(scored) if r["retrain"]]
+        hits = [i for i, r in enumerate(scored) if r.retrain]
         # A retrain at month m changes the model that serves m+1: the mark sits on m's point.
         ax.scatter(
             hits, [mae[i] for i in hits], s=60, facecolors="none", edgecolors=line.get_color(), linewidths=1.5
@@ -376,7 +377,7 @@ def plot_png(result: dict[str, Any], path: Path, shift_month: str | None = None)
     plt.close(fig)
 
 
-def write_reports(result: dict[str, Any], out_dir: Path, shift_month: str | None = None) -> dict[str, Path]:
+def write_reports(result: Backtest, out_dir: Path, shift_month: str | None = None) -> dict[str, Path]:
     paths = {
         "json": out_dir / JSON_FILE,
         "markdown": out_dir / MARKDOWN_FILE,
@@ -384,7 +385,7 @@ def write_reports(result: dict[str, Any], out_dir: Path, shift_month: str | None
         "csv": out_dir / CSV_FILE,
         "frontier_csv": out_dir / FRONTIER_CSV,
     }
-    write_json(result, paths["json"])
+    result.write(paths["json"])
     write_text(markdown(result), paths["markdown"])
     write_text(csv_table(result).to_csv(index=False), paths["csv"])
     write_text(frontier_table(result).to_csv(index=False), paths["frontier_csv"])

@@ -13,20 +13,22 @@ from __future__ import annotations
 import shutil
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from autoops.gitops import LoopError, dvc
 from autoops.params_edit import accept_data_problems, set_months
-from autoops.project import BRANCH_PREFIX, ensure_work_dir, read_json, to_month
+from autoops.project import BRANCH_PREFIX, ensure_work_dir, to_month
 from autoops.sources import latest_month
-from core.io import write_json, write_text
+from core.artifacts.check import CheckResult, ChecksOutcome
+from core.artifacts.data_checks import DataChecks
+from core.artifacts.drift import Drift
+from core.io import write_text
 from core.months import month_index
 from core.params import load_params
-from core.paths import DATA_CHECKS_METRICS, DRIFT_METRICS, DRIFT_REPORT, PARAMS_FILE, WORK_DIR
+from core.paths import CHECK_RESULT, DATA_CHECKS_METRICS, DRIFT_METRICS, DRIFT_REPORT, PARAMS_FILE, WORK_DIR
 
-CHECK_JSON = WORK_DIR / "check.json"
+CHECK_JSON = CHECK_RESULT
 CHECK_MD = WORK_DIR / "check.md"
 # The drift report that triggered a retrain, kept for the CI artifact.
 EVIDENCE_DIR = WORK_DIR / "evidence"
@@ -35,7 +37,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def run_check(
     root: Path, month: str | None, as_of: date | None = None, accept_problems: bool = False
-) -> dict[str, Any]:
+) -> CheckResult:
     from core.trigger import data_problem
 
     params = load_params(root / PARAMS_FILE)
@@ -48,36 +50,32 @@ def run_check(
         accept_data_problems_in(root, month)
     err_console.print(f"[bold]checking {month} against the model trained on {reference}[/bold]")
     dvc(root, "repro", "data_checks")
-    checks = read_json(root / DATA_CHECKS_METRICS)
-    if checks.get("month") != month:
-        raise LoopError(
-            f"{DATA_CHECKS_METRICS} describes {checks.get('month')}, not {month}; rerun the check"
-        )
-    if problem := data_problem(checks):
+    checks = DataChecks.read(root / DATA_CHECKS_METRICS)
+    if checks.month != month:
+        raise LoopError(f"{DATA_CHECKS_METRICS} describes {checks.month}, not {month}; rerun the check")
+    if problem := data_problem(checks.as_dict()):
         return _write_result(
             root, data_problem_result(checks, problem), data_problem_markdown(checks, problem)
         )
     dvc(root, "repro", "drift")
-    drift = read_json(root / DRIFT_METRICS)
-    if drift.get("current_month") != month:
-        raise LoopError(
-            f"{DRIFT_METRICS} describes {drift.get('current_month')}, not {month}; rerun the check"
-        )
-    breach = bool(drift["retrain_recommended"])
-    result = {
-        "month": month,
-        "reference_month": drift["reference_month"],
-        "model_version": drift["model_version"],
-        "breach": breach,
-        "data_drift": drift["data_drift"],
-        "performance_drift": drift["performance_drift"],
-        "expected_gain": drift["expected_gain"],
-        "drifted_columns": drift["drifted_columns"],
-        "reason": drift["reason"],
-        "branch": f"{BRANCH_PREFIX}{month}",
-        "data_problem": None,
-        "data_checks": _checks_outcome(checks),
-    }
+    drift = Drift.read(root / DRIFT_METRICS)
+    if drift.current_month != month:
+        raise LoopError(f"{DRIFT_METRICS} describes {drift.current_month}, not {month}; rerun the check")
+    breach = drift.retrain_recommended
+    result = CheckResult(
+        month=month,
+        reference_month=drift.reference_month,
+        model_version=drift.model_version,
+        breach=breach,
+        data_drift=drift.data_drift,
+        performance_drift=drift.performance_drift,
+        expected_gain=drift.expected_gain,
+        drifted_columns=drift.drifted_columns,
+        reason=drift.reason,
+        branch=f"{BRANCH_PREFIX}{month}",
+        data_problem=None,
+        data_checks=_checks_outcome(checks),
+    )
     _write_result(root, result, check_markdown(drift, breach))
     if (root / DRIFT_REPORT).exists():
         # Kept aside: `propose` moves the working tree on, but this is the report that triggered it.
@@ -91,45 +89,46 @@ def accept_data_problems_in(root: Path, month: str) -> None:
         err_console.print(f"data problems in {month} accepted: added to data_checks.accepted_months")
 
 
-def _write_result(root: Path, result: dict[str, Any], summary: str) -> dict[str, Any]:
+def _write_result(root: Path, result: CheckResult, summary: str) -> CheckResult:
     work = ensure_work_dir(root)
-    write_json(result, work / CHECK_JSON.name)
+    result.write(work / CHECK_RESULT.name)
     write_text(summary, work / CHECK_MD.name)
     return result
 
 
-def _checks_outcome(checks: dict[str, Any]) -> dict[str, Any]:
-    return {key: checks[key] for key in ("passed", "accepted", "blocking", "warnings", "problem")}
+def _checks_outcome(checks: DataChecks) -> ChecksOutcome:
+    return ChecksOutcome.model_validate(
+        checks.model_dump(include={"passed", "accepted", "blocking", "warnings", "problem"})
+    )
 
 
-def data_problem_result(checks: dict[str, Any], problem: str) -> dict[str, Any]:
+def data_problem_result(checks: DataChecks, problem: str) -> CheckResult:
     """check.json for a month the data checks stopped: no breach, and the problem as the reason."""
-    month = checks["month"]
-    return {
-        "month": month,
-        "reference_month": checks["reference_month"],
-        "model_version": None,
-        "breach": False,
-        "data_drift": None,
-        "performance_drift": None,
-        "expected_gain": None,
-        "drifted_columns": [],
-        "reason": problem,
-        "branch": f"{BRANCH_PREFIX}{month}",
-        "data_problem": problem,
-        "data_checks": _checks_outcome(checks),
-    }
+    return CheckResult(
+        month=checks.month,
+        reference_month=checks.reference_month,
+        model_version=None,
+        breach=False,
+        data_drift=None,
+        performance_drift=None,
+        expected_gain=None,
+        drifted_columns=[],
+        reason=problem,
+        branch=f"{BRANCH_PREFIX}{checks.month}",
+        data_problem=problem,
+        data_checks=_checks_outcome(checks),
+    )
 
 
-def data_problem_markdown(checks: dict[str, Any], problem: str) -> str:
+def data_problem_markdown(checks: DataChecks, problem: str) -> str:
     """The job summary (and the issue's body) for a month the data checks stopped."""
     from autoops.evidence_report import data_checks_lines
 
-    month = checks["month"]
+    month = checks.month
     return (
         "\n".join(
             [
-                f"## Auto-Ops drift check: {month} vs {checks['reference_month']} — data problem, no retrain",
+                f"## Auto-Ops drift check: {month} vs {checks.reference_month} — data problem, no retrain",
                 "",
                 f"> **{problem}**",
                 "",
@@ -146,35 +145,35 @@ def data_problem_markdown(checks: dict[str, Any], problem: str) -> str:
     )
 
 
-def check_markdown(drift: dict[str, Any], breach: bool) -> str:
+def check_markdown(drift: Drift, breach: bool) -> str:
     from autoops.evidence_report import data_checks_lines, drift_table
     from core.trigger import gain_sentence
 
     head = "Retrain recommended" if breach else "No retrain needed"
-    gain = drift["gain"]
+    gain = drift.gain
     lines = [
-        f"## Auto-Ops drift check: {drift['current_month']} vs {drift['reference_month']} — {head}",
+        f"## Auto-Ops drift check: {drift.current_month} vs {drift.reference_month} — {head}",
         "",
-        f"> {drift['reason']}",
+        f"> {drift.reason}",
         "",
         *(
             [
-                f"**The trigger's estimate**: {gain_sentence(gain)}; it retrains at "
-                f"{gain['min_retrain_gain']:.0%} or on data drift.",
+                f"**The trigger's estimate**: {gain_sentence(gain.as_dict())}; it retrains at "
+                f"{gain.min_retrain_gain:.0%} or on data drift.",
                 "",
             ]
             if gain
             else []
         ),
-        f"Model `{drift['model_version']}`: MAE {drift['current_mae']:.3f} on {drift['current_month']} vs "
-        f"{drift['reference_mae']:.3f} on its {drift['reference_month']} holdout "
-        f"({drift['mae_change']:+.1%}).",
+        f"Model `{drift.model_version}`: MAE {drift.current_mae:.3f} on {drift.current_month} vs "
+        f"{drift.reference_mae:.3f} on its {drift.reference_month} holdout "
+        f"({drift.mae_change:+.1%}).",
         "",
         *drift_table(drift),
         "",
-        *(data_checks_lines(drift["data_checks"]) if drift.get("data_checks") else []),
+        *(data_checks_lines(drift.data_checks) if drift.data_checks else []),
     ]
     if breach:
-        month = drift["current_month"]
+        month = drift.current_month
         lines.append(f"Next: `autoops propose --month {month}` opens `{BRANCH_PREFIX}{month}`.")
     return "\n".join(lines) + "\n"

@@ -6,15 +6,15 @@ same month has nothing new to commit.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from autoops.evidence import COMPARISON, DURATION_BINS, DURATION_HIST, ERROR_BY_HOUR, PRED_VS_ACTUAL
-from core.paths import LOOP_DIR
+from autoops.evidence import DURATION_BINS, DURATION_HIST, ERROR_BY_HOUR, PRED_VS_ACTUAL
+from core.artifacts.comparison import Comparison
+from core.paths import LOOP_COMPARISON, LOOP_DIR
 
 
 def render_plots(folder: Path = LOOP_DIR) -> list[tuple[str, Path]]:
@@ -24,7 +24,7 @@ def render_plots(folder: Path = LOOP_DIR) -> list[tuple[str, Path]]:
     matplotlib.use("Agg")  # no display on CI runners
     import matplotlib.pyplot as plt
 
-    comparison = json.loads((folder / COMPARISON.name).read_text())
+    comparison = Comparison.read(folder / LOOP_COMPARISON.name)
     made = [
         ("MAE by pickup hour", _error_by_hour(plt, folder, comparison)),
         ("Predicted vs actual", _predicted_vs_actual(plt, folder, comparison)),
@@ -34,8 +34,8 @@ def render_plots(folder: Path = LOOP_DIR) -> list[tuple[str, Path]]:
     return made
 
 
-def _error_by_hour(plt: Any, folder: Path, comparison: dict[str, Any]) -> Path:
-    month, ref = comparison["month"], comparison["champion"]["reference_month"]
+def _error_by_hour(plt: Any, folder: Path, comparison: Comparison) -> Path:
+    month, ref = comparison.month, comparison.champion.reference_month
     by_hour = pd.read_csv(folder / ERROR_BY_HOUR.name)
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(
@@ -56,23 +56,23 @@ def _error_by_hour(plt: Any, folder: Path, comparison: dict[str, Any]) -> Path:
     return _save(fig, folder / "error_by_hour.png")
 
 
-def _predicted_vs_actual(plt: Any, folder: Path, comparison: dict[str, Any]) -> Path:
+def _predicted_vs_actual(plt: Any, folder: Path, comparison: Comparison) -> Path:
     scatter = pd.read_csv(folder / PRED_VS_ACTUAL.name)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
     top = float(np.nanmax(scatter[["actual", "champion", "challenger"]].to_numpy()))
-    for ax, name, colour in zip(axes, ("champion", "challenger"), ("tab:red", "tab:green"), strict=True):
+    maes = {"champion": comparison.champion.metrics.mae, "challenger": comparison.challenger.metrics.mae}
+    for ax, (name, mae), colour in zip(axes, maes.items(), ("tab:red", "tab:green"), strict=True):
         ax.scatter(scatter["actual"], scatter[name], s=4, alpha=0.4, color=colour)
         ax.plot([0, top], [0, top], "k--", lw=1)
-        mae = comparison[name]["metrics"]["mae"]
         ax.set(title=f"{name} (MAE {mae:.2f})", xlabel="actual duration (min)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("predicted duration (min)")
-    fig.suptitle(f"Predicted vs actual on the {comparison['month']} holdout")
+    fig.suptitle(f"Predicted vs actual on the {comparison.month} holdout")
     return _save(fig, folder / "predicted_vs_actual.png")
 
 
-def _duration_distribution(plt: Any, folder: Path, comparison: dict[str, Any]) -> Path:
-    month, ref = comparison["month"], comparison["champion"]["reference_month"]
+def _duration_distribution(plt: Any, folder: Path, comparison: Comparison) -> Path:
+    month, ref = comparison.month, comparison.champion.reference_month
     hist = pd.read_csv(folder / DURATION_HIST.name)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     width = float(DURATION_BINS[1] - DURATION_BINS[0])

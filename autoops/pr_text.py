@@ -11,9 +11,9 @@ autoops/evidence_report.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from autoops.branch import PROPOSED_TRAILER
+from core.artifacts.comparison import Comparison
 from core.paths import LOOP_DIR, LOOP_REPORT
 
 
@@ -24,12 +24,12 @@ class ProposalText:
     commit_body: str
 
 
-def proposal_text(month: str, reference_month: str, reason: str, comparison: dict[str, Any]) -> ProposalText:
+def proposal_text(month: str, reference_month: str, reason: str, comparison: Comparison) -> ProposalText:
     """The words for proposing ``month``; ``reference_month`` is what the serving model learned from,
     ``reason`` the check's trigger reason, ``comparison`` autoops/evidence.py's comparison."""
-    champion, challenger = comparison["champion"]["metrics"], comparison["challenger"]["metrics"]
-    title = f"Retrain on {month}: MAE {champion['mae']:.2f} -> {challenger['mae']:.2f} on the new month"
-    why = f"The serving model was trained on {reference_month}: {reason}.\n\n{comparison['verdict']}."
+    champion, challenger = comparison.champion.metrics, comparison.challenger.metrics
+    title = f"Retrain on {month}: MAE {champion.mae:.2f} -> {challenger.mae:.2f} on the new month"
+    why = f"The serving model was trained on {reference_month}: {reason}.\n\n{comparison.verdict}."
     pr_body = (
         f"Automated retrain proposed by drift-watch (`autoops propose`).\n\n{why}\n\n"
         f"The evidence is in the comment below and in {LOOP_REPORT.as_posix()}."

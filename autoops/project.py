@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -22,12 +20,6 @@ def project_root() -> Path:
     if missing:
         raise LoopError(f"no {' or '.join(missing)} in {root}: run autoops from the project's root folder")
     return root
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise LoopError(f"{path}: missing")
-    return json.loads(path.read_text())
 
 
 def ensure_work_dir(root: Path) -> Path:

@@ -24,8 +24,11 @@ from autoops.check import run_check
 from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
 from autoops.params_edit import accept_data_problems, params_at, set_months
 from autoops.pr_text import proposal_text
-from autoops.project import BRANCH_PREFIX, dvc_outputs, lock_outputs, read_json, to_month
+from autoops.project import BRANCH_PREFIX, dvc_outputs, lock_outputs, to_month
 from autoops.sources import ensure_published
+from core.artifacts.comparison import Comparison
+from core.artifacts.drift import Drift
+from core.artifacts.evaluation import EvaluationMetrics
 from core.io import file_md5, write_text
 from core.months import month_index
 from core.paths import (
@@ -126,18 +129,18 @@ def run_propose(
     # 1. The verdict, from the base branch's own model and params.
     switch(git, base_checkout)
     checked = run_check(root, month, accept_problems=accept_problems)
-    outcome["check"] = checked
+    outcome["check"] = checked.as_dict()
     # A data problem stops propose even with --force: only a person's --accept-data-problems lifts it.
-    if checked["data_problem"]:
-        outcome.update(reason=checked["data_problem"], data_problem=checked["data_problem"])
+    if checked.data_problem:
+        outcome.update(reason=checked.data_problem, data_problem=checked.data_problem)
         return outcome
-    if not checked["breach"] and not force:
-        outcome["reason"] = f"no breach for {month}: {checked['reason']}"
+    if not checked.breach and not force:
+        outcome["reason"] = f"no breach for {month}: {checked.reason}"
         return outcome
     snapshot_champion(root, git, base_sha, base)
     # The check's own outputs, read before the branch switch and `dvc repro` replace them.
-    trigger_drift = read_json(root / DRIFT_METRICS)
-    trigger_eval = read_json(root / EVALUATE_METRICS)
+    trigger_drift = Drift.read(root / DRIFT_METRICS)
+    trigger_eval = EvaluationMetrics.read(root / EVALUATE_METRICS)
     trigger_predictions = read_trigger_predictions(root)
 
     # 2. The branch: continue an existing retrain/<month> that already contains the base, else
@@ -148,7 +151,7 @@ def run_propose(
     comparison = _retrain_with_evidence(
         root, git, month, branch, base, (trigger_drift, trigger_eval, trigger_predictions), accept_problems
     )
-    outcome["comparison"] = comparison
+    outcome["comparison"] = comparison.as_dict()
     head = git.rev("HEAD")
 
     # 5. Data before code: the branch must never point at outputs the DVC remote lacks.
@@ -163,7 +166,7 @@ def run_propose(
     from autoops.release import register_challenger
 
     outcome["mlflow"] = register_challenger(root, branch)
-    text = proposal_text(month, trigger_drift["reference_month"], trigger_drift["reason"], comparison)
+    text = proposal_text(month, trigger_drift.reference_month, trigger_drift.reason, comparison)
     outcome.update(
         proposed=True,
         updated=head != (remote_sha or local_sha),
@@ -172,7 +175,7 @@ def run_propose(
         report=LOOP_REPORT.as_posix(),
         title=text.title,
         body=text.pr_body,
-        reason=trigger_drift["reason"],
+        reason=trigger_drift.reason,
     )
     return outcome
 
@@ -198,9 +201,9 @@ def _retrain_with_evidence(
     month: str,
     branch: str,
     base: str,
-    trigger: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    trigger: tuple[Drift, EvaluationMetrics, dict[str, Any]],
     accept_problems: bool = False,
-) -> dict[str, Any]:
+) -> Comparison:
     """On the retrain branch: retrain on ``month``, compare both models on the rows the new one
     never saw, write the evidence and the report, commit. ``trigger``: the check's drift metrics,
     evaluate metrics and predictions. Returns the comparison."""
@@ -227,7 +230,7 @@ def _retrain_with_evidence(
     return comparison
 
 
-def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison: dict[str, Any]) -> bool:
+def _commit(git: Git, root: Path, month: str, drift: Drift, comparison: Comparison) -> bool:
     """Commit exactly the pipeline's small files and the evidence; False when nothing changed."""
     cached, uncached = dvc_outputs(root)
     paths = {PARAMS_FILE.as_posix(), DVC_LOCK.as_posix(), *uncached, LOOP_DIR.as_posix()}
@@ -237,7 +240,7 @@ def _commit(git: Git, root: Path, month: str, drift: dict[str, Any], comparison:
     git.run("add", "--", *sorted(p for p in paths if (root / p).exists()))
     if git.ok("diff", "--cached", "--quiet"):
         return False
-    text = proposal_text(month, drift["reference_month"], drift["reason"], comparison)
+    text = proposal_text(month, drift.reference_month, drift.reason, comparison)
     git.run("commit", "--quiet", "-m", text.title, "-m", text.commit_body)
     # The record a rerun decides ownership by (autoops/branch.py): this very commit id.
     record_proposed(git, f"{BRANCH_PREFIX}{month}", git.run("rev-parse", "HEAD"), month)

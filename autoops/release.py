@@ -7,7 +7,6 @@ labels say which model it serves.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,11 +19,12 @@ import numpy as np
 from autoops.gitops import Git, LoopError
 from autoops.project import lock_outputs
 from core import tracking
+from core.artifacts.model_card import ModelCard
 from core.features import FEATURES
 from core.io import file_md5, file_sha256, write_json
-from core.model import CARD_FILE, MODEL_FILE, load_model, predict
+from core.model import MODEL_FILE, load_model, predict
+from core.paths import CARD_FILE, MODELS_DIR
 from core.paths import DVC_LOCK as LOCK_FILE
-from core.paths import MODELS_DIR
 
 LABEL_PREFIX = "io.auto-ops.model"
 
@@ -48,7 +48,7 @@ def locked_outputs(root: Path, rev: str = "HEAD") -> dict[str, str]:
     return lock_outputs(text)
 
 
-def verify_model(root: Path, *, with_model: bool = True) -> dict[str, Any]:
+def verify_model(root: Path, *, with_model: bool = True) -> ModelCard:
     """The model card, after checking model and card are byte-for-byte what the committed dvc.lock pins.
 
     ``with_model=False`` checks the card alone (it is git-tracked, and it carries the model's
@@ -67,8 +67,8 @@ def verify_model(root: Path, *, with_model: bool = True) -> dict[str, Any]:
                 f"{key} (md5 {actual[:12]}) is not the file the committed {LOCK_FILE} pins "
                 f"(md5 {outs[key][:12]}); run `autoops fetch-model`"
             )
-    card = json.loads((root / MODELS_DIR / CARD_FILE).read_text())
-    if with_model and file_sha256(root / MODELS_DIR / MODEL_FILE) != card["model_sha256"]:
+    card = ModelCard.read(root / MODELS_DIR / CARD_FILE)
+    if with_model and file_sha256(root / MODELS_DIR / MODEL_FILE) != card.model_sha256:
         raise LoopError(f"{MODELS_DIR / MODEL_FILE} does not match its model card's sha256")
     return card
 
@@ -125,22 +125,22 @@ def image_name(repository: str | None) -> str:
 def release_artifact(root: Path, out_dir: Path, image: str | None, git_sha: str | None) -> dict[str, Any]:
     card = verify_model(root)
     # A smoke prediction: the artifact must load and serve, not merely exist.
-    model = load_model(root / MODELS_DIR / MODEL_FILE, sha256=card["model_sha256"])
+    model = load_model(root / MODELS_DIR / MODEL_FILE, sha256=card.model_sha256)
     sample = predict(model, np.zeros((1, len(FEATURES))))
     if not np.isfinite(sample).all():
         raise LoopError("the model predicts non-finite values on a smoke input; refusing to release it")
     sha = git_sha or Git(root).run("rev-parse", "HEAD")
     image = image or image_name(os.environ.get("GITHUB_REPOSITORY"))
-    month = card["reference_month"]
+    month = card.reference_month
     tags = [f"{image}:{sha}", f"{image}:model-{month}"]
     labels = {
         "org.opencontainers.image.revision": sha,
-        f"{LABEL_PREFIX}.name": card["name"],
-        f"{LABEL_PREFIX}.version": card["version"],
+        f"{LABEL_PREFIX}.name": card.name,
+        f"{LABEL_PREFIX}.version": card.version,
         f"{LABEL_PREFIX}.reference-month": month,
-        f"{LABEL_PREFIX}.training-months": ",".join(card["training_months"]),
-        f"{LABEL_PREFIX}.sha256": card["model_sha256"],
-        f"{LABEL_PREFIX}.data-source": card["data_source"],
+        f"{LABEL_PREFIX}.training-months": ",".join(card.training_months),
+        f"{LABEL_PREFIX}.sha256": card.model_sha256,
+        f"{LABEL_PREFIX}.data-source": card.data_source,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (MODEL_FILE, CARD_FILE):
@@ -150,9 +150,9 @@ def release_artifact(root: Path, out_dir: Path, image: str | None, git_sha: str 
         "git_sha": sha,
         "tags": tags,
         "labels": labels,
-        "model_version": card["version"],
+        "model_version": card.version,
         "model_month": month,
-        "model_sha256": card["model_sha256"],
+        "model_sha256": card.model_sha256,
         "files": {name: file_sha256(out_dir / name) for name in (MODEL_FILE, CARD_FILE)},
     }
     write_json(release, out_dir / "release.json")
@@ -175,24 +175,24 @@ def register_challenger(root: Path, branch: str, pr: str | None = None) -> dict[
     card = verify_model(root)
     mlflow = tracking.configure()
     client = mlflow.MlflowClient()
-    name = card["name"]
+    name = card.name
     tags = {"branch": branch, **({"pull_request": pr} if pr else {})}
     try:
         versions = client.search_model_versions(f"name = '{name}'")
     except Exception:  # no registered model yet
         versions = []
-    same = [v for v in versions if (v.tags or {}).get("model_sha256") == card["model_sha256"]]
+    same = [v for v in versions if (v.tags or {}).get("model_sha256") == card.model_sha256]
     if same:
         version = str(max(int(v.version) for v in same))
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         client.set_registered_model_alias(name, tracking.CHALLENGER, version)
     else:
-        model = load_model(root / MODELS_DIR / MODEL_FILE, sha256=card["model_sha256"])
+        model = load_model(root / MODELS_DIR / MODEL_FILE, sha256=card.model_sha256)
         params = load_params(root / "params.yaml")
         proposed = register(params, model, card, 0.0, tags=tags, first_is_champion=False, challenger=True)
         version = proposed["version"]
-    return {"registered_model": name, "version": version, "model_version": card["version"], **tags}
+    return {"registered_model": name, "version": version, "model_version": card.version, **tags}
 
 
 def retire_challenger(branch: str) -> bool:
@@ -250,17 +250,17 @@ def promote(root: Path, tracking_uri: str, *, compiled: bool = True) -> dict[str
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    name = card["name"]
+    name = card.name
     try:
         versions = client.search_model_versions(f"name = '{name}'")
     except MlflowException as exc:
         raise LoopError(f"MLflow at {tracking_uri}: cannot list versions of {name}: {exc}") from exc
     # The train stage tags every version with the sha256 of the exact model file it registered.
-    matching = [v for v in versions if (v.tags or {}).get("model_sha256") == card["model_sha256"]]
+    matching = [v for v in versions if (v.tags or {}).get("model_sha256") == card.model_sha256]
     if not matching:
         raise LoopError(
             f"no version of {name!r} in MLflow at {tracking_uri} is the model on main "
-            f"(model_sha256 {card['model_sha256'][:12]}); was it trained against this tracking server?"
+            f"(model_sha256 {card.model_sha256[:12]}); was it trained against this tracking server?"
         )
     version = str(max(int(v.version) for v in matching))
     try:
@@ -280,5 +280,5 @@ def promote(root: Path, tracking_uri: str, *, compiled: bool = True) -> dict[str
         "registered_model": name,
         "version": version,
         "previous": previous,
-        "model_version": card["version"],
+        "model_version": card.version,
     }

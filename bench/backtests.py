@@ -22,6 +22,7 @@ from autoops.backtest_hindsight import hindsight
 from autoops.backtest_policy import CALENDAR, STATIC
 from autoops.backtest_report import TRIGGER, verdict_line
 from bench.readme_block import fill_block
+from core.artifacts.backtest import Backtest
 from core.months import month_range
 from core.params import Params
 
@@ -106,7 +107,7 @@ def run(names: list[str], jobs: int | None, real_dir: Path = REAL_DIR) -> None:
         result = run_backtest(params, months, cache_dir=Path(params.backtest.cache_dir), jobs=jobs)
         out = summarize(result, time.perf_counter() - started)
         (RESULTS / f"backtest_{name}.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-        print(f"{name}: {verdict_line(result)} ({out['seconds']} s)")
+        print(f"{name}: {verdict_line(Backtest.model_validate(result))} ({out['seconds']} s)")
 
 
 def add_hindsight(names: list[str], jobs: int | None, real_dir: Path = REAL_DIR) -> None:

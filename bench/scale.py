@@ -34,7 +34,9 @@ import numpy as np
 import yaml
 
 from bench.readme_block import fill_block
+from core.artifacts.model_card import ModelCard
 from core.compiled_trees import COMPILED_LIB
+from core.paths import MODEL_CARD
 from core.scoring import COMPILE_MIN_ROWS, COMPILED_CACHE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,8 +88,7 @@ def run_size(rows: int, keep: bool = False) -> dict[str, Any]:
             result["stages"][stage] = run_stage(stage, work)
             loads.append(os.getloadavg()[0])
             print(rows, stage, result["stages"][stage], flush=True)
-        card = json.loads((work / "models" / "model_card.json").read_text())
-        result["training_rows"] = card["training_rows"]
+        result["training_rows"] = ModelCard.read(work / MODEL_CARD).training_rows
         result["raw_rows"] = sum(_parquet_rows(p) for p in sorted((work / "data" / "raw").glob("*.parquet")))
         result["current_rows"] = _parquet_rows(work / "data" / "features" / "current.parquet")
         result["load_average"] = round(float(np.mean(loads)), 1)

@@ -62,9 +62,11 @@ from bench.serve_report import (
     summary,
     update_readme,
 )
+from core.artifacts.model_card import ModelCard
 from core.features import feature_matrix, filter_mask
-from core.model import load_model
+from core.model import MODEL_FILE, load_model
 from core.params import FilterParams
+from core.paths import CARD_FILE, MODEL_CARD, MODELS_DIR
 from serve.batch_columns import ColumnarDecoder
 from serve.predictor import SklearnPredictor, compile_model
 from serve.request_models import BatchRequest, Trip
@@ -450,7 +452,7 @@ def swap_script(base: Path, directory: Path) -> Path:
 def second_version(workdir: Path, seed_offset: int = 1) -> Path:
     """A second model version for the swap: the train stage again with another seed (cached)."""
     out = workdir / "models-bench-v2"
-    if (out / "model_card.json").exists():
+    if (out / CARD_FILE).exists():
         return out
     from core.params import load_params
     from core.training import train
@@ -470,7 +472,7 @@ def released(models_dir: Path, cache: Path) -> str:
     from serve.model_store import DirSource
 
     artifact = DirSource(models_dir).resolve()
-    sha = str(artifact.card["model_sha256"])
+    sha = artifact.card.model_sha256
     compiled = compile_model(artifact.load_estimator(), sha, cache)
     if compiled is None:
         sys.exit(f"error: {models_dir} could not be compiled")
@@ -486,7 +488,7 @@ def publish_version(source: Path, live: Path, sha: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source / "compiled" / sha, tmp)
         os.replace(tmp, target)
-    for name in ("model.pkl", "model_card.json"):
+    for name in (MODEL_FILE, CARD_FILE):
         shutil.copyfile(source / name, live / f".{name}.tmp")
         os.replace(live / f".{name}.tmp", live / name)
 
@@ -668,18 +670,18 @@ def run(args: argparse.Namespace) -> None:
     if not args.micro_only:  # checked before minutes of measuring, not after
         check_readme(args.readme)
     workdir = args.workdir.resolve()
-    card = json.loads((workdir / "models" / "model_card.json").read_text())
-    estimator = load_model(workdir / "models" / card["model_file"], sha256=card["model_sha256"])
+    card = ModelCard.read(workdir / MODEL_CARD)
+    estimator = load_model(workdir / MODELS_DIR / card.model_file, sha256=card.model_sha256)
     cache = workdir / ".cache" / "serve" / "compiled"
     started = time.perf_counter()
-    compiled = compile_model(estimator, card["model_sha256"], cache)
+    compiled = compile_model(estimator, card.model_sha256, cache)
     if compiled is None:
         sys.exit("error: the model could not be compiled (no gcc?)")
     compile_s = compiled.meta.get("compile_seconds", time.perf_counter() - started)
     trips_path = args.trips or next((workdir / "data" / "raw").glob("*.parquet"))
     bodies = make_bodies(real_trips(trips_path, max(BATCH_ROWS, SINGLE_BODIES)))
     results: dict[str, Any] = {
-        "model": {k: card[k] for k in ("name", "version", "model_type", "training_months")},
+        "model": card.model_dump(include={"name", "version", "model_type", "training_months"}),
         "trees": compiled.meta["num_tree"],
         "compile_seconds": compile_s,
         "workers": args.workers,

@@ -260,7 +260,7 @@ async def _run(work: Path) -> dict[str, Any]:
     models = train_model_dir(work, frame.iloc[:1600], frame.iloc[1600:], max_iter=10)
     cache = work / "compiled"
     card = DirSource(models).resolve().card
-    estimator = load_model(models / MODEL_FILE, sha256=card["model_sha256"])
+    estimator = load_model(models / MODEL_FILE, sha256=card.model_sha256)
     if find_compiler() is None or compile_model(estimator, DirSource(models).fingerprint(), cache) is None:
         raise SystemExit("a C compiler is needed: the point is the request path around the compiled trees")
     settings = Settings(

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from core.artifacts.data_checks import DataChecks
 from core.month_profile import (
     BANDS,
     N_BINS,
@@ -334,8 +335,8 @@ def problem_sentence(month: str, check: dict[str, Any]) -> str:
     )
 
 
-def run_checks(params: Params, raw_dir: Path = RAW_DIR) -> dict[str, Any]:
-    """The current month against the reference month, from the ingested files."""
+def run_checks(params: Params, raw_dir: Path = RAW_DIR) -> DataChecks:
+    """The current month against the reference month, from the ingested files (data_checks.json)."""
     months = params.months
     current = profile_month(months.current, params.filters, raw_dir)
     reference = (
@@ -343,4 +344,4 @@ def run_checks(params: Params, raw_dir: Path = RAW_DIR) -> dict[str, Any]:
         if months.reference == months.current
         else profile_month(months.reference, params.filters, raw_dir)
     )
-    return evaluate(reference, current, params.data_checks)
+    return DataChecks.model_validate(evaluate(reference, current, params.data_checks))

@@ -16,7 +16,6 @@ served.parquet`` runs the other check, of the service's exported prediction log
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -25,6 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.artifacts.data_checks import DataChecks
+from core.artifacts.drift import Drift, ServingDrift
+from core.artifacts.evaluation import EvaluationMetrics
 from core.evaluation import PREDICTION, load_trained_model
 from core.features import CATEGORICAL_FEATURES, FEATURES
 from core.io import StageError, open_parquet, read_rows
@@ -127,21 +129,11 @@ def performance_drift(evaluation: dict[str, Any], threshold: float) -> dict[str,
     }
 
 
-def _evaluation(path: Path = EVALUATE_METRICS) -> dict[str, Any]:
-    if not path.exists():
-        raise StageError(f"{path}: missing; run the evaluate stage first")
-    return json.loads(path.read_text())
-
-
-def _data_checks(month: str, path: Path = DATA_CHECKS_METRICS) -> dict[str, Any]:
+def _data_checks(month: str, path: Path = DATA_CHECKS_METRICS) -> DataChecks:
     """The data checks' verdict on ``month`` (the data_checks stage's metric)."""
-    if not path.exists():
-        raise StageError(f"{path}: missing; run the data_checks stage first (dvc repro data_checks)")
-    checks = json.loads(path.read_text())
-    if checks.get("month") != month:
-        raise StageError(
-            f"{path} describes {checks.get('month')}, not {month}; rerun `dvc repro data_checks`"
-        )
+    checks = DataChecks.read(path)
+    if checks.month != month:
+        raise StageError(f"{path} describes {checks.month}, not {month}; rerun `dvc repro data_checks`")
     return checks
 
 
@@ -150,13 +142,13 @@ def report_html(snapshot: Any) -> str:
     return stable_ids(snapshot.get_html_str(as_iframe=False))
 
 
-def month_drift(params: Params) -> tuple[dict[str, Any], Any]:
+def month_drift(params: Params) -> tuple[Drift, Any]:
     """The current month against the reference holdout, and the retrain verdict: (drift.json, report)."""
     reference = _read(PREDICTIONS_DIR / "holdout.parquet", params.drift.sample_rows)
     current = _read(PREDICTIONS_DIR / "current.parquet", params.drift.sample_rows)
-    evaluation = _evaluation()
+    evaluation = EvaluationMetrics.read()
     data, snapshot = compute_drift(reference, current, params.drift)
-    perf = performance_drift(evaluation, params.drift.performance_threshold)
+    perf = performance_drift(evaluation.as_dict(), params.drift.performance_threshold)
     gain = None
     # A model that learned the current month (a retrain branch) has nothing to gain from it yet.
     if params.months.current not in params.months.training_months:
@@ -165,18 +157,18 @@ def month_drift(params: Params) -> tuple[dict[str, Any], Any]:
         gain = estimate_gain_from_file(champion, current_features, params, params.months.current)
     perf = {**perf, "expected_gain": gain and gain["expected_gain"], "gain": gain}
     checks = _data_checks(params.months.current)
-    retrain, reason = decide(data, gain, params.drift.min_retrain_gain, checks)
-    result = {
-        "reference_month": params.months.reference,
-        "current_month": params.months.current,
-        "model_version": evaluation["model_version"],
+    retrain, reason = decide(data, gain, params.drift.min_retrain_gain, checks.as_dict())
+    result = Drift(
+        reference_month=params.months.reference,
+        current_month=params.months.current,
+        model_version=evaluation.model_version,
         **data,
         **perf,
-        "data_checks": checks,
-        "data_problem": data_problem(checks),
-        "retrain_recommended": retrain,
-        "reason": reason,
-    }
+        data_checks=checks,
+        data_problem=data_problem(checks.as_dict()),
+        retrain_recommended=retrain,
+        reason=reason,
+    )
     return result, snapshot
 
 
@@ -186,7 +178,7 @@ def prediction_log_drift(
     *,
     reference_path: Path = PREDICTIONS_DIR / "holdout.parquet",
     evaluation_path: Path = EVALUATE_METRICS,
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[ServingDrift, Any]:
     """Data drift of the service's exported prediction log (python -m serve.export_log) against
     the reference holdout.
 
@@ -195,7 +187,7 @@ def prediction_log_drift(
     """
     reference = _read(reference_path, params.drift.sample_rows)
     current = _read(log_path, params.drift.sample_rows)
-    evaluation = _evaluation(evaluation_path)
+    evaluation = EvaluationMetrics.read(evaluation_path)
     data, snapshot = compute_drift(reference, current, params.drift)
     retrain = data["data_drift"]
     reason = (
@@ -203,16 +195,16 @@ def prediction_log_drift(
         f"(share {data['drifted_share']:.2f}, threshold {data['drift_share_threshold']})"
         + (": retrain recommended" if retrain else ": no data drift")
     )
-    result = {
-        "reference_month": params.months.reference,
-        "current_month": str(log_path),
-        "model_version": evaluation["model_version"],
+    result = ServingDrift(
+        reference_month=params.months.reference,
+        current_month=str(log_path),
+        model_version=evaluation.model_version,
         **data,
-        "performance_drift": False,
-        "performance_note": "no labels in the prediction log",
-        "retrain_recommended": retrain,
-        "reason": reason,
-    }
+        performance_drift=False,
+        performance_note="no labels in the prediction log",
+        retrain_recommended=retrain,
+        reason=reason,
+    )
     return result, snapshot
 
 

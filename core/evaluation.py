@@ -11,7 +11,6 @@ predictions, bit for bit, checked against scikit-learn on a sample of every batc
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.artifacts.evaluation import EvaluationMetrics
+from core.artifacts.model_card import ModelCard
 from core.features import TARGET
 from core.io import FrameWriter, StageError, open_parquet
 from core.metrics import mae_by_hour, regression_metrics
@@ -35,16 +36,13 @@ SCATTER_POINTS = 1000
 log = logging.getLogger(__name__)
 
 
-def load_trained_model(models_dir: Path = MODELS_DIR) -> tuple[object, dict]:
-    card_path = models_dir / CARD_FILE
-    if not card_path.exists():
-        raise StageError(f"{card_path}: missing; run the train stage first (dvc repro train)")
-    card = json.loads(card_path.read_text())
+def load_trained_model(models_dir: Path = MODELS_DIR) -> tuple[object, ModelCard]:
+    card = ModelCard.read(models_dir / CARD_FILE)
     model_path = models_dir / MODEL_FILE
     if not model_path.exists():
         raise StageError(f"{model_path}: missing; run `dvc pull` or `dvc repro train`")
-    model = load_model(model_path, sha256=card["model_sha256"])
-    remember_sha256(model, card["model_sha256"])
+    model = load_model(model_path, sha256=card.model_sha256)
+    remember_sha256(model, card.model_sha256)
     return model, card
 
 
@@ -113,7 +111,7 @@ def _rows(name: str) -> int:
 class Evaluation:
     """What the evaluate stage writes besides the predictions: the metrics and the plots' data."""
 
-    metrics: dict[str, Any]
+    metrics: EvaluationMetrics
     predicted_vs_actual: pd.DataFrame
     error_by_hour: pd.DataFrame
 
@@ -143,22 +141,22 @@ def evaluate(params: Params, predictions_dir: Path) -> Evaluation:
             current_scored = _score(model, "current", predictions_dir / "current.parquet", stack)
     model.log_parity()
     holdout, current = holdout_scored.frame(), current_scored.frame()
-    metrics = {
-        "model_version": card["version"],
-        "reference_month": params.months.reference,
-        "current_month": params.months.current,
-        "current_rows": scope,
-        "reference_holdout": regression_metrics(holdout[TARGET].to_numpy(), holdout[PREDICTION].to_numpy()),
-        "current": regression_metrics(current[TARGET].to_numpy(), current[PREDICTION].to_numpy()),
-    }
+    metrics = EvaluationMetrics(
+        model_version=card.version,
+        reference_month=params.months.reference,
+        current_month=params.months.current,
+        current_rows=scope,
+        reference_holdout=regression_metrics(holdout[TARGET].to_numpy(), holdout[PREDICTION].to_numpy()),
+        current=regression_metrics(current[TARGET].to_numpy(), current[PREDICTION].to_numpy()),
+    )
     sample = current.sample(n=min(SCATTER_POINTS, len(current)), random_state=np.random.RandomState(0))
     scatter = pd.DataFrame(
         {"actual": sample[TARGET].round(3), "predicted": sample[PREDICTION].round(3)}
     ).sort_values(["actual", "predicted"])
     log.info(
         "MAE holdout %.3f, current %s %.3f",
-        metrics["reference_holdout"]["mae"],
+        metrics.reference_holdout.mae,
         params.months.current,
-        metrics["current"]["mae"],
+        metrics.current.mae,
     )
     return Evaluation(metrics, scatter, error_by_hour(holdout, current))

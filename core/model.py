@@ -12,9 +12,9 @@ from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegresso
 from core.features import CATEGORICAL_FEATURES, FEATURES
 from core.io import atomic_path, file_sha256
 from core.params import TrainParams
+from core.paths import CARD_FILE as CARD_FILE  # re-exported: the stages name it here
 
 MODEL_FILE = "model.pkl"
-CARD_FILE = "model_card.json"
 
 # skops refuses to load types it does not know are safe; these are the ones our models contain.
 # (MLflow 3 also saves sklearn models with skops and needs the same list.)

@@ -15,9 +15,14 @@ DVC_LOCK = Path("dvc.lock")
 
 # Stage outputs, in pipeline order.
 RAW_DIR = Path("data/raw")
-
 FEATURES_DIR = Path("data/features")
 MODELS_DIR = Path("models")
+# The model card beside the model (core/artifacts/model_card.py); serving reads it by this name too.
+CARD_FILE = "model_card.json"
+MODEL_CARD = MODELS_DIR / CARD_FILE
+# What the train stage registered in MLflow. Not a DVC output: its contents (run id, version
+# number) depend on the tracking store, not on the data, and would break reproducibility.
+REGISTRY_FILE = "registry.json"
 PREDICTIONS_DIR = Path("data/predictions")
 EVALUATE_METRICS = Path("reports/metrics/evaluate.json")
 PLOTS_DIR = Path("reports/plots")
@@ -33,9 +38,16 @@ SERVING_DRIFT_REPORT = Path("reports/serving_drift_report.html")
 # artifact): it ignores itself, so nothing in it is ever committed.
 WORK_DIR = Path(".autoops")
 RELEASE_DIR = WORK_DIR / "release"
+CHECK_RESULT = WORK_DIR / "check.json"
 # The evidence a retrain PR commits.
 LOOP_DIR = Path("reports/loop")
 LOOP_REPORT = LOOP_DIR / "report.md"
+# The check's drift metrics as the trigger saw them, and champion vs challenger on the same rows.
+LOOP_DRIFT = LOOP_DIR / "drift.json"
+LOOP_COMPARISON = LOOP_DIR / "comparison.json"
+# `autoops backtest`'s reports (its --out folder).
+REPORTS_DIR = Path("reports")
+BACKTEST_RESULT = REPORTS_DIR / "backtest.json"
 
 
 def raw_path(month: str, folder: Path = RAW_DIR) -> Path:

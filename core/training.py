@@ -21,16 +21,14 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from core import tracking
+from core.artifacts.model_card import ModelCard
 from core.features import CATEGORICAL_FEATURES, FEATURES, INPUT_COLUMNS, TARGET
 from core.io import StageError, file_sha256, iter_row_groups, open_parquet, read_rows, write_json
 from core.metrics import regression_metrics
 from core.model import CARD_FILE, MODEL_FILE, SKOPS_TRUSTED_TYPES, build_model, predict, save_model
 from core.params import Params
-from core.paths import FEATURES_DIR, MODELS_DIR
+from core.paths import FEATURES_DIR, MODELS_DIR, REGISTRY_FILE
 
-# Written after registration; not a DVC output because its contents (run id, version number)
-# depend on the tracking store, not on the data, and would break reproducibility.
-REGISTRY_FILE = "registry.json"
 # "0" turns registration off. The loop's own `dvc repro`s set it (autoops.gitops.dvc): a model
 # `check` rebuilds or a challenger `propose` has not proposed yet must not enter the registry;
 # `autoops propose` registers the challenger itself once it is proposed.
@@ -109,27 +107,27 @@ def holdout_metrics_of(model: Any, folder: Path = FEATURES_DIR) -> dict:
     return regression_metrics(np.concatenate(truth), np.concatenate(predicted))
 
 
-def model_card(params: Params, model_sha: str, train: pd.DataFrame, holdout_metrics: dict) -> dict:
+def model_card(params: Params, model_sha: str, train: pd.DataFrame, holdout_metrics: dict) -> ModelCard:
     """Everything serving needs to describe the model; deterministic, so DVC can hash it."""
     model_params = getattr(params.train, params.train.model).model_dump()
-    return {
-        "name": params.mlflow.registered_model,
-        "version": model_sha[:12],
-        "model_type": params.train.model,
-        "model_params": model_params,
-        "model_file": MODEL_FILE,
-        "model_sha256": model_sha,
-        "training_months": params.months.training_months,
-        "reference_month": params.months.reference,
-        "features": list(FEATURES),
-        "categorical_features": list(CATEGORICAL_FEATURES),
-        "input_columns": list(INPUT_COLUMNS),
-        "target": TARGET,
-        "training_rows": len(train),
-        "data_source": params.data.source,
-        "train_data_sha256": file_sha256(FEATURES_DIR / "train.parquet"),
-        "holdout_metrics": holdout_metrics,
-    }
+    return ModelCard(
+        name=params.mlflow.registered_model,
+        version=model_sha[:12],
+        model_type=params.train.model,
+        model_params=model_params,
+        model_file=MODEL_FILE,
+        model_sha256=model_sha,
+        training_months=params.months.training_months,
+        reference_month=params.months.reference,
+        features=list(FEATURES),
+        categorical_features=list(CATEGORICAL_FEATURES),
+        input_columns=list(INPUT_COLUMNS),
+        target=TARGET,
+        training_rows=len(train),
+        data_source=params.data.source,
+        train_data_sha256=file_sha256(FEATURES_DIR / "train.parquet"),
+        holdout_metrics=holdout_metrics,
+    )
 
 
 # What a registered model needs to be loaded and served elsewhere (`mlflow models serve`): the
@@ -148,7 +146,7 @@ def model_requirements() -> list[str]:
 def register(
     params: Params,
     model: Any,
-    card: dict,
+    card: ModelCard,
     fit_seconds: float,
     *,
     tags: dict[str, str] | None = None,
@@ -172,12 +170,12 @@ def register(
         mlflow.log_params(
             {"model": params.train.model, "seed": params.train.seed, "max_rows": params.train.max_rows}
         )
-        mlflow.log_params(card["model_params"])
-        months = ",".join(card["training_months"])
-        mlflow.log_params({"training_months": months, "source": card["data_source"]})
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in card["holdout_metrics"].items()})
+        mlflow.log_params(card.model_params)
+        months = ",".join(card.training_months)
+        mlflow.log_params({"training_months": months, "source": card.data_source})
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in card.holdout_metrics.as_dict().items()})
         mlflow.log_metric("fit_seconds", fit_seconds)
-        mlflow.log_dict(card, "model_card.json")
+        mlflow.log_dict(card.as_dict(), CARD_FILE)
         info = mlflow.sklearn.log_model(
             model,
             name="model",
@@ -189,9 +187,14 @@ def register(
         )
     client = MlflowClient()
     version = str(info.registered_model_version)
-    for key in ("reference_month", "model_sha256", "train_data_sha256", "data_source"):
-        client.set_model_version_tag(name, version, key, str(card[key]))
-    client.set_model_version_tag(name, version, "training_months", ",".join(card["training_months"]))
+    for key, value in (
+        ("reference_month", card.reference_month),
+        ("model_sha256", card.model_sha256),
+        ("train_data_sha256", card.train_data_sha256),
+        ("data_source", card.data_source),
+        ("training_months", ",".join(card.training_months)),
+    ):
+        client.set_model_version_tag(name, version, key, value)
     for key, value in (tags or {}).items():
         client.set_model_version_tag(name, version, key, value)
     if challenger:
@@ -211,7 +214,7 @@ def register(
     }
 
 
-def train(params: Params, out_dir: Path = MODELS_DIR, *, use_mlflow: bool = True) -> dict:
+def train(params: Params, out_dir: Path = MODELS_DIR, *, use_mlflow: bool = True) -> ModelCard:
     train_frame, available = read_training_sample(params)
     model, fit_seconds = fit(params, train_frame)
     holdout_metrics = holdout_metrics_of(model)
@@ -221,13 +224,14 @@ def train(params: Params, out_dir: Path = MODELS_DIR, *, use_mlflow: bool = True
     card = model_card(params, model_sha, train_frame, holdout_metrics)
     if available > len(train_frame):
         # Only when sampled, so a month below train.max_rows keeps the card (and its hash) it had.
-        card["training_rows_available"] = available
-        card["train_max_rows"] = params.train.max_rows
-    write_json(card, out_dir / CARD_FILE)
+        card = card.model_copy(
+            update={"training_rows_available": available, "train_max_rows": params.train.max_rows}
+        )
+    card.write(out_dir / CARD_FILE)
     log.info(
         "%s on %s: %d rows in %.1f s, holdout MAE %.3f",
         params.train.model,
-        ",".join(card["training_months"]),
+        ",".join(card.training_months),
         len(train_frame),
         fit_seconds,
         holdout_metrics["mae"],

@@ -60,7 +60,7 @@ def publish_compiled(artifact: ModelArtifact, compiled: CompiledPredictor) -> st
     atomically); for an MLflow source, ``compiled/<sha256>/`` among the artifacts of the version's
     run, where the service's MLflow source looks for it.
     """
-    sha = str(artifact.card["model_sha256"])
+    sha = artifact.card.model_sha256
     if artifact.compile_args[:1] == ("--models-dir",):
         target = Path(artifact.compile_args[1]) / RELEASE_COMPILED_DIR / sha
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def run(
     try:
         settings = Settings.from_env(models_dir=models_dir, model_uri=model_uri, compiled_cache=cache)
         artifact = make_source(settings).resolve()
-        sha = str(artifact.card["model_sha256"])
+        sha = artifact.card.model_sha256
         if expect_sha256 and sha != expect_sha256:
             raise ModelLoadError(f"the source now holds model {sha[:12]}, not {expect_sha256[:12]}")
         estimator = artifact.load_estimator()

@@ -24,13 +24,16 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.artifacts.base import ArtifactError
+from core.artifacts.model_card import ModelCard
 from core.io import file_sha256
+from core.paths import CARD_FILE, REGISTRY_FILE
 from serve.predictor import (
     Predictor,
     SklearnPredictor,
@@ -41,11 +44,6 @@ from serve.predictor import (
 )
 from serve.settings import Settings
 
-# core.model.CARD_FILE / core.training.REGISTRY_FILE: importing those modules would pull in
-# scikit-learn and the whole pipeline at startup, which a cached compiled model does not need
-# (tests/test_serve_units.py checks the names agree).
-CARD_FILE = "model_card.json"
-REGISTRY_FILE = "registry.json"
 # Where a release puts the library it compiled for a model: <models dir>/compiled/<model sha256>/,
 # and compiled/<model sha256>/ among the artifacts of the model version's MLflow run.
 RELEASE_COMPILED_DIR = "compiled"
@@ -63,7 +61,7 @@ class ModelLoadError(RuntimeError):
 class ModelArtifact:
     """A model version found at a source, before anything heavy is loaded."""
 
-    card: Mapping[str, Any]
+    card: ModelCard
     fingerprint: str
     source: str
     load_estimator: Callable[[], Any]
@@ -81,7 +79,7 @@ class ServedModel:
     """Everything one request needs, swapped as a unit."""
 
     predictor: Predictor
-    card: Mapping[str, Any]
+    card: ModelCard
     fingerprint: str
     source: str
     registry_version: str | None
@@ -90,11 +88,11 @@ class ServedModel:
 
     @property
     def version(self) -> str:
-        return str(self.card["version"])
+        return self.card.version
 
     @property
     def name(self) -> str:
-        return str(self.card["name"])
+        return self.card.name
 
 
 class ModelSource(Protocol):
@@ -114,44 +112,41 @@ class DirSource:
         self.models_dir = models_dir
         self.description = str(models_dir)
 
-    def _card(self) -> dict[str, Any]:
-        path = self.models_dir / CARD_FILE
+    def _card(self) -> ModelCard:
         try:
-            return json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ModelLoadError(f"{path}: missing; train a model first (dvc repro train)") from exc
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"{path}: not valid JSON: {exc}") from exc
+            return ModelCard.read(self.models_dir / CARD_FILE)
+        except ArtifactError as exc:
+            raise ModelLoadError(str(exc)) from None
 
     def fingerprint(self) -> str:
-        return str(self._card()["model_sha256"])
+        return self._card().model_sha256
 
     def resolve(self) -> ModelArtifact:
         card = self._card()
-        model_path = self.models_dir / card["model_file"]
+        model_path = self.models_dir / card.model_file
         if not model_path.exists():
             raise ModelLoadError(f"{model_path}: missing (the card in {self.models_dir} names it)")
         # The card is written last and carries the model's sha256 (core.training): a model file
         # from a different run than its card is refused rather than served under the wrong name.
-        if (actual := file_sha256(model_path)) != card["model_sha256"]:
+        if (actual := file_sha256(model_path)) != card.model_sha256:
             raise ModelLoadError(
-                f"{model_path}: sha256 {actual[:12]} does not match the card ({card['model_sha256'][:12]}); "
+                f"{model_path}: sha256 {actual[:12]} does not match the card ({card.model_sha256[:12]}); "
                 "a training run may be writing it"
             )
 
         def load_estimator() -> Any:
             from core.model import load_model
 
-            return load_model(model_path, sha256=card["model_sha256"])
+            return load_model(model_path, sha256=card.model_sha256)
 
         def release_library(scratch: Path) -> Path | None:
-            lib_dir = self.models_dir / RELEASE_COMPILED_DIR / str(card["model_sha256"])
+            lib_dir = self.models_dir / RELEASE_COMPILED_DIR / card.model_sha256
             return lib_dir if lib_dir.is_dir() else None
 
         registry = self._registry(card)
         return ModelArtifact(
             card=card,
-            fingerprint=str(card["model_sha256"]),
+            fingerprint=card.model_sha256,
             source=str(self.models_dir),
             load_estimator=load_estimator,
             registry_version=registry.get("version"),
@@ -160,7 +155,7 @@ class DirSource:
             release_library=release_library,
         )
 
-    def _registry(self, card: Mapping[str, Any]) -> dict[str, Any]:
+    def _registry(self, card: ModelCard) -> dict[str, Any]:
         # registry.json is written right after the card when train registers in MLflow; an older
         # one (a run without MLflow since) describes another model and is ignored.
         path = self.models_dir / REGISTRY_FILE
@@ -170,7 +165,7 @@ class DirSource:
             registry = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return {}
-        if registry.get("registered_model") != card.get("name"):
+        if registry.get("registered_model") != card.name:
             return {}
         return {k: str(registry[k]) for k in ("version", "model_uri") if registry.get(k) is not None}
 
@@ -217,18 +212,22 @@ class MlflowSource:
 
         mv = self._model_version()
         try:
-            card = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{CARD_FILE}")
+            data = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{CARD_FILE}")
         except Exception as exc:
             raise ModelLoadError(
                 f"{self.uri}: version {mv.version} has no {CARD_FILE} in its run: {exc}"
             ) from exc
+        try:
+            card = ModelCard.parse(data, f"{self.uri} (version {mv.version}) {CARD_FILE}")
+        except ArtifactError as exc:
+            raise ModelLoadError(str(exc)) from None
         version_uri = f"models:/{self.name}/{mv.version}"
 
         def load_estimator() -> Any:
             return _load_mlflow_sklearn(version_uri, card)
 
         def release_library(scratch: Path) -> Path | None:
-            sha = str(card["model_sha256"])
+            sha = card.model_sha256
             try:
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=f"runs:/{mv.run_id}/{RELEASE_COMPILED_DIR}/{sha}", dst_path=str(scratch)
@@ -250,7 +249,7 @@ class MlflowSource:
         )
 
 
-def _load_mlflow_sklearn(uri: str, card: Mapping[str, Any]) -> Any:
+def _load_mlflow_sklearn(uri: str, card: ModelCard) -> Any:
     """Load an MLflow sklearn model trusting only the types this pipeline's models contain.
 
     MLflow would take the list of trusted skops types from the registry itself; anyone who can
@@ -268,7 +267,7 @@ def _load_mlflow_sklearn(uri: str, card: Mapping[str, Any]) -> Any:
         import skops.io
 
         return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
-    return load_model(path, sha256=card["model_sha256"])
+    return load_model(path, sha256=card.model_sha256)
 
 
 def make_source(settings: Settings) -> ModelSource:
@@ -344,7 +343,7 @@ class ModelHolder:
             self.on_swap(previous, served)
 
     def _predictor(self, artifact: ModelArtifact) -> Predictor:
-        sha = str(artifact.card["model_sha256"])
+        sha = artifact.card.model_sha256
         cache = self.settings.compiled_cache
         if self.settings.compile != "off":
             if compiled := load_compiled(cache, sha):
@@ -378,7 +377,7 @@ class ModelHolder:
         it: the child leads its own process group (the compiler's processes included), and works
         in a folder of its own that is removed whatever happens to it.
         """
-        sha = str(artifact.card["model_sha256"])
+        sha = artifact.card.model_sha256
         cache = self.settings.compiled_cache
         cache.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".compile-{sha[:12]}.", suffix=".tmp", dir=cache))

@@ -15,10 +15,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.host import usable_cpus
+from core.paths import MODELS_DIR
 
 ENV_PREFIX = "AUTOOPS_"
-# The models/ folder `dvc repro` writes (core.paths.MODELS_DIR); relative to the working directory.
-DEFAULT_MODELS_DIR = Path("models")
+# The models/ folder `dvc repro` writes; relative to the working directory.
+DEFAULT_MODELS_DIR = MODELS_DIR
 _OFF = {"", "0", "off", "none", "false", "no"}
 
 

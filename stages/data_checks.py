@@ -9,10 +9,9 @@ fails on bad data: the verdict is the output, and the decision (core/trigger.py)
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+from core.artifacts.data_checks import DataChecks
 from core.data_checks import run_checks
-from core.io import write_json
 from core.params import Params, load_params
 from core.paths import DATA_CHECKS_METRICS
 from core.runner import run_stage
@@ -20,19 +19,15 @@ from core.runner import run_stage
 log = logging.getLogger(__name__)
 
 
-def data_checks(params: Params) -> dict[str, Any]:
+def data_checks(params: Params) -> DataChecks:
     result = run_checks(params)
-    write_json(result, DATA_CHECKS_METRICS)
-    if result["problem"]:
+    result.write(DATA_CHECKS_METRICS)
+    if result.problem:
         log.warning(
-            "%s%s",
-            result["problem"],
-            " (accepted: data_checks.accepted_months)" if result["accepted"] else "",
+            "%s%s", result.problem, " (accepted: data_checks.accepted_months)" if result.accepted else ""
         )
     else:
-        log.info(
-            "%s: every blocking data check passed against %s", result["month"], result["reference_month"]
-        )
+        log.info("%s: every blocking data check passed against %s", result.month, result.reference_month)
     return result
 
 

@@ -17,8 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
+from core.artifacts.drift import Drift, ServingDrift
 from core.drift import month_drift, prediction_log_drift, report_html
-from core.io import write_json, write_text
+from core.io import write_text
 from core.params import Params, load_params
 from core.paths import (
     DRIFT_METRICS,
@@ -33,13 +34,13 @@ from core.runner import run_stage
 log = logging.getLogger(__name__)
 
 
-def _publish(result: dict[str, Any], snapshot: Any, report_path: Path, metrics_path: Path) -> None:
+def _publish(result: Drift | ServingDrift, snapshot: Any, report_path: Path, metrics_path: Path) -> None:
     write_text(report_html(snapshot), report_path)
-    write_json(result, metrics_path)
-    log.info(result["reason"])
+    result.write(metrics_path)
+    log.info(result.reason)
 
 
-def drift(params: Params) -> dict[str, Any]:
+def drift(params: Params) -> Drift:
     """The DVC stage: the current month against the reference holdout, and the retrain verdict."""
     result, snapshot = month_drift(params)
     _publish(result, snapshot, DRIFT_REPORT, DRIFT_METRICS)
@@ -54,7 +55,7 @@ def check_prediction_log(
     evaluation_path: Path = EVALUATE_METRICS,
     report_path: Path = SERVING_DRIFT_REPORT,
     metrics_path: Path = SERVING_DRIFT_METRICS,
-) -> dict[str, Any]:
+) -> ServingDrift:
     """Data drift of the service's exported prediction log (python -m serve.export_log)."""
     result, snapshot = prediction_log_drift(
         params, log_path, reference_path=reference_path, evaluation_path=evaluation_path

@@ -6,22 +6,21 @@ outputs (see dvc.yaml's `evaluate`): the predictions, the DVC metrics and the pl
 
 from __future__ import annotations
 
-from typing import Any
-
+from core.artifacts.evaluation import EvaluationMetrics
 from core.evaluation import evaluate as score_months
-from core.io import atomic_dir, write_json, write_text
+from core.io import atomic_dir, write_text
 from core.params import Params, load_params
 from core.paths import EVALUATE_METRICS, PLOTS_DIR, PREDICTIONS_DIR
 from core.runner import run_stage
 
 
-def evaluate(params: Params) -> dict[str, Any]:
+def evaluate(params: Params) -> EvaluationMetrics:
     # The predictions folder appears whole or not at all: a failed scoring leaves the old one.
     with atomic_dir(PREDICTIONS_DIR) as tmp:
         result = score_months(params, tmp)
     write_text(result.predicted_vs_actual.to_csv(index=False), PLOTS_DIR / "predicted_vs_actual.csv")
     write_text(result.error_by_hour.to_csv(index=False), PLOTS_DIR / "error_by_hour.csv")
-    write_json(result.metrics, EVALUATE_METRICS)
+    result.metrics.write(EVALUATE_METRICS)
     return result.metrics
 
 

@@ -102,7 +102,7 @@ def set_params(project_dir: Path, **updates: object) -> None:
 
 def run_stages(project_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, object]) -> dict:
     """Every stage in this process, in order, in ``project_dir`` on the project's params.yaml with
-    ``overrides`` (MLflow off); returns the drift stage's verdict."""
+    ``overrides`` (MLflow off); returns the drift stage's verdict, as drift.json holds it."""
     from core.params import load_params
     from core.training import train
     from stages.data_checks import data_checks
@@ -121,7 +121,7 @@ def run_stages(project_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: di
     featurize(params)
     train(params, use_mlflow=False)
     evaluate(params)
-    return drift(params)
+    return drift(params).as_dict()
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -24,6 +24,7 @@ from autoops.backtest_hindsight import frontier, schedule_mae
 from autoops.backtest_policy import BASELINE, parse_policies
 from autoops.backtest_report import markdown
 from autoops.cli import app
+from core.artifacts.backtest import Backtest
 from core.io import StageError
 from core.months import month_range
 from core.params import Params
@@ -275,8 +276,9 @@ def test_dvc_plot_matches_the_csv(clean: dict[str, Any]) -> None:
 
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     entries = [spec for plot in dvc["plots"] for spec in plot.values() if "backtest" in json.dumps(spec)]
-    tables = {"reports/plots/backtest_mae.csv": csv_table(clean), "reports/plots/backtest_frontier.csv":
-              frontier_table(clean)}  # fmt: skip
+    report = Backtest.model_validate(clean)
+    tables = {"reports/plots/backtest_mae.csv": csv_table(report), "reports/plots/backtest_frontier.csv":
+              frontier_table(report)}  # fmt: skip
     assert sorted(path for e in entries for path in e["y"]) == sorted(tables)
     for entry in entries:
         ((path, columns),) = entry["y"].items()
@@ -359,7 +361,8 @@ def test_hindsight_matches_the_replay(clean: dict[str, Any]) -> None:
         np.mean([r["mae"] for r in clean["policies"][BASELINE][1:]]), abs=1e-12
     )
     assert limit[summary[BASELINE]["retrains"]]["mean_mae"] <= summary[BASELINE]["mean_mae"]
-    assert "**Hindsight limit:**" in markdown(clean) and "## The hindsight limit" in markdown(clean)
+    text = markdown(Backtest.model_validate(clean))
+    assert "**Hindsight limit:**" in text and "## The hindsight limit" in text
 
 
 def test_bench_hindsight_figures_are_their_matrix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,10 +59,12 @@ def test_the_example_pr_report_is_what_its_evidence_renders() -> None:
     committed beside it, so the intervals and the who-loses table carry no figure typed by hand."""
     from autoops.evidence_report import _comparison_lines, _drift_lines, _proposal_lines, who_loses_lines
     from bench.example_report import DOC, EVIDENCE
+    from core.artifacts.comparison import Comparison
+    from core.artifacts.drift import Drift
 
     text = (ROOT / DOC).read_text()
-    drift = json.loads((ROOT / EVIDENCE / "drift.json").read_text())
-    comparison = json.loads((ROOT / EVIDENCE / "comparison.json").read_text())
+    drift = Drift.read(ROOT / EVIDENCE / "drift.json")
+    comparison = Comparison.read(ROOT / EVIDENCE / "comparison.json")
     head = text.split("\n---\n", 1)[0]
     assert "python -m bench.example_report" in head, "the header names the command that regenerates it"
     for lines in (
@@ -74,9 +76,9 @@ def test_the_example_pr_report_is_what_its_evidence_renders() -> None:
     # The evidence a reviewer weighs: both intervals and the who-loses table, segments it loses first.
     from core.trigger import gain_sentence
 
-    assert drift["gain"]["expected_gain_ci95"] and "95% CI" in gain_sentence(drift["gain"])
-    assert comparison["change"]["mae_relative_ci95"] and "\n".join(who_loses_lines(comparison)) in text
-    worse = [s["challenger_worse"] for s in comparison["segments"]]
+    assert drift.gain and drift.gain.expected_gain_ci95 and "95% CI" in gain_sentence(drift.gain.as_dict())
+    assert comparison.change.mae_relative_ci95 and "\n".join(who_loses_lines(comparison)) in text
+    worse = [s.challenger_worse for s in comparison.segments]
     assert worse == sorted(worse, reverse=True)
     for image in re.findall(r"\]\(([^)]+\.png)\)", text):
         assert (ROOT / DOC.parent / image).is_file(), image
@@ -84,18 +86,33 @@ def test_the_example_pr_report_is_what_its_evidence_renders() -> None:
 
 def test_the_verdict_says_dominates_only_when_no_calendar_beats_it() -> None:
     from autoops.backtest_report import verdict_line, versus_calendar
+    from core.artifacts.backtest import Backtest
+    from core.paths import BACKTEST_RESULT
 
     def policy(mae: float, retrains: int) -> dict:
-        return {"mean_mae": mae, "retrains": retrains, "degradation_reduction": None}
+        return {
+            "description": "",
+            "mean_mae": mae,
+            "mean_rmse": mae,
+            "degradation": 0.0,
+            "degradation_reduction": None,
+            "retrains": retrains,
+            "retrain_months": [],
+        }
+
+    def result_of(summary: dict[str, dict]) -> Backtest:
+        # The committed backtest with this summary and its verdict (verdict_line reads only those).
+        fields = {"summary": summary, "versus_calendar": versus_calendar(summary)}
+        return Backtest.model_validate({**Backtest.read(ROOT / BACKTEST_RESULT).as_dict(), **fields})
 
     summary = {f"periodic_k{k}": policy(3.0 + 0.01 * k, 12 // k) for k in range(1, 7)}
     summary["auto"] = policy(3.015, 4)  # better than K=3 (4 retrains): dominates
-    result = {"summary": summary, "versus_calendar": versus_calendar(summary)}
-    assert result["versus_calendar"]["dominates_calendar"]
+    result = result_of(summary)
+    assert result.versus_calendar and result.versus_calendar.dominates_calendar
     assert verdict_line(result).startswith("**`auto` dominates the calendar**")
     summary["auto"] = policy(3.035, 4)  # K=3 has 4 retrains and a lower MAE: beaten
-    result = {"summary": summary, "versus_calendar": versus_calendar(summary)}
-    assert result["versus_calendar"]["beaten_by"] == ["periodic_k3"]
+    result = result_of(summary)
+    assert result.versus_calendar and result.versus_calendar.beaten_by == ["periodic_k3"]
     assert "does not dominate" in verdict_line(result)
 
 

@@ -80,8 +80,11 @@ def test_dvc_plots_draw_every_plot_offline(browser: Browser, pipeline: Path, tmp
 
 
 def _pr_report_plots(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """The PR report's PNGs, drawn by autoops.evidence from small made-up evidence."""
+    """The PR report's PNGs, drawn by autoops.evidence from small made-up predictions (and the
+    example PR's drift and comparison, docs/example_pr_report/)."""
     from autoops import evidence, evidence_plots
+    from core.artifacts.comparison import Comparison
+    from core.artifacts.drift import Drift
     from core.evaluation import PREDICTION
     from core.features import TARGET
 
@@ -95,14 +98,11 @@ def _pr_report_plots(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path
             "challenger": actual + rng.normal(0, 2, 500),
         }
     )
-    comparison = {
-        "month": "2024-05",
-        "champion": {"reference_month": "2024-01", "metrics": {"mae": 6.1}},
-        "challenger": {"reference_month": "2024-05", "metrics": {"mae": 1.6}},
-    }
+    example = ROOT / "docs" / "example_pr_report"
+    comparison = Comparison.read(example / "comparison.json")
     trigger = {"holdout": scored.assign(**{PREDICTION: scored["champion"] * 0.8}), "current": scored}
     monkeypatch.chdir(folder)  # evidence writes to reports/loop/ under the working directory
-    evidence.write_evidence(comparison, scored, {}, trigger)
+    evidence.write_evidence(comparison, scored, Drift.read(example / "drift.json"), trigger)
     return [path for _, path in evidence_plots.render_plots(folder / evidence.LOOP_DIR)]
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from autoops.check import data_problem_markdown
 from autoops.evidence_report import data_checks_lines
+from core.artifacts.data_checks import DataChecks
 from core.data_checks import evaluate, vendor_check
 from core.month_profile import BIN_MIN, N_BINS, MonthProfile, profile_tables
 from core.params import DataChecksParams, Params, load_params
@@ -115,9 +116,9 @@ def test_the_evidence_names_the_vendor_and_what_the_filters_dropped(
     # Vendor 1 did not move; vendor 2 moved by about the injected hour in every band.
     bands = {(r["vendor"], r["band"]): r for r in checks["target_by_vendor"]}
     assert abs(bands["vendor 1", "2-4 mi"]["change"]) < 0.1 < 2 < bands["vendor 2", "2-4 mi"]["change"]
-    markdown = "\n".join(data_checks_lines(checks))
+    markdown = "\n".join(data_checks_lines(DataChecks.model_validate(checks)))
     assert "| `vendor_consistency` | ❌ blocks |" in markdown and "| vendor 2 | " in markdown
-    summary = data_problem_markdown(checks, checks["problem"])
+    summary = data_problem_markdown(DataChecks.model_validate(checks), checks["problem"])
     assert checks["problem"] in summary and "--accept-data-problems" in summary
 
 
@@ -129,7 +130,7 @@ def test_a_person_can_accept_the_data(january: MonthProfile, february: pd.DataFr
     assert not checks["passed"] and checks["accepted"]
     retrain, reason = decide(DRIFTED, LOUD_GAIN, 0.04, checks)
     assert retrain and reason.endswith(f"(data problems accepted by a person: {checks['problem']})")
-    assert "**Accepted by a person**" in "\n".join(data_checks_lines(checks))
+    assert "**Accepted by a person**" in "\n".join(data_checks_lines(DataChecks.model_validate(checks)))
 
 
 @pytest.mark.realdata

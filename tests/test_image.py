@@ -327,7 +327,7 @@ def expected_duration(model_dir: Path) -> float:
     from serve.trip_columns import trip_columns
 
     card = DirSource(model_dir).resolve().card
-    estimator = load_model(model_dir / card["model_file"], sha256=card["model_sha256"])
+    estimator = load_model(model_dir / card.model_file, sha256=card.model_sha256)
     return float(estimator.predict(feature_matrix(trip_columns([Trip.model_validate(TRIP)])))[0])
 
 
@@ -344,7 +344,7 @@ def test_image_serves_the_baked_in_model(container: str, model_dir: Path) -> Non
         expected = {
             "status": "ok",
             "model_loaded": True,
-            "model_version": card["version"],
+            "model_version": card.version,
             "predictor": "compiled",
         }
         assert {k: health.get(k) for k in expected} == expected, health
@@ -371,7 +371,7 @@ def test_image_serves_mlflows_champion(container: str, model_dir: Path, mlflow_s
     card = DirSource(model_dir).resolve().card
     env = ("AUTOOPS_MODEL_URI=models:/green-taxi-duration@champion", f"MLFLOW_TRACKING_URI={mlflow_server}")
     with serving(container, *env) as (url, health):
-        assert (health["model_version"], health["predictor"]) == (card["version"], "compiled")
+        assert (health["model_version"], health["predictor"]) == (card.version, "compiled")
         info = httpx.get(f"{url}/model/info", timeout=10).json()
         assert (info["source"], info["registry_version"]) == ("models:/green-taxi-duration@champion", "1")
         response = httpx.post(f"{url}/predict", json=TRIP, timeout=10)

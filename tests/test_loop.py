@@ -35,9 +35,13 @@ from autoops import (
 )
 from autoops.cli import app
 from autoops.gitops import Git, LoopError
+from core.artifacts.comparison import Comparison
+from core.artifacts.drift import Drift
+from core.artifacts.evaluation import EvaluationMetrics
+from core.artifacts.model_card import ModelCard
 from core.bootstrap import percent_with_interval
 from core.features import FEATURES, TARGET
-from core.io import file_sha256, write_json
+from core.io import file_sha256
 from core.model import save_model
 from core.params import DataParams, ParamsError, load_params
 from tests.conftest import ROOT
@@ -246,15 +250,24 @@ def _fit(seed: int, slope: float) -> object:
 
 def _models_dir(folder: Path, model: object, month: str) -> Path:
     sha = save_model(model, folder / "model.pkl")
-    card = {
-        "name": "green-taxi-duration",
-        "version": sha[:12],
-        "model_sha256": sha,
-        "reference_month": month,
-        "training_months": [month],
-        "data_source": "synthetic",
-    }
-    write_json(card, folder / "model_card.json")
+    ModelCard(
+        name="green-taxi-duration",
+        version=sha[:12],
+        model_type="linear_regression",
+        model_params={},
+        model_file="model.pkl",
+        model_sha256=sha,
+        training_months=[month],
+        reference_month=month,
+        features=list(FEATURES),
+        categorical_features=[],
+        input_columns=[],
+        target=TARGET,
+        training_rows=200,
+        data_source="synthetic",
+        train_data_sha256="0" * 64,
+        holdout_metrics={"mae": 1.0, "rmse": 1.0, "r2": 0.9, "rows": 10},
+    ).write(folder / "model_card.json")
     return folder
 
 
@@ -273,66 +286,79 @@ def test_compare_scores_both_models_on_the_same_rows(tmp_path: Path, monkeypatch
     champion = _models_dir(tmp_path / "champion", _fit(0, 2.0), "2024-01")
     challenger = _models_dir(tmp_path / "challenger", _fit(1, 3.0), "2024-05")
     holdout = _holdout(tmp_path / "holdout.parquet", 3.0)
-    baseline = {"reference_holdout": {"mae": 0.1, "rmse": 0.1, "r2": 0.99, "rows": 10}}
+    baseline = _evaluation(rmse=0.1)
     comparison, scored = evidence.compare(champion, challenger, holdout, baseline)
-    assert comparison["holdout"]["rows"] == len(scored) == 300
-    assert comparison["holdout"]["sha256"] == file_sha256(holdout)
+    assert comparison.holdout.rows == len(scored) == 300
+    assert comparison.holdout.sha256 == file_sha256(holdout)
     # Issue 20, point 3: the path as the repository names it, never this runner's absolute path
     # (committed in reports/loop/comparison.json, it made a rerun from another checkout a new commit).
-    assert comparison["holdout"]["path"] == "holdout.parquet"
-    assert comparison["challenger_better"]
-    assert comparison["challenger"]["metrics"]["mae"] < comparison["champion"]["metrics"]["mae"]
-    assert comparison["change"]["mae_relative"] < -0.5
-    assert "beats the champion on the 2024-05 holdout" in comparison["verdict"]
+    assert comparison.holdout.path == "holdout.parquet"
+    assert comparison.challenger_better
+    assert comparison.challenger.metrics.mae < comparison.champion.metrics.mae
+    assert comparison.change.mae_relative < -0.5
+    assert "beats the champion on the 2024-05 holdout" in comparison.verdict
     # The change with its paired bootstrap interval, in the verdict too; who loses, per segment.
-    change, ci = comparison["change"]["mae_relative"], comparison["change"]["mae_relative_ci95"]
-    assert ci["low"] <= change <= ci["high"] and ci["trips"] == 300
-    assert (
-        f"({change:+.1%}, 95% CI {ci['low'] * 100:+.1f} to {ci['high'] * 100:+.1f})" in comparison["verdict"]
-    )
-    assert {s["by"] for s in comparison["segments"]} == {"borough", "hour band", "vendor"}
-    assert sum(s["trips"] for s in comparison["segments"] if s["by"] == "vendor") == 300
+    change, ci = comparison.change.mae_relative, comparison.change.mae_relative_ci95
+    assert ci is not None and ci.low <= change <= ci.high and ci.trips == 300
+    assert f"({change:+.1%}, 95% CI {ci.low * 100:+.1f} to {ci.high * 100:+.1f})" in comparison.verdict
+    assert {s.by for s in comparison.segments} == {"borough", "hour band", "vendor"}
+    assert sum(s.trips for s in comparison.segments if s.by == "vendor") == 300
     # The same pair the other way round: the report says so (a fact, not a gate: the trigger decides).
     worse, _ = evidence.compare(challenger, champion, holdout, baseline)
-    assert not worse["challenger_better"] and "does not beat" in worse["verdict"]
+    assert not worse.challenger_better and "does not beat" in worse.verdict
 
 
-def _drift_fixture() -> dict[str, object]:
+def _evaluation(rmse: float) -> EvaluationMetrics:
+    """The champion's evaluate.json from the check (what it scored when it was current)."""
+    return EvaluationMetrics(
+        model_version="abc",
+        reference_month="2024-01",
+        current_month="2024-05",
+        current_rows="month",
+        reference_holdout={"mae": 0.1, "rmse": rmse, "r2": 0.99, "rows": 10},
+        current={"mae": 0.5, "rmse": 0.6, "r2": 0.9, "rows": 300},
+    )
+
+
+def _drift_fixture() -> Drift:
     wasserstein, jensen_shannon = "Wasserstein distance (normed)", "Jensen-Shannon distance"
     columns = {
         "trip_distance": {"score": 0.55, "method": wasserstein, "threshold": 0.1, "drifted": True},
         "pu_zone": {"score": 0.15, "method": jensen_shannon, "threshold": 0.1, "drifted": True},
         "pickup_hour": {"score": 0.02, "method": wasserstein, "threshold": 0.1, "drifted": False},
     }
-    return {
-        "reference_month": "2024-01",
-        "current_month": "2024-05",
-        "model_version": "abc",
-        "columns": columns,
-        "drifted_columns": ["pu_zone", "trip_distance"],
-        "n_columns": 3,
-        "drifted_share": 0.666667,
-        "drift_share_threshold": 0.5,
-        "data_drift": True,
-        "reference_mae": 3.0,
-        "current_mae": 7.5,
-        "mae_change": 1.5,
-        "threshold": 0.1,
-        "performance_drift": True,
-        "expected_gain": 0.31,
-        "gain": {
-            "month": "2024-05",
+    return Drift.model_validate(
+        {
+            "reference_month": "2024-01",
+            "current_month": "2024-05",
+            "model_version": "abc",
+            "columns": columns,
+            "drifted_columns": ["pu_zone", "trip_distance"],
+            "n_columns": 3,
+            "drifted_share": 0.666667,
+            "drift_share_threshold": 0.5,
+            "data_drift": True,
+            "prediction_drift": False,
+            "reference_mae": 3.0,
+            "current_mae": 7.5,
+            "mae_change": 1.5,
+            "threshold": 0.1,
+            "performance_drift": True,
             "expected_gain": 0.31,
-            "challenger_late_mae": 5.1,
-            "champion_late_mae": 7.4,
-            "early_rows": 15000,
-            "late_rows": 5000,
-            "cut": "2024-05-24 10:00",
-            "min_retrain_gain": 0.04,
-        },
-        "retrain_recommended": True,
-        "reason": "retrain recommended: data drift: 2 of 3 columns drifted",
-    }
+            "gain": {
+                "month": "2024-05",
+                "expected_gain": 0.31,
+                "challenger_late_mae": 5.1,
+                "champion_late_mae": 7.4,
+                "early_rows": 15000,
+                "late_rows": 5000,
+                "cut": "2024-05-24 10:00",
+                "min_retrain_gain": 0.04,
+            },
+            "retrain_recommended": True,
+            "reason": "retrain recommended: data drift: 2 of 3 columns drifted",
+        }
+    )
 
 
 def test_report_markdown_reads_on_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -340,8 +366,7 @@ def test_report_markdown_reads_on_its_own(tmp_path: Path, monkeypatch: pytest.Mo
     champion = _models_dir(tmp_path / "champion", _fit(0, 2.0), "2024-01")
     challenger = _models_dir(tmp_path / "challenger", _fit(1, 3.0), "2024-05")
     holdout = _holdout(tmp_path / "holdout.parquet", 3.0)
-    baseline = {"reference_holdout": {"mae": 0.1, "rmse": 0.2, "r2": 0.99, "rows": 10}}
-    comparison, scored = evidence.compare(champion, challenger, holdout, baseline)
+    comparison, scored = evidence.compare(champion, challenger, holdout, _evaluation(rmse=0.2))
     trigger = {"holdout": scored.assign(prediction=scored["champion"]), "current": scored}
     evidence.write_evidence(comparison, scored, _drift_fixture(), trigger)
     out = tmp_path / ".autoops" / "pr-comment.md"
@@ -353,19 +378,18 @@ def test_report_markdown_reads_on_its_own(tmp_path: Path, monkeypatch: pytest.Mo
     assert "**The trigger's estimate**: a retrain should lower next month's MAE by about 31.0%" in markdown
     assert "before 2024-05-24 10:00, 15,000 trips, vs the champion on the 5,000 trips after it" in markdown
     assert "| champion (`main`) | 2024-01 |" in markdown and "| challenger (this PR) | 2024-05 |" in markdown
-    change = comparison["change"]
-    relative = percent_with_interval(change["mae_relative"], change["mae_relative_ci95"], inside=True)
-    assert f"| change | | | {change['mae']:+.3f} ({relative}) |" in markdown
+    change = comparison.change
+    assert change.mae_relative_ci95 is not None
+    relative = percent_with_interval(change.mae_relative, change.mae_relative_ci95.as_dict(), inside=True)
+    assert f"| change | | | {change.mae:+.3f} ({relative}) |" in markdown
     # Who loses: every segment a row, in the comparison's order (the ones the challenger loses first).
     table = markdown.split("#### Who loses", 1)[1].split("\n\n", 3)[2].splitlines()
     assert table[0] == "| | by | segment | trips | champion MAE | challenger MAE | change (95% CI) |"
-    rows = comparison["segments"]
+    rows = comparison.segments
     assert len(table) == 2 + len(rows)
     for line, row in zip(table[2:], rows, strict=True):
-        assert line.startswith(
-            f"| {'❌' if row['challenger_worse'] else '✅'} | {row['by']} | {row['segment']} |"
-        )
-        assert f"| {row['trips']:,} | {row['champion_mae']:.3f} | {row['challenger_mae']:.3f} |" in line
+        assert line.startswith(f"| {'❌' if row.challenger_worse else '✅'} | {row.by} | {row.segment} |")
+        assert f"| {row.trips:,} | {row.champion_mae:.3f} | {row.challenger_mae:.3f} |" in line
     assert "| `trip_distance` | 0.55 | Wasserstein distance (normed) | 0.1 | **yes** |" in markdown
     assert "| `pickup_hour` | 0.02 | Wasserstein distance (normed) | 0.1 | no |" in markdown
     # Images are referenced relative to the markdown file, which is how CML finds and uploads them.
@@ -483,9 +507,7 @@ def test_a_persons_training_run_never_moves_the_challenger_alias(
     for seed in (0, 1):
         model = _fit(seed, 2.0)
         folder = _models_dir(tmp_path / f"run{seed}", model, "2024-01")
-        card = json.loads((folder / "model_card.json").read_text())
-        card |= {"model_params": {}, "holdout_metrics": {"mae": 1.0}, "train_data_sha256": "0" * 64}
-        register(params, model, card, 0.0)
+        register(params, model, ModelCard.read(folder / "model_card.json"), 0.0)
     client = MlflowClient(tracking_uri=uri)
     name = params.mlflow.registered_model
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
@@ -569,12 +591,9 @@ def _retrain_commit(project: Path, month: str, note: str = "") -> str:
     loop = project / "reports" / "loop"
     loop.mkdir(parents=True, exist_ok=True)
     (loop / "report.md").write_text(f"Retrain on {month}{note}\n")
-    drift = {"reason": "retrain recommended: data drift", "reference_month": "2024-01"}
-    comparison = {
-        "verdict": "the challenger beats it",
-        "champion": {"metrics": {"mae": 3.1}},
-        "challenger": {"metrics": {"mae": 2.9}},
-    }
+    drift = _drift_fixture().model_copy(update={"reason": "retrain recommended: data drift"})
+    comparison = Comparison.read(ROOT / "docs" / "example_pr_report" / "comparison.json")
+    comparison = comparison.model_copy(update={"verdict": "the challenger beats it"})
     assert propose._commit(Git(project), project, month, drift, comparison)
     return _git(project, "rev-parse", "HEAD").strip()
 

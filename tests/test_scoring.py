@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 import core.scoring as scoring
+from core.artifacts.model_card import ModelCard
 from core.compiled_trees import COMPILED_META, find_compiler, load_compiled
 from core.features import FEATURES, TARGET
 from core.io import file_sha256
@@ -36,7 +37,7 @@ MISSING_CC = "/nonexistent/autoops-cc"
 class RealProject:
     folder: Path
     model: Any
-    card: dict[str, Any]
+    card: ModelCard
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +110,9 @@ def test_evaluate_writes_the_same_bytes_compiled_or_not(
         compiled_metrics = evaluate(params)
     assert [m.split(" with ")[1].split(":")[0] for m in _scored_with(caplog)] == [
         "scikit-learn",
-        "the compiled trees of model " + in_project.card["model_sha256"][:12],
+        "the compiled trees of model " + in_project.card.model_sha256[:12],
     ]
-    assert (scoring.COMPILED_CACHE / in_project.card["model_sha256"]).is_dir()
+    assert (scoring.COMPILED_CACHE / in_project.card.model_sha256).is_dir()
     assert compiled_metrics == sklearn_metrics
     assert _outputs() == by_sklearn and len(by_sklearn) == 5
 
@@ -209,7 +210,7 @@ def test_the_pipeline_and_the_service_share_one_cache_and_key(real_project: Real
     from serve.settings import Settings
 
     assert Settings.model_fields["compiled_cache"].default == scoring.COMPILED_CACHE
-    assert scoring.model_sha256(real_project.model) == real_project.card["model_sha256"]
+    assert scoring.model_sha256(real_project.model) == real_project.card.model_sha256
 
 
 @pytest.mark.realdata

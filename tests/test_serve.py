@@ -32,6 +32,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.artifacts.evaluation import EvaluationMetrics
 from core.features import FEATURES, feature_matrix
 from core.io import atomic_path
 from core.model import MODEL_FILE, load_model
@@ -97,8 +98,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
             work / name, frame.iloc[:2400], frame.iloc[2400:], max_iter=iters, seed=seed
         )
         card = DirSource(model_dir).resolve().card
-        estimator = load_model(model_dir / MODEL_FILE, sha256=card["model_sha256"])
-        trained.append(Model(model_dir, card["version"], estimator))
+        estimator = load_model(model_dir / MODEL_FILE, sha256=card.model_sha256)
+        trained.append(Model(model_dir, card.version, estimator))
     # v1 is served compiled from the start; v2 is left for the service to compile itself.
     if find_compiler():
         assert compile_model(trained[0].estimator, DirSource(trained[0].dir).fingerprint(), cache) is not None
@@ -201,10 +202,10 @@ def test_hour_and_weekday_request(client: httpx.Client) -> None:
 def test_model_info_comes_from_the_card(client: httpx.Client, models: Models) -> None:
     info = client.get("/model/info").json()
     card = DirSource(models.v1.dir).resolve().card
-    assert info["name"] == card["name"] and info["version"] == models.v1.version
-    assert info["training_months"] == card["training_months"]
+    assert info["name"] == card.name and info["version"] == models.v1.version
+    assert info["training_months"] == card.training_months
     assert info["features"] == list(FEATURES)
-    assert info["metrics"] == card["holdout_metrics"]
+    assert info["metrics"] == card.holdout_metrics.as_dict()
     assert info["registry_version"] is None  # trained without MLflow
 
 
@@ -297,7 +298,6 @@ def test_metrics(client: httpx.Client, models: Models) -> None:
 def test_prediction_log_exports_to_drift_input(
     client: httpx.Client, server: ServerProcess, models: Models
 ) -> None:
-    from core.io import write_json
     from core.params import load_params
     from stages.drift import check_prediction_log
 
@@ -333,7 +333,15 @@ def test_prediction_log_exports_to_drift_input(
     reference["prediction"] = models.v1.estimator.predict(reference[list(FEATURES)].to_numpy())
     # What the drift stage would hold: the reference holdout's predictions and the model's evaluation.
     reference.to_parquet(models.work / "holdout.parquet")
-    write_json({"model_version": models.v1.version}, models.work / "evaluate.json")
+    metrics = {"mae": 1.0, "rmse": 1.0, "r2": 0.9, "rows": len(reference)}
+    EvaluationMetrics(
+        model_version=models.v1.version,
+        reference_month="2024-01",
+        current_month="2024-02",
+        current_rows="month",
+        reference_holdout=metrics,
+        current=metrics,
+    ).write(models.work / "evaluate.json")
     reports = models.work / "reports"
     result = check_prediction_log(
         load_params(ROOT / "params.yaml"),
@@ -343,11 +351,11 @@ def test_prediction_log_exports_to_drift_input(
         report_path=reports / "serving_drift_report.html",
         metrics_path=reports / "serving_drift.json",
     )
-    assert result["n_columns"] == len(FEATURES) - len(optional) + 1
-    assert result["current_month"] == str(out) and result["model_version"] == models.v1.version
-    assert result["reason"].startswith(f"prediction log: {len(result['drifted_columns'])} of ")
-    assert result["retrain_recommended"] == result["data_drift"] and not result["performance_drift"]
-    assert orjson.loads((reports / "serving_drift.json").read_bytes())["reason"] == result["reason"]
+    assert result.n_columns == len(FEATURES) - len(optional) + 1
+    assert result.current_month == str(out) and result.model_version == models.v1.version
+    assert result.reason.startswith(f"prediction log: {len(result.drifted_columns)} of ")
+    assert result.retrain_recommended == result.data_drift and not result.performance_drift
+    assert orjson.loads((reports / "serving_drift.json").read_bytes())["reason"] == result.reason
     assert "<html" in (reports / "serving_drift_report.html").read_text()[:2000].lower()
 
 

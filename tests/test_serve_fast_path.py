@@ -91,7 +91,7 @@ def real_model(
     train = features_with_target(_month(real_dir, "2021-01", 5000))
     models = train_model_dir(work, train.iloc[:4000], train.iloc[4000:], max_iter=15)
     card = DirSource(models).resolve().card
-    estimator = load_model(models / card["model_file"], sha256=card["model_sha256"])
+    estimator = load_model(models / card.model_file, sha256=card.model_sha256)
     compiled = compile_model(estimator, DirSource(models).fingerprint(), work / "cache")
     assert compiled is not None
     return models, work / "cache", compiled, estimator

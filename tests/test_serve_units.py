@@ -87,7 +87,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def estimator(model_dir: Path) -> Any:
     card = DirSource(model_dir).resolve().card
-    return load_model(model_dir / card["model_file"], sha256=card["model_sha256"])
+    return load_model(model_dir / card.model_file, sha256=card.model_sha256)
 
 
 # --- the service computes features with the pipeline's module --------------------------------------
@@ -333,8 +333,8 @@ def test_serving_path_parity_on_real_rows(real_dir: Path, tmp_path: Path) -> Non
     train = features_with_target(month("2021-01", 20000))
     models = train_model_dir(tmp_path, train.iloc[:16000], train.iloc[16000:], max_iter=40)
     card = DirSource(models).resolve().card
-    estimator = load_model(models / card["model_file"], sha256=card["model_sha256"])
-    compiled = compile_model(estimator, card["model_sha256"], tmp_path / "cache")
+    estimator = load_model(models / card.model_file, sha256=card.model_sha256)
+    compiled = compile_model(estimator, card.model_sha256, tmp_path / "cache")
     assert compiled is not None
 
     current = month("2021-02", 20000)

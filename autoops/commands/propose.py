@@ -12,8 +12,9 @@ from autoops import github
 from autoops.check import CHECK_JSON
 from autoops.commands.shared import AcceptOpt, BaseOpt, MonthOpt, console, one_line_errors
 from autoops.gitops import LoopError
-from autoops.project import ensure_work_dir, project_root, read_json
+from autoops.project import ensure_work_dir, project_root
 from autoops.propose import run_propose
+from core.artifacts.check import CheckResult
 from core.io import write_json, write_text
 from core.paths import LOOP_REPORT, WORK_DIR
 
@@ -48,7 +49,7 @@ def propose_cmd(
     if month is None:
         if not (root / CHECK_JSON).exists():
             raise LoopError("which month? pass --month YYYY-MM or run `autoops check` first")
-        month = read_json(root / CHECK_JSON)["month"]
+        month = CheckResult.read(root / CHECK_JSON).month
     outcome = run_propose(root, month, base, remote, push, force, reopen, accept)
     github.write_outputs(
         {

@@ -8,8 +8,9 @@ from autoops import github
 from autoops.check import CHECK_JSON, CHECK_MD, run_check
 from autoops.commands.shared import AcceptOpt, AsOfOpt, MonthOpt, as_of_date, console, one_line_errors
 from autoops.gitops import LoopError, dvc, dvc_remote_configured
-from autoops.project import project_root, read_json
+from autoops.project import project_root
 from autoops.sources import latest_month
+from core.artifacts.check import CheckResult
 from core.params import load_params
 from core.paths import PARAMS_FILE
 
@@ -46,17 +47,23 @@ def check_cmd(month: MonthOpt = None, as_of: AsOfOpt = None, accept: AcceptOpt =
     result = run_check(root, month, as_of_date(as_of), accept)
     summary = (root / CHECK_MD).read_text()
     github.append_summary(summary)
-    outputs = {key: result[key] for key in ("breach", "month", "branch", "reason", "data_problem")}
+    outputs: dict[str, object] = {
+        "breach": result.breach,
+        "month": result.month,
+        "branch": result.branch,
+        "reason": result.reason,
+        "data_problem": result.data_problem,
+    }
     # Empty when the model already learned the month (nothing to estimate).
-    outputs["expected_gain"] = "" if result["expected_gain"] is None else result["expected_gain"]
+    outputs["expected_gain"] = "" if result.expected_gain is None else result.expected_gain
     github.write_outputs(outputs)
-    if result["data_problem"]:
-        console.print(f"[bold red]{result['data_problem']}[/bold red]")
+    if result.data_problem:
+        console.print(f"[bold red]{result.data_problem}[/bold red]")
         console.print(f"result: {CHECK_JSON}, summary: {CHECK_MD}")
         return
-    colour = "yellow" if result["breach"] else "green"
-    label = "BREACH" if result["breach"] else "OK"
-    console.print(f"[bold {colour}]{label}[/bold {colour}] {result['reason']}")
+    colour = "yellow" if result.breach else "green"
+    label = "BREACH" if result.breach else "OK"
+    console.print(f"[bold {colour}]{label}[/bold {colour}] {result.reason}")
     console.print(f"result: {CHECK_JSON}, summary: {CHECK_MD}")
 
 
@@ -70,13 +77,13 @@ def data_issue_cmd() -> None:
     root = project_root()
     if not (root / CHECK_JSON).exists():
         raise LoopError("no check result: run `autoops check` first")
-    result = read_json(root / CHECK_JSON)
-    problem = result.get("data_problem")
+    result = CheckResult.read(root / CHECK_JSON)
+    problem = result.data_problem
     if not problem:
-        console.print(f"no data problem in {result['month']}: no issue to open")
+        console.print(f"no data problem in {result.month}: no issue to open")
         return
     issue = github.open_issue(
-        f"Data problem in {result['month']}",
+        f"Data problem in {result.month}",
         (root / CHECK_MD).read_text() + _run_line(),
     )
     if issue is None:
