@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 
+from core.artifacts.backtest import Backtest
 from core.io import StageError
 from core.months import month_range, validate_month
 from core.params import PARAMS_FILE, Params, ParamsError, params_from_dict
@@ -71,6 +72,8 @@ def resolve_months(params: Params, start: str | None, end: str | None, months: s
 
 def settings(params: Params, jobs: int) -> dict[str, Any]:
     """The knobs that shape the figures, recorded beside them."""
+    # Here, not at the top: the sources bring requests, tenacity and tqdm (~70-540 ms of CPU) to every
+    # `autoops` start.
     from core.sources import source_for
 
     out: dict[str, Any] = {
@@ -102,6 +105,9 @@ def run_backtest(
 ) -> dict[str, Any]:
     """The whole backtest as data (what reports/backtest.json holds). ``data`` defaults to the
     configured source; tests pass their own provider (see autoops/backtest_data.MonthData)."""
+    # Here, not at the top: the replay's modules import pandas, scikit-learn and Evidently's peers (1.1-1.6
+    # s of CPU each, measured with process_time after this module) that `autoops --help` and every other
+    # command would pay.
     from autoops.backtest_data import SourceMonths
     from autoops.backtest_engine import replay
     from autoops.backtest_policy import parse_policies
@@ -206,8 +212,9 @@ def backtest(
         close()
         typer.echo(f"error [backtest]: {exc}", err=True)
         raise typer.Exit(1) from None
+    # Here, not at the top: the report brings matplotlib and pandas (~1.1 s of CPU), the sources
+    # requests, tenacity and tqdm: only a backtest needs them, not every `autoops` start.
     from autoops.backtest_report import write_reports
-    from core.artifacts.backtest import Backtest
     from core.sources import source_for
 
     work = result.pop("work")

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.feature_tables import month_frame
 from core.features import FEATURES, PICKUP_TIME, TARGET
 from core.io import StageError, write_parquet
 from core.months import month_index
@@ -91,7 +92,6 @@ def build_month(month: str, params: Params) -> pd.DataFrame:
 
     Goes through a throw-away raw folder so ``month_frame`` (and so the filters) are reused as is.
     """
-    from core.feature_tables import month_frame
 
     with tempfile.TemporaryDirectory(prefix="autoops-backtest-raw-") as folder:
         source_for(params).materialise(month, raw_path(month, Path(folder)))

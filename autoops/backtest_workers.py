@@ -25,12 +25,14 @@ import pyarrow.parquet as pq
 
 from core.drift import compute_drift
 from core.evaluation import PREDICTION, with_predictions
+from core.feature_tables import split_holdout
 from core.features import FEATURES, TARGET
 from core.host import usable_cpus
 from core.io import atomic_dir, write_json, write_parquet
 from core.metrics import regression_metrics
 from core.model import MODEL_FILE, load_model, predict, save_model
 from core.params import DriftParams, Params
+from core.training import fit
 from core.trigger import fit_challenger, gain_record, mae, time_split
 
 # One thread per worker: the workers are the parallelism, and see the module docstring.
@@ -42,8 +44,6 @@ REFERENCE_FILE = "reference.json"
 
 def fit_model(params: Params, window: pd.DataFrame, out_dir: str) -> dict[str, Any]:
     """Train exactly as the pipeline does (featurize's holdout split, train's fit) into ``out_dir``."""
-    from core.feature_tables import split_holdout
-    from core.training import fit
 
     train, holdout = split_holdout(window, params.split.holdout_fraction, params.split.seed)
     model, seconds = fit(params, train)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from autoops.evidence_report import data_checks_lines, drift_table
 from autoops.gitops import LoopError, dvc
 from autoops.params_edit import accept_data_problems, set_months
 from autoops.project import BRANCH_PREFIX, ensure_work_dir, to_month
@@ -38,6 +39,8 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 def run_check(
     root: Path, month: str | None, as_of: date | None = None, accept_problems: bool = False
 ) -> CheckResult:
+    # Here, not at the top: core.trigger imports scikit-learn (~1.1 s of CPU), which `autoops --help` and
+    # the other commands never need.
     from core.trigger import data_problem
 
     params = load_params(root / PARAMS_FILE)
@@ -122,8 +125,6 @@ def data_problem_result(checks: DataChecks, problem: str) -> CheckResult:
 
 def data_problem_markdown(checks: DataChecks, problem: str) -> str:
     """The job summary (and the issue's body) for a month the data checks stopped."""
-    from autoops.evidence_report import data_checks_lines
-
     month = checks.month
     return (
         "\n".join(
@@ -146,7 +147,7 @@ def data_problem_markdown(checks: DataChecks, problem: str) -> str:
 
 
 def check_markdown(drift: Drift, breach: bool) -> str:
-    from autoops.evidence_report import data_checks_lines, drift_table
+    # Here, not at the top: core.trigger imports scikit-learn (~1.1 s of CPU; see run_check).
     from core.trigger import gain_sentence
 
     head = "Retrain recommended" if breach else "No retrain needed"

@@ -278,6 +278,8 @@ def _evidently_lines(drift: Drift, base: str, run_url: str | None) -> list[str]:
 
 def _estimate_lines(drift: Drift) -> list[str]:
     """The trigger's estimate, the evidence the decision to retrain rests on."""
+    # Here, not at the top: core.trigger imports scikit-learn (~1.4 s of CPU), which `autoops diff` never
+    # needs.
     from core.trigger import gain_sentence
 
     gain = drift.gain

@@ -29,6 +29,7 @@ from autoops.sources import ensure_published
 from core.artifacts.comparison import Comparison
 from core.artifacts.drift import Drift
 from core.artifacts.evaluation import EvaluationMetrics
+from core.features import TARGET
 from core.io import file_md5, write_text
 from core.months import month_index
 from core.paths import (
@@ -73,8 +74,9 @@ def snapshot_champion(root: Path, git: Git, base_sha: str, base: str) -> None:
 def read_trigger_predictions(root: Path) -> dict[str, Any]:
     import pandas as pd
 
+    # Here, not at the top: core.evaluation imports scikit-learn (~1.4 s of CPU) that every `autoops` start
+    # would pay.
     from core.evaluation import PREDICTION
-    from core.features import TARGET
 
     columns = ["pickup_hour", TARGET, PREDICTION]
     return {
@@ -116,6 +118,8 @@ def run_propose(
             f"{branch} was closed unmerged ({closed['html_url']}): that is the answer for {month} until a "
             f"newer month breaches; run drift-watch by hand with month {month} to propose it again"
         )
+        # Here, not at the top: autoops.release imports MLflow (~1.3 s of CPU), needed only when a closed
+        # PR's challenger is retired.
         from autoops.release import retire_challenger
 
         # `challenger` names an open PR's model; this one's PR is closed.
@@ -207,6 +211,8 @@ def _retrain_with_evidence(
     """On the retrain branch: retrain on ``month``, compare both models on the rows the new one
     never saw, write the evidence and the report, commit. ``trigger``: the check's drift metrics,
     evaluate metrics and predictions. Returns the comparison."""
+    # Here, not at the top: evidence and its plots import scikit-learn and matplotlib (~1.4-1.5 s of CPU
+    # each), needed only by a proposal.
     from autoops import evidence, evidence_report
     from autoops.evidence_plots import render_plots
 

@@ -16,15 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from autoops.gitops import Git, LoopError
+from autoops.gitops import Git, LoopError, dvc, dvc_remote_configured
 from autoops.project import lock_outputs
 from core import tracking
 from core.artifacts.model_card import ModelCard
 from core.features import FEATURES
 from core.io import file_md5, file_sha256, write_json
 from core.model import MODEL_FILE, load_model, predict
+from core.params import load_params
 from core.paths import CARD_FILE, MODELS_DIR
 from core.paths import DVC_LOCK as LOCK_FILE
+from core.training import register
 
 LABEL_PREFIX = "io.auto-ops.model"
 
@@ -80,7 +82,6 @@ def fetch_model(root: Path) -> str:
     (a retrain on the runner is a model nobody reviewed). Without a remote the pipeline rebuilds
     it, and the rebuild counts only if it is byte-for-byte the pinned file.
     """
-    from autoops.gitops import dvc, dvc_remote_configured
 
     key = (MODELS_DIR / MODEL_FILE).as_posix()
     pinned = locked_outputs(root).get(key)
@@ -169,8 +170,6 @@ def register_challenger(root: Path, branch: str, pr: str | None = None) -> dict[
     of drift-watch adds no version. Only proposed models get here; the stages never register
     when the loop runs them.
     """
-    from core.params import load_params
-    from core.training import register
 
     card = verify_model(root)
     mlflow = tracking.configure()
@@ -199,8 +198,6 @@ def retire_challenger(branch: str) -> bool:
     """Take the ``challenger`` alias off the model of ``branch`` (its PR was closed unmerged)."""
     mlflow = tracking.configure()
     from mlflow.exceptions import MlflowException
-
-    from core.params import load_params
 
     client = mlflow.MlflowClient()
     name = load_params().mlflow.registered_model

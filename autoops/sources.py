@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 def _ask(root: Path, params: Params, question: Callable[[DataSource], T]) -> T:
     """The configured source's answer; its "not published" becomes the loop's one-line error."""
+    # Here, not at the top: the sources bring requests, tenacity and tqdm (~540 ms of CPU) to every
+    # `autoops` start.
     from core.sources import UnpublishedError, source_for
 
     try:

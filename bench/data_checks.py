@@ -31,6 +31,7 @@ from core.month_profile import MonthProfile, profile_tables
 from core.months import add_months
 from core.params import Params, load_params
 from core.schema import CANONICAL_SCHEMA, normalize
+from core.sources.synthetic import generate_month
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = ROOT.parent / "shared" / "data" / "tlc"
@@ -123,7 +124,6 @@ def measure(params: Params, folder: Path = REAL_DIR) -> dict[str, Any]:
 
 
 def _synthetic_frame(month: str, params: Params) -> pd.DataFrame:
-    from core.sources.synthetic import generate_month
 
     return normalize(generate_month(month, params.synthetic), f"synthetic {month}").to_pandas()
 

@@ -65,9 +65,12 @@ from bench.serve_report import (
 from core.artifacts.model_card import ModelCard
 from core.features import feature_matrix, filter_mask
 from core.model import MODEL_FILE, load_model
-from core.params import FilterParams
+from core.params import FilterParams, load_params
 from core.paths import CARD_FILE, MODEL_CARD, MODELS_DIR
+from core.training import train
 from serve.batch_columns import ColumnarDecoder
+from serve.compile import publish_compiled
+from serve.model_store import DirSource
 from serve.predictor import SklearnPredictor, compile_model
 from serve.request_models import BatchRequest, Trip
 from serve.testing import ROOT, free_port
@@ -454,8 +457,6 @@ def second_version(workdir: Path, seed_offset: int = 1) -> Path:
     out = workdir / "models-bench-v2"
     if (out / CARD_FILE).exists():
         return out
-    from core.params import load_params
-    from core.training import train
 
     params = load_params(workdir / "params.yaml")
     params = params.model_copy(
@@ -468,8 +469,6 @@ def second_version(workdir: Path, seed_offset: int = 1) -> Path:
 
 def released(models_dir: Path, cache: Path) -> str:
     """Compile (cached) and publish the library into models_dir, as a release does; its sha256."""
-    from serve.compile import publish_compiled
-    from serve.model_store import DirSource
 
     artifact = DirSource(models_dir).resolve()
     sha = artifact.card.model_sha256

@@ -167,6 +167,7 @@ def _single_trip_steps(service: Service, body: bytes) -> dict[str, float]:
         "response JSON": lambda: json_response(answer),
     }
     try:
+        # Imported here: the code measured may predate the fast path (--commit), then it is absent.
         from serve.one_trip import feature_row
     except ImportError:  # code from before the fast path (measured with --commit): general path only
         pass

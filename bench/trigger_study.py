@@ -35,10 +35,12 @@ from joblib import Parallel, delayed
 
 from autoops.backtest import load_with_overrides
 from autoops.backtest_data import SourceMonths
+from bench.backtests import REAL_DIR, SEQUENCES
 from bench.readme_block import fill_block
 from core.feature_tables import split_holdout
 from core.months import month_index, month_range
 from core.params import Params
+from core.training import fit
 from core.trigger import mae, time_split
 
 OUT_DIR = Path("bench/results")
@@ -47,8 +49,6 @@ README = Path("bench/README.md")
 
 def _fit_and_score(params: Params, month: str, frames: dict[str, pd.DataFrame], later: list[str]) -> dict:
     from threadpoolctl import threadpool_limits
-
-    from core.training import fit
 
     with threadpool_limits(1):
         frame = frames[month]
@@ -179,7 +179,6 @@ def render(readme: Path = README) -> str:
 
 
 def main() -> None:
-    from bench.backtests import REAL_DIR, SEQUENCES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=["real", "synthetic"], action="append")

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from core import tracking
 from core.artifacts.base import ArtifactError
 from core.artifacts.model_card import ModelCard
 from core.io import file_sha256
@@ -135,6 +136,8 @@ class DirSource:
             )
 
         def load_estimator() -> Any:
+            # Here, not at the top: core.model imports scikit-learn (~1.3 s of CPU), which a service scoring
+            # compiled trees never loads.
             from core.model import load_model
 
             return load_model(model_path, sha256=card.model_sha256)
@@ -191,8 +194,6 @@ class MlflowSource:
     def _model_version(self) -> Any:
         if self._client is None:
             from mlflow import MlflowClient
-
-            from core import tracking
 
             tracking.configure()
             self._client = MlflowClient()
@@ -258,6 +259,7 @@ def _load_mlflow_sklearn(uri: str, card: ModelCard) -> Any:
     """
     import mlflow
 
+    # Here, not at the top: core.model imports scikit-learn (~1.3 s of CPU; see load_estimator).
     from core.model import SKOPS_TRUSTED_TYPES, load_model
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))

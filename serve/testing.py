@@ -20,8 +20,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.features import TARGET, feature_frame
+from core.features import TARGET, duration_minutes, feature_frame
 from core.io import write_parquet
+from core.months import add_months
+from core.params import DataParams, HGBParams, MonthParams, Params, TrainParams
+from core.training import train as train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +63,6 @@ def random_trips(n: int, seed: int = 0, month: str = "2021-01") -> pd.DataFrame:
 
 def features_with_target(trips: pd.DataFrame) -> pd.DataFrame:
     """What the featurize stage writes for these trips: FEATURES + duration_min."""
-    from core.features import duration_minutes
 
     frame = feature_frame(trips)
     frame[TARGET] = duration_minutes(trips).to_numpy()
@@ -83,9 +85,6 @@ def train_model_dir(
     and hashes data/features/*.parquet relative to the working directory, hence the chdir; with
     ``use_mlflow`` it also registers the model (MLFLOW_TRACKING_URI, default workdir/mlflow.db).
     """
-    from core.months import add_months
-    from core.params import DataParams, HGBParams, MonthParams, Params, TrainParams
-    from core.training import train as train_stage
 
     features_dir = workdir / "data" / "features"
     for name, frame in (("train", train), ("holdout", holdout)):

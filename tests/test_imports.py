@@ -88,3 +88,39 @@ def test_the_derivation_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from stages import drift\n    import core.io\n")
     assert project_imports(module) == {"stages.drift", "core.io"}
+
+
+def _deferred_imports_without_a_reason(path: Path) -> list[str]:
+    """Project imports inside a function with no comment on them or just above their block."""
+    lines = path.read_text().split("\n")
+    missing = []
+    for function in ast.walk(ast.parse("\n".join(lines), str(path))):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Import | ast.ImportFrom) or not project_imports_of(node):
+                continue
+            above = node.lineno - 2
+            while above >= 0 and lines[above].strip().startswith(("from ", "import ")):
+                above -= 1
+            if "#" not in lines[node.lineno - 1] and not lines[above].strip().startswith("#"):
+                missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return sorted(set(missing))
+
+
+def project_imports_of(node: ast.Import | ast.ImportFrom) -> bool:
+    if isinstance(node, ast.Import):
+        return any(alias.name.split(".")[0] in PACKAGES for alias in node.names)
+    return bool(node.module) and node.level == 0 and node.module.split(".")[0] in PACKAGES
+
+
+def test_an_import_inside_a_function_says_why() -> None:
+    # A deferred import hides coupling from a reader; it is kept only where start-up time needs it,
+    # and the comment names the cost it saves (measured), so it can be undone when that changes.
+    missing = [
+        m
+        for pkg in ("core", "stages", "autoops", "serve", "bench")
+        for p in _modules(pkg)
+        for m in _deferred_imports_without_a_reason(p)
+    ]
+    assert not missing, "import at the top, or say (with the measured cost) why not:\n" + "\n".join(missing)
