@@ -15,6 +15,7 @@ import yaml
 
 from autoops.branch import PROPOSED_TRAILER
 from autoops.pr_text import proposal_text
+from core.artifacts.comparison import Comparison
 from core.compiled_trees import find_compiler
 from serve.testing import ROOT, ServerProcess, features_with_target, random_trips, train_model_dir
 from tests.conftest import stage_env
@@ -128,15 +129,22 @@ def test_autoops_serve_is_python_m_serve(tmp_path: Path) -> None:
 
 
 def test_the_pr_and_its_commit_say_the_same() -> None:
-    comparison = {
-        "champion": {"metrics": {"mae": 3.456}},
-        "challenger": {"metrics": {"mae": 3.012}},
-        "verdict": "the challenger lowers MAE by 12.8% on the new month's holdout",
-    }
+    example = Comparison.read(ROOT / "docs" / "example_pr_report" / "comparison.json")
+    comparison = example.model_copy(
+        update={
+            "champion": example.champion.model_copy(
+                update={"metrics": example.champion.metrics.model_copy(update={"mae": 3.456})}
+            ),
+            "challenger": example.challenger.model_copy(
+                update={"metrics": example.challenger.metrics.model_copy(update={"mae": 3.012})}
+            ),
+            "verdict": "the challenger lowers MAE by 12.8% on the new month's holdout",
+        }
+    )
     reason = "data drift: 5 of 13 columns drifted (share 0.38 >= 0.3: a, b)"
     text = proposal_text("2024-05", "2024-01", reason, comparison)
     assert text.title == "Retrain on 2024-05: MAE 3.46 -> 3.01 on the new month"
-    why = f"The serving model was trained on 2024-01: {reason}.\n\n{comparison['verdict']}."
+    why = f"The serving model was trained on 2024-01: {reason}.\n\n{comparison.verdict}."
     assert why in text.pr_body and text.commit_body.startswith(why)
     assert text.commit_body.endswith(f"{PROPOSED_TRAILER}: 2024-05")
     # drift-watch opens the PR with exactly these words, from `autoops propose`'s outputs.
