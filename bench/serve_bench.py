@@ -692,7 +692,7 @@ def run(args: argparse.Namespace) -> None:
         "micro_ms": micro(estimator, compiled, bodies),
         "runs": {},
     }
-    print(f"model {card['version']}: {compiled.meta['num_tree']} trees, compiled in {compile_s:.0f} s")
+    print(f"model {card.version}: {compiled.meta['num_tree']} trees, compiled in {compile_s:.0f} s")
     for name, ms in results["micro_ms"].items():
         print(f"  {name:38s} {ms:8.3f} ms")
     save(results, args.out)
