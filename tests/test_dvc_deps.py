@@ -13,18 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.project_imports import ROOT, imported_names, module_file
+
 PACKAGES = ("core", "stages", "serve", "autoops")
 RESOURCES = ROOT / "core" / "resources"
 RESOURCE_NAMES = {p.name for p in RESOURCES.iterdir() if p.is_file()}
-
-
-def _module_file(name: str) -> Path | None:
-    base = ROOT / name.replace(".", "/")
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _direct(path: Path) -> tuple[set[str], set[str]]:
@@ -32,19 +25,13 @@ def _direct(path: Path) -> tuple[set[str], set[str]]:
     modules: set[str] = set()
     resources: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from core import io` imports the module core.io, `from core.io import x` a name.
-            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-        elif isinstance(node, ast.Constant) and node.value in RESOURCE_NAMES:
+        if isinstance(node, ast.Constant) and node.value in RESOURCE_NAMES:
             resources.add((RESOURCES / node.value).relative_to(ROOT).as_posix())
-        for name in names:
+        for name in imported_names(node):
             parts = name.split(".")
             # A package's modules are imported through its __init__ too.
             for i in range(1, len(parts) + 1):
-                if parts[0] in PACKAGES and _module_file(".".join(parts[:i])):
+                if parts[0] in PACKAGES and module_file(".".join(parts[:i])):
                     modules.add(".".join(parts[:i]))
     return modules, resources
 
@@ -60,7 +47,7 @@ def stage_inputs(module: str) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        path = _module_file(name)
+        path = module_file(name)
         assert path is not None, f"{name}: no such project module"
         files.add(path.relative_to(ROOT).as_posix())
         modules, resources = _direct(path)

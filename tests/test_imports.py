@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.project_imports import ROOT, imported_names, module_file
+
 PACKAGES = ("core", "stages", "serve", "autoops", "bench")
 
 
@@ -20,23 +21,11 @@ def project_imports(path: Path) -> set[str]:
     """The project modules (dotted names) that the file at ``path`` imports, anywhere in it."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from stages import drift` imports the module stages.drift.
-            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        for name in names:
+        for name in imported_names(node):
             parts = name.split(".")
-            if len(parts) > 1 and parts[0] in PACKAGES and _is_module(parts[:2]):
+            if len(parts) > 1 and parts[0] in PACKAGES and module_file(".".join(parts[:2])):
                 found.add(".".join(parts[:2]))
     return found
-
-
-def _is_module(parts: list[str]) -> bool:
-    base = ROOT.joinpath(*parts)
-    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
 def _modules(package: str) -> list[Path]:
@@ -98,7 +87,7 @@ def _deferred_imports_without_a_reason(path: Path) -> list[str]:
         if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         for node in ast.walk(function):
-            if not isinstance(node, ast.Import | ast.ImportFrom) or not project_imports_of(node):
+            if not any(name.split(".")[0] in PACKAGES for name in imported_names(node)):
                 continue
             above = node.lineno - 2
             while above >= 0 and lines[above].strip().startswith(("from ", "import ")):
@@ -106,12 +95,6 @@ def _deferred_imports_without_a_reason(path: Path) -> list[str]:
             if "#" not in lines[node.lineno - 1] and not lines[above].strip().startswith("#"):
                 missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     return sorted(set(missing))
-
-
-def project_imports_of(node: ast.Import | ast.ImportFrom) -> bool:
-    if isinstance(node, ast.Import):
-        return any(alias.name.split(".")[0] in PACKAGES for alias in node.names)
-    return bool(node.module) and node.level == 0 and node.module.split(".")[0] in PACKAGES
 
 
 def test_an_import_inside_a_function_says_why() -> None:
