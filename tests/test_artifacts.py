@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from autoops.check import data_problem_result
 from core.artifacts.backtest import Backtest
 from core.artifacts.base import Artifact, ArtifactError
 from core.artifacts.check import CheckResult
@@ -58,20 +59,8 @@ def test_an_absent_optional_key_stays_absent_and_a_null_stays_null(tmp_path: Pat
 
 
 def test_check_result_of_a_data_problem_keeps_its_nulls(tmp_path: Path) -> None:
-    result = CheckResult(
-        month="2024-02",
-        reference_month="2024-01",
-        model_version=None,
-        breach=False,
-        data_drift=None,
-        performance_drift=None,
-        expected_gain=None,
-        drifted_columns=[],
-        reason="data problem in 2024-02: ...",
-        branch="retrain/2024-02",
-        data_problem="data problem in 2024-02: ...",
-        data_checks={"passed": False, "accepted": False, "blocking": ["x"], "warnings": [], "problem": "p"},
-    )
+    checks = DataChecks.read(ROOT / "reports" / "metrics" / "data_checks.json")
+    result = data_problem_result(checks, f"data problem in {checks.month}: ...")
     path = result.write(tmp_path / "check.json")
     assert CheckResult.read(path) == result
     assert json.loads(path.read_text())["model_version"] is None
