@@ -46,6 +46,7 @@ from core.tree_codegen import (
     COMPILER_OPTIONS,
     COMPILER_PARAMS,
     TREES_PER_UNIT,
+    UNITS_PER_SOURCE,
     export_library,
 )
 
@@ -438,6 +439,7 @@ def compile_model(
                 "compiler_options": list(COMPILER_OPTIONS),
                 "compiler_params": COMPILER_PARAMS,
                 "trees_per_unit": TREES_PER_UNIT,
+                "units_per_source": UNITS_PER_SOURCE,
                 "codegen": CODEGEN_VERSION,
                 "treelite_version": treelite.__version__,
                 "tl2cgen_version": tl2cgen.__version__,

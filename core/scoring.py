@@ -7,7 +7,7 @@ predicts a big batch several times cheaper.
 Which: a library already in the cache for this model is always used. The cache is the service's
 (``.cache/serve/compiled``, keyed on the model file's sha256, as in its model card), so ``python -m
 serve.compile``, the service and a big month's evaluate each fill it for the others; never a DVC
-output. Otherwise the model is compiled when the rows to score pay for the compile (tens of CPU
+output. Otherwise the model is compiled when the rows to score pay for the compile (~18 CPU
 seconds for the default 300 trees: :data:`COMPILE_MIN_ROWS`) and a C compiler is present (``$CC``,
 gcc or clang). Otherwise scikit-learn scores, with one log line saying why.
 
@@ -40,11 +40,12 @@ from core.model import predict
 
 # The service's default AUTOOPS_COMPILED_CACHE (serve/settings.py; tests/test_scoring.py checks they agree).
 COMPILED_CACHE = Path(".cache/serve/compiled")
-# A compile of the default 300 trees costs about a minute of CPU (-Os, one gcc per tree) and saves
-# ~10 CPU-s per million rows scored (scikit-learn is most of evaluate's slope, bench/README.md "Scale"),
-# so it pays from about five million rows. Below that only a library someone already built is used:
-# the default 60k-row month would otherwise spend a minute compiling to save a second.
-COMPILE_MIN_ROWS = 5_000_000
+# A compile of the default 300 trees costs ~18 CPU-s (-O1, 25 trees per gcc; core/tree_codegen.py)
+# and the compiled trees save ~6 CPU-s per million rows scored against scikit-learn (~10 against ~4),
+# so it pays from about three million rows; four leaves a margin for a slower compiler. Below that
+# only a library someone already built is used: the default 60k-row month would otherwise spend
+# 18 s compiling to save half a second.
+COMPILE_MIN_ROWS = 4_000_000
 # Rows of each batch also scored by scikit-learn: cheap (one call per batch) and spread over the batch.
 PARITY_ROWS = 256
 

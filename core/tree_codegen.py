@@ -2,10 +2,17 @@
 
 tl2cgen generates one ``predict(row)`` that runs every tree on one row. On a 1000-trip batch that
 walks all 300 trees' code (over a megabyte of if/else) once per row, so the instruction cache is
-cold for every tree of every row. ``predict_batch`` turns the loops around: each tree (one per
-translation unit, ``predict_unitK``) runs over every row of the batch before the next tree, so its
-few kilobytes of code stay hot. Same generated trees, same quantized thresholds, same sum; about
-half the time per batch (bench/README.md, "Serving", the in-process timings).
+cold for every tree of every row. ``predict_batch`` turns the loops around: each tree (one function
+per tree, ``predict_unitK``) runs over a block of rows before the next tree, so its few kilobytes of
+code stay hot, and the block's rows stay in the L2 cache while the 300 trees pass over them (the
+whole batch, 256k rows of 96 bytes in evaluate, did not: every tree re-read it from memory). Same
+generated trees, same quantized thresholds, same sum; about half the time per batch
+(bench/README.md, "Serving", the in-process timings).
+
+Compiling costs CPU wherever the model is first needed (a big month's evaluate, the service, the
+image build): -O1 and 25 tree functions per C file (12 gcc processes instead of 300) more than
+halve it for the default 300 trees, with prediction as fast as with -Os; evaluate's CPU with the
+compile in it is ``python -m bench.scale``'s (bench/README.md, "Scale").
 
 The library keeps tl2cgen's own entry points too (``predict``, ``get_num_feature``, ...); the
 service calls ``predict_batch`` for every request (one trip is a batch of one).
@@ -20,18 +27,28 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-# Size over speed: tl2cgen's default -O3 makes the per-row path (every tree's code once per row)
-# overflow the instruction cache; -Os predicts faster there and is on par for the batch path.
-COMPILER_OPTIONS = ("-Os",)
+# tl2cgen's default -O3 makes the per-row path (every tree's code once per row) overflow the
+# instruction cache. -O1 code is as small as -Os's and predicts as fast (the trees are compares and
+# additions, which no higher level improves), and gcc takes half the time over it (-O0: a quarter,
+# but predicting is twice as slow).
+COMPILER_OPTIONS = ("-O1",)
 # Quantized thresholds: integer compares after one binary search per feature and row.
 COMPILER_PARAMS: dict[str, Any] = {"quantize": 1}
-# One tree per translation unit, so predict_batch can run one tree at a time; gcc also compiles many
-# small units faster than a few big ones (its time grows faster than linearly with function size).
+# One function per tree (tl2cgen's "unit"), so predict_batch can run one tree at a time; gcc also
+# compiles many small functions faster than a few big ones (its time grows faster than linearly with
+# function size).
 TREES_PER_UNIT = 1
+# Tree functions per C file, i.e. per gcc process: one process per tree spent ~20% of the compile's
+# CPU starting gcc and re-reading the header (300 processes for the default model).
+UNITS_PER_SOURCE = 25
 BATCH_SOURCE = "batch"
+# Rows predict_batch runs every tree over before the next rows: their entries (8 bytes a feature)
+# stay in the CPU's L2 cache while all the trees pass over them.
+BLOCK_ROWS = 1024
 # Recorded in each library's compiled.json; a library from another generation is rebuilt. 2: the
 # batch sum starts from the base score, as scikit-learn's does (1 added it last: ~1e-13 apart).
-CODEGEN_VERSION = 2
+# 3: -O1, 25 trees per C file, predict_batch in blocks of BLOCK_ROWS rows (the same doubles).
+CODEGEN_VERSION = 3
 
 
 class CodegenError(RuntimeError):
@@ -77,10 +94,13 @@ void predict_batch(union Entry* data, int n, double* out) {{
     }}
     out[r] = {base.group(1)};
   }}
-  for (unsigned u = 0; u < sizeof(units) / sizeof(units[0]); ++u) {{
-    const unit_fn tree = units[u];
-    for (int r = 0; r < n; ++r) {{
-      tree(data + (long)r * {nf}, out + r);
+  for (int start = 0; start < n; start += {BLOCK_ROWS}) {{
+    const int end = n - start < {BLOCK_ROWS} ? n : start + {BLOCK_ROWS};
+    for (unsigned u = 0; u < sizeof(units) / sizeof(units[0]); ++u) {{
+      const unit_fn tree = units[u];
+      for (int r = start; r < end; ++r) {{
+        tree(data + (long)r * {nf}, out + r);
+      }}
     }}
   }}
   for (int r = 0; r < n; ++r) {{
@@ -88,6 +108,29 @@ void predict_batch(union Entry* data, int n, double* out) {{
   }}
 }}
 """
+
+
+def merge_units(src: Path, per_source: int) -> None:
+    """Put ``per_source`` of tl2cgen's one-tree files ``tuK.c`` into each C file, in place (sources
+    and recipe.json). Each tree stays its own function; only the number of gcc processes drops.
+
+    tl2cgen's header.h has no include guard, so each merged file includes it once.
+    """
+    recipe = json.loads((src / "recipe.json").read_text())
+    units = [s for s in recipe["sources"] if re.fullmatch(r"tu\d+", s["name"])]
+    others = [s for s in recipe["sources"] if not re.fullmatch(r"tu\d+", s["name"])]
+    merged = []
+    for start in range(0, len(units), per_source):
+        group = units[start : start + per_source]
+        name = f"trees{start // per_source}"
+        bodies = [(src / f"{u['name']}.c").read_text().replace('#include "header.h"', "") for u in group]
+        code = '#include "header.h"\n' + "\n".join(bodies)
+        (src / f"{name}.c").write_text(code)
+        for unit in group:
+            (src / f"{unit['name']}.c").unlink()
+        merged.append({"name": name, "length": code.count("\n")})
+    recipe["sources"] = others + merged
+    (src / "recipe.json").write_text(json.dumps(recipe))
 
 
 def export_library(tl_model: Any, libpath: Path, compiler: str, nthread: int) -> None:
@@ -104,6 +147,7 @@ def export_library(tl_model: Any, libpath: Path, compiler: str, nthread: int) ->
         dirpath=str(src),
         params={**COMPILER_PARAMS, "parallel_comp": max(1, math.ceil(tl_model.num_tree / TREES_PER_UNIT))},
     )
+    merge_units(src, UNITS_PER_SOURCE)
     code = batch_source((src / "main.c").read_text(), (src / "header.h").read_text())
     (src / f"{BATCH_SOURCE}.c").write_text(code)
     # tl2cgen builds what recipe.json lists: add the batch entry point to it.

@@ -3,22 +3,28 @@ the same libraries, and a stage must not import the service); these are its publ
 
 from core.tree_codegen import (
     BATCH_SOURCE,
+    BLOCK_ROWS,
     CODEGEN_VERSION,
     COMPILER_OPTIONS,
     COMPILER_PARAMS,
     TREES_PER_UNIT,
+    UNITS_PER_SOURCE,
     CodegenError,
     batch_source,
     export_library,
+    merge_units,
 )
 
 __all__ = [
     "BATCH_SOURCE",
+    "BLOCK_ROWS",
     "CODEGEN_VERSION",
     "COMPILER_OPTIONS",
     "COMPILER_PARAMS",
     "TREES_PER_UNIT",
+    "UNITS_PER_SOURCE",
     "CodegenError",
     "batch_source",
     "export_library",
+    "merge_units",
 ]
