@@ -117,7 +117,10 @@ def merge_units(src: Path, per_source: int) -> None:
     tl2cgen's header.h has no include guard, so each merged file includes it once.
     """
     recipe = json.loads((src / "recipe.json").read_text())
-    units = [s for s in recipe["sources"] if re.fullmatch(r"tu\d+", s["name"])]
+    # recipe.json lists tu0, tu1, tu10, ...: in tree order instead, so a file holds neighbours.
+    units = sorted(
+        (s for s in recipe["sources"] if re.fullmatch(r"tu\d+", s["name"])), key=lambda s: int(s["name"][2:])
+    )
     others = [s for s in recipe["sources"] if not re.fullmatch(r"tu\d+", s["name"])]
     merged = []
     for start in range(0, len(units), per_source):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -226,3 +227,33 @@ def test_a_library_from_the_older_code_generator_is_not_used(
     meta = json.loads((old / COMPILED_META).read_text())
     (old / COMPILED_META).write_text(json.dumps({k: v for k, v in meta.items() if k != "codegen"}))
     assert load_compiled(tmp_path, old.name) is None
+
+
+@pytest.mark.realdata
+def test_the_trees_share_c_files_but_each_keeps_its_own_function(
+    real_project: RealProject, tmp_path: Path
+) -> None:
+    """predict_batch runs one tree at a time: merging tl2cgen's one-tree files (fewer gcc processes)
+    must keep every tree a function of its own, defined once, in tl2cgen's order."""
+    import tl2cgen
+    import treelite
+
+    from core.tree_codegen import COMPILER_PARAMS, batch_source, merge_units
+
+    tl_model = treelite.sklearn.import_model(real_project.model)
+    src = tmp_path / "src"
+    params = {**COMPILER_PARAMS, "parallel_comp": tl_model.num_tree}
+    tl2cgen.generate_c_code(tl_model, dirpath=str(src), params=params)
+    merge_units(src, per_source=7)
+    recipe = json.loads((src / "recipe.json").read_text())
+    files = [s["name"] for s in recipe["sources"] if s["name"].startswith("trees")]
+    assert len(files) == -(-tl_model.num_tree // 7) and not list(src.glob("tu*.c"))
+    defined: list[str] = []
+    for name in files:
+        code = (src / f"{name}.c").read_text()
+        assert code.count('#include "header.h"') == 1
+        signature = r"^void (predict_unit\d+)\(union Entry\* data, double\* result\) \{"
+        defined += re.findall(signature, code, re.M)
+    assert defined == [f"predict_unit{k}" for k in range(tl_model.num_tree)]
+    batch = batch_source((src / "main.c").read_text(), (src / "header.h").read_text())
+    assert re.findall(r"predict_unit\d+", batch) == defined
