@@ -129,9 +129,9 @@ class CompiledPredictor:
         for row, col in enumerate(self._cat_cols):
             self._known[row, categories[int(col)]] = True
         self._known_sets = [(int(col), frozenset(categories[int(col)])) for col in self._cat_cols]
-        # np.lexsort's last key is the primary one: the categorical column with the most categories.
-        by_size = sorted(categories, key=lambda col: len(categories[col]))
-        self._sort_keys = np.array(by_size or [0], dtype=np.intp)
+        # The sort key's most significant digit is the categorical column with the most categories.
+        by_size = sorted(categories, key=lambda col: len(categories[col]), reverse=True)
+        self._sort_keys = np.array(by_size, dtype=np.intp)
 
     def _unseen_to_missing(self, features: np.ndarray) -> np.ndarray:
         """sklearn's HistGradientBoosting encodes a category it never saw in training as missing;
@@ -154,12 +154,22 @@ class CompiledPredictor:
         # The trees are branchy code: rows that take the same paths one after another keep the
         # branch predictor right. Grouping the batch by its categorical columns (the zones) cuts
         # ~25% off a 1000-trip batch of random real trips; each row's prediction is unchanged.
-        if len(features) < SORT_ROWS:
+        if len(features) < SORT_ROWS or not len(self._sort_keys):
             return self._run(features)
-        order = np.lexsort(features[:, self._sort_keys].T)
+        order = np.argsort(self._group_key(features))
         out = np.empty(len(features))
-        out[order] = self._run(features[order])
+        out[order] = self._run(features[order], owned=True)
         return out
+
+    def _group_key(self, features: np.ndarray) -> np.ndarray:
+        """One int64 per row whose order groups the rows by their category codes (after
+        :meth:`_unseen_to_missing`: known codes below 256, or missing), primary column first: one
+        integer sort instead of np.lexsort over float columns (a third of its time)."""
+        key = np.zeros(len(features), dtype=np.int64)
+        for col in self._sort_keys:
+            codes = np.nan_to_num(features[:, col], nan=-1.0).astype(np.int64) + 1
+            key = key * (_CATEGORY_CODES + 1) + codes
+        return key
 
     def _predict_rows(self, features: np.ndarray) -> np.ndarray:
         """A few rows: the same library call, prepared in plain Python (numpy's per-call cost
@@ -172,11 +182,12 @@ class CompiledPredictor:
                     row[col] = math.nan
         return self._run(np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURES)))
 
-    def _run(self, features: np.ndarray) -> np.ndarray:
+    def _run(self, features: np.ndarray, *, owned: bool = False) -> np.ndarray:
         """``predict_batch(union Entry* rows, int n, double* out)`` on a copy of ``features`` (the
-        library quantizes its input in place)."""
+        library quantizes its input in place), or on ``features`` itself when the caller ``owned``
+        a fresh array (a batch reordered by fancy indexing is one already)."""
         n = features.shape[0]
-        entries = np.array(features, dtype=np.float64, order="C")
+        entries = np.array(features, dtype=np.float64, order="C", copy=None if owned else True)
         missing = np.isnan(entries)
         if missing.any():
             # union Entry {int missing; double fvalue; int qvalue;}: the int at offset 0 is -1 for missing.
