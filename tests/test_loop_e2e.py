@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from autoops.params_edit import set_months
 from tests.conftest import copy_project, run_in, set_params, stage_env
 from tests.small_project import small_project
 from tests.workflow_runner import parse_outputs
@@ -129,7 +130,7 @@ def test_1_stable_months_breach_nothing(loop: Loop) -> None:
     """Stable months: no breach, nothing committed or pushed. A month bump is a change DVC notices
     without retraining: the stages that read the month rerun, train does not."""
     summary = loop.root / "step_summary.md"
-    set_params(loop.work, **{"months.current": "2024-03"})  # what `check --month 2024-03` does first
+    set_months(loop.work / "params.yaml", current="2024-03")  # what `check --month 2024-03` does first
     changed = set(json.loads(loop.run(loop.work, "dvc", "status", "--json").stdout))
     assert {"ingest", "evaluate", "drift"} <= changed, changed
     for month in ("2024-03", "2024-04"):
