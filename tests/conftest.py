@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real TLC months sit beside the project on developer and CI machines, never in a user's clone
 # (AUTOOPS_REAL_DIR points elsewhere, e.g. from a git worktree that is not beside them).
 REAL_DIR = Path(os.environ.get("AUTOOPS_REAL_DIR") or ROOT.parent / "shared" / "data" / "tlc")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (./test.sh runs two workers, each taking one test file at a time) the
+    files with slow or container tests start first: a long file taken last would leave the other
+    worker idle at the end. Within a file the order stays as written (test_loop_e2e's phases)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    long_files = {item.path for item in items if any(item.iter_markers(m) for m in ("slow", "container"))}
+    items.sort(key=lambda item: item.path not in long_files)  # stable: file and test order kept
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``name`` made by ``build(folder)`` once per test run and shared, read-only, by
+    the callers (who copy it). Under pytest-xdist each worker has a base temp of its own, so the
+    folder lives in their common parent: the first worker builds it, the other waits on a lock.
+    A build that raised is not marked done, so the next caller tries again (and fails alike)."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder, done = base / name, base / f"{name}.built"
+    with FileLock(base / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.write_text("")
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -64,9 +94,19 @@ class PipelineRun:
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     """One `dvc repro` of a fresh copy of the project, shared by the tests that only read its
-    outputs (the lock check, the browser tests): a full run costs about a minute."""
-    project = copy_project(tmp_path_factory.mktemp("pipeline") / "project")
-    return PipelineRun(project, run_in(project, "dvc", "repro"))
+    outputs (the lock check, the browser tests): a full run costs about a minute. Each worker
+    gets a copy of the one run (with its output, kept in repro.json beside it)."""
+
+    def build(folder: Path) -> None:
+        project = copy_project(folder / "project")
+        repro = run_in(project, "dvc", "repro")
+        (folder / "repro.json").write_text(json.dumps([repro.returncode, repro.stdout, repro.stderr]))
+
+    built = built_once(tmp_path_factory, "pipeline-run", build)
+    project = tmp_path_factory.mktemp("pipeline") / "project"
+    shutil.copytree(built / "project", project, symlinks=True)
+    returncode, stdout, stderr = json.loads((built / "repro.json").read_text())
+    return PipelineRun(project, subprocess.CompletedProcess(["dvc", "repro"], returncode, stdout, stderr))
 
 
 def stage_env(project_dir: Path) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """One small, fully run copy of the project per test session, shared by several test modules.
 
 A module-scoped fixture would run the pipeline once per module that uses it; this builds it once
-under pytest's base temp folder and hands out copies, which are cheap at this size.
+per test run (tests/conftest.py, built_once: also across pytest-xdist workers) and hands out
+copies, which are cheap at this size.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_project, set_params, stage_env
+from tests.conftest import built_once, copy_project, set_params, stage_env
 
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
 # A third of a month and a shorter fit: the 2024-05 shift is as strong as at full size, and calm
@@ -32,15 +33,13 @@ def small_project(factory: pytest.TempPathFactory, dest: Path) -> Path:
 
     That run registered its model in the copy's mlflow.db as version 1, alias champion.
     """
-    base = factory.getbasetemp()
-    built = base / "small-project"
-    if not (built / ".built").exists():
-        shutil.rmtree(built, ignore_errors=True)
+
+    def build(built: Path) -> None:
         copy_project(built)
         set_params(built, **SMALL)
         _run(built, "dvc", "repro")
         _run(built, *GIT, "add", "-A")
         _run(built, *GIT, "commit", "-qm", "Pipeline run on small months")
-        (built / ".built").write_text("")
-    shutil.copytree(built, dest, symlinks=True, ignore=shutil.ignore_patterns(".built"))
+
+    shutil.copytree(built_once(factory, "small-project", build), dest, symlinks=True)
     return dest
