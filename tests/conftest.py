@@ -24,12 +24,35 @@ REAL_DIR = Path(os.environ.get("AUTOOPS_REAL_DIR") or ROOT.parent / "shared" / "
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (./test.sh runs two workers, each taking one test file at a time) the
-    files with slow or container tests start first: a long file taken last would leave the other
-    worker idle at the end. Within a file the order stays as written (test_loop_e2e's phases)."""
+    longest files start first (:data:`LONGEST_FIRST`, then any with slow or container tests): a
+    long file taken last would leave the other worker idle at the end. Within a file the order
+    stays as written (test_loop_e2e's phases)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     long_files = {item.path for item in items if any(item.iter_markers(m) for m in ("slow", "container"))}
-    items.sort(key=lambda item: item.path not in long_files)  # stable: file and test order kept
+
+    def start(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return rank, item.path not in long_files
+
+    items.sort(key=start)  # stable: file and test order kept
+
+
+# The longest files, longest first (pytest --durations of a two-worker run): handing them out first
+# keeps the last file short, so neither worker idles at the end. Only the order, never a result,
+# depends on this list; a file missing from it starts after these.
+LONGEST_FIRST = (
+    "test_loop_e2e.py",
+    "test_workflow_runs.py",
+    "test_image.py",
+    "test_postgres.py",
+    "test_remote.py",
+    "test_cli.py",
+    "test_serve.py",
+    "test_browser.py",
+    "test_backtest.py",
+)
 
 
 def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
