@@ -107,8 +107,25 @@ def test_forms_the_one_trip_decoder_leaves_to_pydantic() -> None:
     ]
     for trip in declined:
         assert DECODER.row(orjson.dumps(trip)) is None, trip
+    taken = [
+        {**base, "pickup_datetime": when}
+        for when in (
+            "2021-01-15t08:30:00",
+            "2021-01-15 08:30",
+            "2021-11-07T01:30:00",  # shown twice in the autumn: that wall-clock time
+            "2021-03-14T03:00:00",
+            "2024-02-29T23:59:59",
+            "2000-01-01T00:00:00",
+            "2099-12-31T23:59:59",
+        )
+    ]
     # The original API's names, given by zone IDs, are taken.
-    assert _same(orjson.dumps({**base, "hour": 23.999999999999996, "day_of_week": 6, "month": 3})) is not None
+    taken += [{**base, "hour": 23.999999999999996, "day_of_week": 6, "month": 3}]
+    taken += [{**base, "pickup_hour": 0, "pickup_dow": 0, "pickup_month": 12, "trip_type": None}]
+    for trip in taken:
+        assert _same(orjson.dumps(trip)) is not None, trip
+    escaped = b'{"pu_location_id": 74, "do_location_id": 168, "trip_distance": 2.3, "pickup_datetime": "\\u0032021-01-15T08:30:00"}'  # noqa: E501
+    assert _same(escaped) is not None
 
 
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
