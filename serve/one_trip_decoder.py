@@ -79,7 +79,7 @@ _FIRST_DAY = [0] + [d.toordinal() - _EPOCH_DAY for d in _FIRSTS]
 _FIRST_WEEKDAY = [0] + [d.weekday() for d in _FIRSTS]
 _EPOCH = datetime(1970, 1, 1)
 # The date-time forms taken here; the date's and time's ranges are datetime.fromisoformat's to check.
-_DATETIME_FORM = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2})?")
+_DATETIME_FORM = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?")
 
 
 class OneTripDecoder:
@@ -137,8 +137,8 @@ def _pickup_micros(values: tuple[Any, ...]) -> int | None:
 
 
 def _datetime_micros(text: str) -> int | None:
-    """``YYYY-MM-DDThh:mm[:ss]`` (T, t or a space), no offset, years 2000-2099, a time that existed
-    in New York; anything else None."""
+    """``YYYY-MM-DDThh:mm[:ss[.f to .ffffff]]`` (T, t or a space), no offset, years 2000-2099, a
+    time that existed in New York; anything else None."""
     if _DATETIME_FORM.fullmatch(text) is None:
         return None
     try:
@@ -150,4 +150,4 @@ def _datetime_micros(text: str) -> int | None:
     if when.hour == 2 and when.month in (3, 4) and _skipped(when):
         return None
     delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -94,7 +94,7 @@ def test_forms_the_one_trip_decoder_leaves_to_pydantic() -> None:
     base = {"pu_location_id": 74, "do_location_id": 168, "trip_distance": 2.3}
     declined = [
         {**base, "pickup_datetime": "2021-01-15T08:30:00Z"},  # an offset
-        {**base, "pickup_datetime": "2021-01-15T08:30:00.5"},  # a fraction
+        {**base, "pickup_datetime": "2021-01-15T08:30:00.1234567"},  # beyond microseconds
         {**base, "pickup_datetime": "2021-03-14T02:30:00"},  # skipped by the spring-forward change
         {**base, "pickup_datetime": "2021-02-29T08:30:00"},
         {**base, "pickup_datetime": "1999-12-31T23:00:00"},
@@ -112,6 +112,8 @@ def test_forms_the_one_trip_decoder_leaves_to_pydantic() -> None:
         for when in (
             "2021-01-15t08:30:00",
             "2021-01-15 08:30",
+            "2021-01-15T08:30:00.5",
+            "2021-01-23T12:57:43.073124",
             "2021-11-07T01:30:00",  # shown twice in the autumn: that wall-clock time
             "2021-03-14T03:00:00",
             "2024-02-29T23:59:59",
