@@ -658,6 +658,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--render", action="store_true", help="only rewrite --readme's block from --out and its siblings"
     )
+    parser.add_argument(
+        "--only",
+        choices=("single", "batch"),
+        help="a targeted run: only this kind of request, only --servers, no swap, no profile, no README "
+        "block (e.g. --only single --servers ours,empty: the service against the ceiling)",
+    )
+    parser.add_argument(
+        "--servers", default="ours,mlflow,mlflow-matched,empty", help="with --only: the servers to measure"
+    )
+    parser.add_argument(
+        "--concurrency", help=f"with --only single: connections, comma-separated (default {CONCURRENCY})"
+    )
     return parser.parse_args(argv)
 
 
@@ -701,6 +713,12 @@ def run(args: argparse.Namespace) -> None:
 
     pool = servers(workdir, args.workers, cache)
     ours = pool[0]
+    if args.only:
+        wanted = set(args.servers.split(","))
+        if unknown := wanted - {server.name for server in pool}:
+            names = ", ".join(server.name for server in pool)
+            sys.exit(f"error: no server {', '.join(sorted(unknown))} (--servers takes {names})")
+        pool = [server for server in pool if server.name in wanted]
     log_dir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     cold: dict[str, list[float]] = {server.name: [] for server in pool}
     results["cold_start_s"] = cold
@@ -711,17 +729,19 @@ def run(args: argparse.Namespace) -> None:
             probe = bodies.ours_single[0] if server.trips else bodies.mlflow_single[0]
             cold[server.name].append(server.start(log_dir, probe))
             print(f"cold start {server.name}: {cold[server.name][-1]:.2f} s")
-        # Identical inputs must give identical answers: check on the batch before timing.
-        ours_pred = httpx.post(
-            ours.url + "/predict_batch", content=bodies.ours_batch, headers=JSON, timeout=60
-        )
-        ml_pred = httpx.post(
-            pool[1].url + "/invocations", content=bodies.mlflow_batch, headers=JSON, timeout=60
-        )
-        diff = np.abs(np.array(ours_pred.json()["predictions"]) - np.array(ml_pred.json()["predictions"]))
-        results["max_abs_diff_vs_mlflow"] = float(diff.max())
-        print(f"max |ours - mlflow| over {BATCH_ROWS} trips: {results['max_abs_diff_vs_mlflow']:.2e} min")
-        save(results, args.out)
+        shipped = next((server for server in pool if server.name == "mlflow"), None)
+        if ours in pool and shipped is not None:
+            # Identical inputs must give identical answers: check on the batch before timing.
+            ours_pred = httpx.post(
+                ours.url + "/predict_batch", content=bodies.ours_batch, headers=JSON, timeout=60
+            )
+            ml_pred = httpx.post(
+                shipped.url + "/invocations", content=bodies.mlflow_batch, headers=JSON, timeout=60
+            )
+            diff = np.abs(np.array(ours_pred.json()["predictions"]) - np.array(ml_pred.json()["predictions"]))
+            results["max_abs_diff_vs_mlflow"] = float(diff.max())
+            print(f"max |ours - mlflow| over {BATCH_ROWS} trips: {results['max_abs_diff_vs_mlflow']:.2e} min")
+            save(results, args.out)
 
         scripts = {}
         for server in pool:
@@ -732,6 +752,11 @@ def run(args: argparse.Namespace) -> None:
                 scripts[(server.name, "single")] = lua_script(server.path, bodies.mlflow_single, log_dir)
                 scripts[(server.name, "batch")] = lua_script(server.path, [bodies.mlflow_batch], log_dir)
         scenarios = [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]
+        if args.only:
+            if args.only == "single" and args.concurrency:
+                scenarios = [("single", int(c)) for c in args.concurrency.split(",")]
+            scenarios = [(kind, c) for kind, c in scenarios if kind == args.only]
+            results["only"] = {"kind": args.only, "servers": [server.name for server in pool]}
         for round_index in range(args.rounds):
             # A different server goes first every round, so drifting machine load hits all alike.
             order = pool[round_index % len(pool) :] + pool[: round_index % len(pool)]
@@ -749,6 +774,10 @@ def run(args: argparse.Namespace) -> None:
                         f"{run.rps:9.1f} req/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:8.2f} ms  "
                         f"errors {run.errors}  cpu {run.worker_cpu}{'  ONE WORKER' if run.one_worker else ''}"
                     )
+        if args.only:
+            _print_ratios(results)
+            print(f"results: {args.out} (a targeted run: no swap, no profile, no README block)")
+            return
         # Where a batch's time goes in the server, under the same load (a separate run: the
         # figures above are unprofiled).
         assert ours.proc is not None
@@ -766,6 +795,16 @@ def run(args: argparse.Namespace) -> None:
     save(results, args.out)
     print(write_block(results, args.out, args.readme))
     print(f"results: {args.out}; figures: {args.readme}")
+
+
+def _print_ratios(results: dict[str, Any]) -> None:
+    """A targeted run's requests/s as a share of the empty endpoint's, per scenario (medians)."""
+    median = results["median"]
+    for key, measured_run in median.items():
+        name, _, scenario = key.partition(" ")
+        ceiling = median.get(f"empty {scenario}")
+        if name != "empty" and ceiling:
+            print(f"{key}: {measured_run['rps'] / ceiling['rps']:.0%} of the empty endpoint's requests/s")
 
 
 if __name__ == "__main__":

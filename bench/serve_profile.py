@@ -23,6 +23,7 @@ PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("trips -> input columns", "serve/trip_columns.py", None),
     ("trips -> input columns", "serve/request_models.py", ("pickup_local",)),
     ("validate JSON body (columnar)", "serve/batch_columns.py", None),
+    ("validate JSON body (one-trip route, msgspec)", "serve/one_trip_decoder.py", None),
     ("validate JSON body (pydantic)", "serve/request_models.py", None),  # its validators
     ("validate JSON body (pydantic)", "serve/request_body.py", None),  # and its guards
     ("prediction log: queue", "serve/prediction_log.py", ("append",)),
@@ -34,6 +35,7 @@ PROFILE_STEPS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("request checks (size, type, deadlines)", "serve/http_protocol.py", None),
     ("request handling (endpoint code)", "serve/routes.py", None),
     ("request handling (endpoint code)", "serve/service.py", None),
+    ("request handling (endpoint code)", "serve/one_trip_route.py", None),
 ]
 HTTP_STEP = "HTTP, ASGI and event loop (uvicorn, starlette, fastapi)"
 

@@ -3,6 +3,8 @@ features, compiled trees, metrics, prediction log), without HTTP: a quick before
 to the request path, far cheaper than bench/serve_bench.py.
 
     python -m bench.serve_request_cost --label after   # -> bench/results/serve_request_cost.json
+    # /predict's single trip before and after issue 21's one-trip route, step by step and layer by layer:
+    python -m bench.serve_request_cost --label single-after --out bench/results/single_trip_cost.json
     # the code before a change, from an export of its commit (git archive <commit> | tar -x -C /tmp/x):
     PYTHONPATH=/tmp/x python bench/serve_request_cost.py --label before --commit <commit>
 
@@ -10,7 +12,9 @@ Each label is one entry of the results file: best, median and p90 over rounds of
 CPU microseconds of the event loop's thread (the prediction log's writer thread excluded), for a
 single trip and for a 1000-trip batch, so a run before a change and one after sit side by side;
 and ``single_trip_steps_us``: where a single trip's time goes, each step of /predict timed alone
-(the request's total less the steps it takes is HTTP/ASGI, routing, middleware and body read).
+(the request's total less the steps it takes is HTTP/ASGI, routing, middleware and body read);
+``single_trip_layers``: /predict entered at each layer of the app's middleware stack, so the
+difference of two neighbours is what one layer costs.
 Measure on a quiet machine (load < 1.5), or alternate before and after runs and compare.
 
 ``batch_paths``: /predict_batch's columnar path (serve/batch_columns.py) against pydantic's
@@ -175,7 +179,29 @@ def _single_trip_steps(service: Service, body: bytes) -> dict[str, float]:
         row = feature_row(trip, located)
         steps["fast path: features (serve/one_trip.py)"] = lambda: feature_row(trip, located)
         steps["fast path: predict_row (compiled trees)"] = lambda: served.predictor.predict_row(row)
+        steps["fast path: log queue, one row"] = lambda: log.append([row], [1.0], served.version)
+    one_trip = getattr(service, "one_trip", None)
+    if one_trip is not None:  # the msgspec decoder (serve/one_trip_decoder.py), where it exists
+        steps["one-trip route: decode + checks + features"] = lambda: one_trip.row(body)
+        steps["one-trip route: whole answer (Service.answer_one)"] = lambda: service.answer_one(body)
     return {name: _time_us(step) for name, step in steps.items()}
+
+
+async def _single_trip_layers(app: Any, body: bytes) -> dict[str, dict[str, float]]:
+    """/predict entered at each ASGI layer of the app's middleware stack, outermost first (down to
+    FastAPI's exception middleware: the router below needs its exit stack): what each layer and
+    everything under it costs; the difference of two neighbours is one layer's own cost."""
+    layers: dict[str, dict[str, float]] = {}
+    layer = app.middleware_stack
+    while layer is not None and type(layer).__name__ != "AsyncExitStackMiddleware":
+
+        async def entered(scope: Any, receive: Any, send: Any, layer: Any = layer) -> None:
+            scope["app"] = app
+            await layer(scope, receive, send)
+
+        layers[type(layer).__name__] = await _measure(entered, "/predict", body, rounds=20, per_round=300)
+        layer = getattr(layer, "app", None)
+    return layers
 
 
 class _Declining:
@@ -282,6 +308,7 @@ async def _run(work: Path) -> dict[str, Any]:
                 _empty_endpoint(), "/predict", one, rounds=30, per_round=300
             ),
             "single_trip_steps_us": _single_trip_steps(app.state.service, one),
+            "single_trip_layers": await _single_trip_layers(app, one),
             "batch_1000": await _measure(app, "/predict_batch", batch, rounds=30, per_round=5),
             "batch_paths": await _batch_paths(app, batch),
         }
@@ -295,16 +322,19 @@ def main(
     render_only: Annotated[
         bool, typer.Option("--render", help="only redraw bench/README.md's block from the results file")
     ] = False,
+    out: Annotated[
+        Path, typer.Option(help="results file (bench/README.md's block is drawn from the default one only)")
+    ] = RESULTS,
 ) -> None:
     if not render_only:
         if label is None:
             raise typer.BadParameter("--label names the run (or --render to redraw the block only)")
-        _measure_run(label, commit)
-    if README.exists() and BEGIN in README.read_text():
+        _measure_run(label, commit, out)
+    if out == RESULTS and README.exists() and BEGIN in README.read_text():
         README.write_text(render())
 
 
-def _measure_run(label: str, commit: str | None) -> None:
+def _measure_run(label: str, commit: str | None, out: Path) -> None:
     load = float(Path("/proc/loadavg").read_text().split()[0])
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(_run(Path(tmp)))
@@ -315,9 +345,9 @@ def _measure_run(label: str, commit: str | None) -> None:
         ).stdout.strip()
     )
     result.update({"commit": commit, "load_at_start": load})
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = json.loads(out.read_text()) if out.exists() else {}
     results[label] = result
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({label: result}, indent=2))
 
 

@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serve.docs import add_docs
 from serve.http_protocol import BODY_TIMED_OUT, METRICS_STATE
 from serve.metrics import MetricsMiddleware
+from serve.one_trip_route import PATH as ONE_TRIP_PATH
+from serve.one_trip_route import OneTripFastPath
 from serve.routes import add_api_routes, complete_openapi, json_response
 from serve.service import Service
 from serve.settings import Settings
@@ -83,6 +85,10 @@ class RequestChecksMiddleware:
         if scope["method"] == "HEAD":
             scope = {**scope, "method": "GET"}
         refusal = self._refusal(scope)
+        if refusal is LENGTH_GIVEN:
+            # Within the limit (else refused): httptools reads no more than the length given.
+            await self.app(scope, receive, send)
+            return
         if refusal is not None:
             await json_response({"detail": refusal[1]}, refusal[0])(scope, receive, send)
             return
@@ -100,17 +106,21 @@ class RequestChecksMiddleware:
         await self.app(scope, limited_receive, send)
 
     def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """The refusal the headers decide, or None - or LENGTH_GIVEN, for a request that passes
+        and gives its body's length (the common case: nothing to count as it streams in)."""
         content_type = encoding = None
-        has_body = has_origin = False
+        has_body = has_origin = has_length = chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.max_bytes:
                     return 413, f"request body over {self.max_bytes} bytes"
                 has_body = value != b"0"
+                has_length = value.isdigit()
             elif name == b"content-type":
                 content_type = value
             elif name == b"transfer-encoding":
                 has_body = True
+                chunked = True
             elif name == b"content-encoding":
                 encoding = value
             elif name == b"origin":
@@ -120,15 +130,18 @@ class RequestChecksMiddleware:
                 415,
                 f"Content-Encoding {encoding.decode('latin-1')} is not supported: send the body uncompressed",
             )
+        passes = LENGTH_GIVEN if has_length and not chunked else None
         if scope["method"] != "POST" or not has_body:
-            return None
+            return passes
         media_type = (content_type or b"").partition(b";")[0].strip().lower()
         if media_type == b"application/json" or (media_type == FORM and not has_origin):
-            return None
+            return passes
         given = f"Content-Type {content_type.decode('latin-1')}" if content_type else "no Content-Type"
         return 415, f"the body must be JSON, sent as Content-Type: application/json ({given} given)"
 
 
+# RequestChecksMiddleware._refusal's verdict for a request that passes with a Content-Length.
+LENGTH_GIVEN = (0, "")
 # curl -d's default Content-Type (see RequestChecksMiddleware).
 FORM = b"application/x-www-form-urlencoded"
 
@@ -159,6 +172,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_exception_handler(Exception, unexpected_error)
+    # Innermost: the checks and the metrics apply to the fast path's requests too.
+    one_trip = next(r for r in app.router.routes if getattr(r, "path", None) == ONE_TRIP_PATH)
+    app.add_middleware(OneTripFastPath, service=service, route=one_trip)
     app.add_middleware(RequestChecksMiddleware, max_bytes=settings.max_batch * BYTES_PER_TRIP + 65536)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     complete_openapi(app, settings.max_batch)

@@ -108,7 +108,12 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def append(self, features: np.ndarray, predictions: np.ndarray, model_version: str) -> None:
+    def append(
+        self,
+        features: np.ndarray | list[list[float]],
+        predictions: np.ndarray | list[float],
+        model_version: str,
+    ) -> None:
         """Queue one request's rows; never blocks on I/O."""
         rows = len(predictions)
         with self._lock:

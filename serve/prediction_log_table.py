@@ -20,8 +20,9 @@ PREDICTION = "prediction"  # core.evaluation.PREDICTION, the column the drift st
 # Blobs are this dtype, C order: (n_rows, len(FEATURES)) features and (n_rows,) predictions.
 BLOB_DTYPE = np.dtype("<f8")
 
-# One served request as queued: timestamp, model version, features, predictions.
-QueuedRequest = tuple[float, str, np.ndarray, np.ndarray]
+# One served request as queued: timestamp, model version, features, predictions (arrays, or for
+# one trip the lists it was predicted from: the writer thread converts them, not the request).
+QueuedRequest = tuple[float, str, np.ndarray | list[list[float]], np.ndarray | list[float]]
 
 
 class LogSchemaError(RuntimeError):

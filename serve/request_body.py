@@ -93,7 +93,7 @@ class BodyReader:
         bare = body.lstrip()[:1] == b"["
         where: tuple[str, ...] = () if bare else ("trips",)
         decoded = self._columnar.decode(body, bare)
-        if decoded is not None and _quoted_colons(body) == len(where) + decoded[1]:
+        if decoded is not None and quoted_colons(body) == len(where) + decoded[1]:
             return decoded[0], where
         if bare:
             trips: list[Trip] = self._validate(self._bare, body, ())
@@ -144,7 +144,7 @@ def _refuse_duplicates(body: bytes, keys: int, batch: tuple[tuple[str, ...], int
     Every key is a string followed by ``:``, so the count of ``"`` directly before a ``:`` is at
     least the number of keys written, which is at least ``keys``: equal, no key was written twice.
     Unequal (or a ``:`` after whitespace), the exact parse decides."""
-    if _quoted_colons(body) == keys:
+    if quoted_colons(body) == keys:
         return
     closed = 0
 
@@ -176,7 +176,7 @@ class _Duplicate(Exception):
         self.index = index
 
 
-def _quoted_colons(body: bytes) -> int | None:
+def quoted_colons(body: bytes) -> int | None:
     """How many ``:`` follow a ``"`` directly; None if one follows whitespace (keys written
     ``"k" :``, which the count would miss)."""
     if len(body) < _SMALL_BODY:

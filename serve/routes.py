@@ -27,6 +27,10 @@ by serve/app.py's ``validation_error``):
    serve/zones.py's ``locate_points``;
 9. a model loaded, else 503 - serve/service.py, ``Service.served_model``.
 
+A /predict trip given by zone IDs is answered before FastAPI's routing, by serve/one_trip_route.py
+(after 1-2, which apply to it too): decoded and checked by msgspec (serve/one_trip_decoder.py), it
+only accepts, like 5; whatever it does not accept comes here, with its body replayed, for 3-9.
+
 The endpoints reach the running service (model holder, metrics, prediction log) through the request
 (:func:`serve.service.service_of`), not by closure. They are routed per app because
 ``/predict_batch``'s texts state the app's ``max_batch`` setting.

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import orjson
 from fastapi import HTTPException, Request
 
 from core.features import feature_matrix
 from serve.metrics import ServiceMetrics
 from serve.model_store import ModelHolder, ServedModel, make_source
 from serve.one_trip import feature_row
+from serve.one_trip_decoder import OneTripDecoder
 from serve.prediction_log import PredictionLog
-from serve.request_body import BodyReader
+from serve.request_body import BodyReader, quoted_colons
 from serve.request_models import Trip
 from serve.settings import Settings, report_startup_failure
 from serve.trip_columns import TripBatch
@@ -29,6 +31,7 @@ class Service:
         self.settings = settings
         self.metrics = metrics = ServiceMetrics()
         self.bodies = BodyReader(settings.max_batch, settings.max_errors)
+        self.one_trip = OneTripDecoder()
         self.holder = ModelHolder(
             make_source(settings), settings, on_swap=metrics.model_swapped, on_error=metrics.model_load_failed
         )
@@ -90,9 +93,26 @@ class Service:
         row = feature_row(trip, located)
         prediction = served.predictor.predict_row(row)
         if self.prediction_log is not None:
-            self.prediction_log.append(np.array([row]), np.array([prediction]), served.version)
+            self.prediction_log.append([row], [prediction], served.version)
         self.metrics.counted(served.version).inc()
         return prediction
+
+    def answer_one(self, body: bytes) -> bytes | None:
+        """/predict's 200 answer for a trip in the common form (serve/one_trip_decoder.py), or
+        None: the body goes the general way (pydantic's validation and errors, coordinates, 503).
+        The same answer, log row and count as :func:`serve.routes.predict_one` gives it."""
+        served = self.holder.current
+        decoded = self.one_trip.row(body)
+        # A key given twice (msgspec keeps the last) is request_body's to refuse: the body's
+        # `":` count is its keys' count when none was.
+        if decoded is None or served is None or quoted_colons(body) != decoded[1]:
+            return None
+        row = decoded[0]
+        prediction = served.predictor.predict_row(row)
+        if self.prediction_log is not None:
+            self.prediction_log.append([row], [prediction], served.version)
+        self.metrics.counted(served.version).inc()
+        return orjson.dumps({"duration_min": prediction, "model_version": served.version})
 
 
 def service_of(request: Request) -> Service:
