@@ -33,6 +33,8 @@ CEILING = "empty"
 
 # The runs before the latest (bench/README.md: three consecutive runs, the last in serve.json).
 EARLIER_RUNS = ("serve_run1.json", "serve_run2.json")
+# The concurrencies issue 21's single-trip target names (>= 60% of the empty endpoint at both).
+CEILING_CONCURRENCY = (1, 8)
 
 
 def _sibling_run(latest: Path, name: str) -> dict[str, Any] | None:
@@ -146,6 +148,21 @@ def summary(
             )
             + ".",
         ]
+        if CEILING in names:
+            # The single-trip target is a share of the ceiling in every run, not only the last.
+            with_loaded = [*runs, (LOADED_RUN, loaded)] if loaded else runs
+            lines += [
+                "",
+                "Single trips as a share of the empty endpoint's requests/s in each run (concurrency "
+                + " / ".join(str(c) for c in CEILING_CONCURRENCY)
+                + "): "
+                + "; ".join(
+                    f"`{name}` "
+                    + " / ".join(_ceiling_shares(run, [f"single c={c}" for c in CEILING_CONCURRENCY]))
+                    for name, run in with_loaded
+                )
+                + ".",
+            ]
     if loaded:
         lines += [
             "",
@@ -213,19 +230,25 @@ def update_readme(path: Path, block: str) -> None:
     os.replace(tmp, path)
 
 
+def _ceiling_shares(results: dict[str, Any], keys: list[str]) -> list[str]:
+    """This service's rate as a share of the empty endpoint's, for each scenario key both ran."""
+    med, ours = results["median"], next(iter(results["cold_start_s"]))
+    return [
+        f"{med[f'{ours} {key}']['rps'] / med[f'{CEILING} {key}']['rps']:.0%}"
+        for key in keys
+        if f"{ours} {key}" in med and f"{CEILING} {key}" in med
+    ]
+
+
 def _ceiling_line(results: dict[str, Any]) -> str:
     """This service's rate as a share of the empty endpoint's, per scenario."""
-    med, ours = results["median"], next(iter(results["cold_start_s"]))
+    scenarios = [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]
     shares = []
-    for kind, connections in [("single", c) for c in CONCURRENCY] + [("batch", BATCH_CONCURRENCY)]:
-        key = f"{kind} c={connections}"
-        if f"{ours} {key}" in med and f"{CEILING} {key}" in med:
-            label = (
-                f"{BATCH_ROWS}-trip batches"
-                if kind == "batch"
-                else f"single trips at concurrency {connections}"
-            )
-            shares.append(f"{label} {med[f'{ours} {key}']['rps'] / med[f'{CEILING} {key}']['rps']:.0%}")
+    for kind, connections in scenarios:
+        label = f"single trips at concurrency {connections}"
+        if kind == "batch":
+            label = f"{BATCH_ROWS}-trip batches"
+        shares += [f"{label} {share}" for share in _ceiling_shares(results, [f"{kind} c={connections}"])]
     return (
         "This service's requests/s as a share of the empty endpoint's (`bench/empty_endpoint.py`: "
         "uvicorn, the same workers, client and trips, parses the JSON body and returns a constant): "
