@@ -61,6 +61,11 @@ DIRECT_ROWS = 16
 SORT_ROWS = 64
 # Raw category codes the compiled predictor can encode (zones: MAX_ZONE_CODES = 254 + "other").
 _CATEGORY_CODES = 256
+# Within a pair of zones a big batch is ordered by the numeric features the trees split on most (the
+# default model: the zones 51% of its splits, trip_distance 21%, pickup_hour 16%), so a group's
+# distance splits go one way, then the other, instead of at random: (column, steps per unit, bits).
+# 2 zone digits (17 bits) + 24 + 12 stay below int64's 63: distances to 167,000 miles, any hour.
+_SORT_NUMERIC = ((FEATURES.index("trip_distance"), 100.0, 24), (FEATURES.index("pickup_hour"), 128.0, 12))
 
 # A library only loads where it was built for (the release builds it on x86_64 Linux, like the image).
 PLATFORM = f"{sys.platform}-{platform.machine()}"
@@ -166,7 +171,7 @@ class CompiledPredictor:
         if len(features) < SORT_ROWS or not len(self._sort_keys):
             return self._run(self._unseen_to_missing(features))
         cats, changed = self._categories(features)
-        order = np.argsort(self._group_key(cats))
+        order = np.argsort(self._group_key(cats, features))
         # The reordered copy is the library's input; only its few rows with an unseen category are
         # rewritten (a corrected copy of the whole batch first cost as much as a tenth of the trees).
         # np.take, not features[order]: a frame's columns arrive as a Fortran-ordered matrix, which
@@ -179,14 +184,18 @@ class CompiledPredictor:
         out[order] = self._run(rows, owned=True)
         return out
 
-    def _group_key(self, cats: np.ndarray) -> np.ndarray:
-        """One int64 per row whose order groups the rows by their category codes (``cats``, from
-        :meth:`_categories`: known codes below 256, or missing), primary column first: one integer
-        sort instead of np.lexsort over float columns (a third of its time)."""
+    def _group_key(self, cats: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """One int64 per row whose order groups the rows by their two biggest category columns
+        (``cats``, from :meth:`_categories`: known codes below 256, or missing; the zones, which
+        decide the others), then orders each group by :data:`_SORT_NUMERIC`: one integer sort
+        instead of np.lexsort over float columns (a third of its time)."""
         key = np.zeros(len(cats), dtype=np.int64)
-        for col in self._sort_keys:
+        for col in self._sort_keys[:2]:
             codes = np.nan_to_num(cats[:, col], nan=-1.0).astype(np.int64) + 1
             key = key * (_CATEGORY_CODES + 1) + codes
+        for col, scale, bits in _SORT_NUMERIC:
+            steps = np.clip(np.nan_to_num(features[:, col], nan=-1.0) * scale + 1, 0, (1 << bits) - 1)
+            key = (key << bits) + steps.astype(np.int64)
         return key
 
     def _predict_rows(self, features: np.ndarray) -> np.ndarray:
