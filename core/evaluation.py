@@ -46,9 +46,11 @@ def load_trained_model(models_dir: Path = MODELS_DIR) -> tuple[object, ModelCard
     return model, card
 
 
-def with_predictions(model: object, frame: pd.DataFrame) -> pd.DataFrame:
+def with_predictions(model: object, frame: pd.DataFrame, *, in_place: bool = False) -> pd.DataFrame:
+    """``frame`` with a :data:`PREDICTION` column added last: on a copy, or on ``frame`` itself when
+    the caller owns it (a batch just read: copying it cost a sixth of the trees' time in evaluate)."""
     x, _ = xy(frame)
-    out = frame.copy()
+    out = frame if in_place else frame.copy()
     out[PREDICTION] = predict(model, x)
     return out
 
@@ -92,9 +94,10 @@ def _score(model: object, name: str, dest: Path, stack: contextlib.ExitStack, ke
     """Predict a features file row group by row group, writing the predictions to ``dest``."""
     scored, writer = _Scored(), FrameWriter(dest, stack)
     for frame in iter_features(name):
+        owned = keep is None  # a row selection is a view-like frame pandas warns about setting
         if keep is not None:
             frame = frame[keep(frame)]
-        out = with_predictions(model, frame)
+        out = with_predictions(model, frame, in_place=owned)
         writer.add(out)
         scored.add(out)
     writer.flush()

@@ -178,7 +178,8 @@ class FrameWriter:
         if not self.buffer:
             return
         frame = self.buffer[0] if len(self.buffer) == 1 else pd.concat(self.buffer, ignore_index=True)
-        table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        # preserve_index=False writes no index at all, so the frame's own needs no reset (a copy).
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.writer is None:
             self.writer = self.stack.enter_context(parquet_writer(self.dest, table.schema))
         self.writer.write_table(table)
