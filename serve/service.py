@@ -90,7 +90,10 @@ class Service:
     def predict_trip(self, served: ServedModel, trip: Trip, located: TripZones | None) -> float:
         """:meth:`predict` for one trip, in plain Python up to the trees (serve/one_trip.py): the
         same answer, without NumPy's per-call set-up, which was most of a single trip's cost."""
-        row = feature_row(trip, located)
+        return self._predict_row(served, feature_row(trip, located))
+
+    def _predict_row(self, served: ServedModel, row: list[float]) -> float:
+        """One trip's feature row to its prediction, logged and counted: both one-trip paths."""
         prediction = served.predictor.predict_row(row)
         if self.prediction_log is not None:
             self.prediction_log.append([row], [prediction], served.version)
@@ -107,11 +110,7 @@ class Service:
         # `":` count is its keys' count when none was.
         if decoded is None or served is None or quoted_colons(body) != decoded[1]:
             return None
-        row = decoded[0]
-        prediction = served.predictor.predict_row(row)
-        if self.prediction_log is not None:
-            self.prediction_log.append([row], [prediction], served.version)
-        self.metrics.counted(served.version).inc()
+        prediction = self._predict_row(served, decoded[0])
         return orjson.dumps({"duration_min": prediction, "model_version": served.version})
 
 
